@@ -1,0 +1,26 @@
+//! airlock: verify signed air-gap bundles and push what they hold into an OCI registry.
+//!
+//! The modules follow the pipeline, and each may only depend on the ones before it:
+//!
+//! ```text
+//! verify ──► read ──► plan ──► push ──► report
+//! ```
+//!
+//! * [`verify`] checks the detached signature of a bundle file and yields a
+//!   [`verify::VerifiedBundle`], the only thing [`read`] accepts.
+//! * [`read`] streams the zstd-compressed tar, checks that every blob is whole
+//!   and indexes the OCI image layout inside it.
+//! * [`plan`] decides where every image lands in the target and in which order
+//!   its blobs, manifests and tags are written.
+//! * [`push`] streams the blobs from the bundle into the target (a registry or
+//!   an OCI layout directory), then writes manifests and tags.
+//! * [`report`] turns the outcome into what people and programs read.
+
+pub mod failure;
+pub mod verify;
+
+pub use failure::FailureClass;
+pub mod digest;
+pub mod progress;
+pub mod read;
+pub mod plan;

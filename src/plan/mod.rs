@@ -1,0 +1,359 @@
+//! Decide where every image of a bundle lands and in which order its parts
+//! are written.
+//!
+//! Depends on [`crate::read`]: a [`Plan`] can only be made from a
+//! [`BundleIndex`], which can only be made from a verified bundle, so the
+//! compiler keeps anything unverified away from [`crate::push`].
+//!
+//! Naming follows Palette's mirror convention: `quay.io/acme/app:1.0` lands at
+//! `<host>/<prefix>/quay.io/acme/app:1.0`, so Palette's image swap (which maps
+//! `quay.io` to `<host>/<prefix>/quay.io`) finds it. In an OCI layout target the
+//! full source reference becomes the `org.opencontainers.image.ref.name`.
+
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::FailureClass;
+use crate::digest::Digest;
+use crate::read::{BundleIndex, ImageKind, ImageName, ManifestRef};
+
+pub use target::{InvalidTarget, Target, is_path_component};
+
+/// Result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a bundle cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Two different images in the bundle want the same tag.
+    #[error("two different images in the bundle would both be tagged {target} ({first} and {second})")]
+    ConflictingTags {
+        /// The contested target reference.
+        target: String,
+        /// The first image's digest.
+        first: Digest,
+        /// The second image's digest.
+        second: Digest,
+    },
+    /// Nothing in the bundle has a name to import it under.
+    #[error("nothing in bundle {path} can be imported: {reasons}")]
+    NothingToImport {
+        /// The bundle file.
+        path: String,
+        /// Why each entry was skipped.
+        reasons: String,
+    },
+    /// A target repository name would be invalid.
+    #[error("image {source_ref} would land in an invalid repository {repository:?}")]
+    InvalidRepository {
+        /// The image's source reference.
+        source_ref: String,
+        /// The repository it would land in.
+        repository: String,
+    },
+}
+
+impl Error {
+    /// Planning failures come from the bundle's content: integrity class.
+    pub fn class(&self) -> FailureClass {
+        FailureClass::Integrity
+    }
+}
+
+/// Where one image goes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// The repository inside the target (`spectro-images/quay.io/acme/app`);
+    /// for an OCI layout target, the source repository.
+    pub repository: String,
+    /// The tag to set last, or none when the image is pushed by digest only.
+    pub tag: Option<String>,
+    /// The full target reference, as people will pull it.
+    pub target_ref: String,
+}
+
+/// One image or artifact to write, with its parts in push order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedImage {
+    /// The source reference (`quay.io/acme/app:1.0`).
+    pub source_ref: String,
+    /// Where it goes.
+    pub placement: Placement,
+    /// The top manifest's digest (what the tag will point at).
+    pub digest: Digest,
+    /// The top manifest's media type.
+    pub media_type: String,
+    /// Image, index or artifact.
+    pub kind: ImageKind,
+    /// Platforms it provides.
+    pub platforms: Vec<String>,
+    /// Manifests, children first, the top one last.
+    pub manifests: Vec<ManifestRef>,
+    /// Config and layer blobs.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Total bytes of blobs and manifests.
+    pub size: u64,
+    /// For referrers: the digest of the manifest this one refers to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// An `index.json` entry that will not be imported, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    /// Its position in `index.json`.
+    pub position: usize,
+    /// Its digest.
+    pub digest: Digest,
+    /// Why it is skipped.
+    pub reason: String,
+}
+
+/// What to write, where, and in which order. Made only from a [`BundleIndex`].
+#[derive(Debug)]
+pub struct Plan {
+    index: Arc<BundleIndex>,
+    target: Target,
+    images: Vec<PlannedImage>,
+    skipped: Vec<Skipped>,
+}
+
+impl Plan {
+    /// Plans the import of `index` into `target`.
+    pub fn new(index: Arc<BundleIndex>, target: Target) -> Result<Self> {
+        let mut images: Vec<PlannedImage> = Vec::new();
+        let mut skipped = Vec::new();
+        let mut by_target: HashMap<String, Digest> = HashMap::new();
+        let mut referrers = Vec::new();
+        for (position, image) in index.images().iter().enumerate() {
+            let source = match &image.name {
+                ImageName::Named(reference) => reference.clone(),
+                ImageName::Unnamed { reason } => {
+                    if image.subject.is_some() {
+                        referrers.push(position);
+                    } else {
+                        skipped.push(Skipped {
+                            position,
+                            digest: image.descriptor.digest.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let placement = place(&target, &source)?;
+            let digest = image.descriptor.digest.clone();
+            if let Some(first) = by_target.get(&placement.target_ref) {
+                if *first == digest {
+                    continue;
+                }
+                return Err(Error::ConflictingTags {
+                    target: placement.target_ref,
+                    first: first.clone(),
+                    second: digest,
+                });
+            }
+            by_target.insert(placement.target_ref.clone(), digest.clone());
+            images.push(planned(&index, position, source.whole(), placement));
+        }
+        for position in referrers {
+            let image = &index.images()[position];
+            let subject = image.subject.clone();
+            let home = images
+                .iter()
+                .find(|p| p.manifests.iter().any(|m| Some(&m.digest) == subject.as_ref()))
+                .map(|p| (p.placement.repository.clone(), p.source_ref.clone()));
+            match home {
+                Some((repository, subject_source)) => {
+                    let digest = &image.descriptor.digest;
+                    let target_ref = match &target {
+                        Target::Registry { host, .. } => format!("{host}/{repository}@{digest}"),
+                        Target::Layout { .. } => format!("{repository}@{digest}"),
+                    };
+                    let placement = Placement {
+                        repository,
+                        tag: None,
+                        target_ref,
+                    };
+                    let source = format!("{subject_source} (referrer {})", digest.short());
+                    images.push(planned(&index, position, source, placement));
+                }
+                None => skipped.push(Skipped {
+                    position,
+                    digest: image.descriptor.digest.clone(),
+                    reason: "it refers to a manifest that is not imported and has no name of its own"
+                        .into(),
+                }),
+            }
+        }
+        if images.is_empty() {
+            let reasons = if skipped.is_empty() {
+                "index.json lists nothing".to_owned()
+            } else {
+                skipped
+                    .iter()
+                    .map(|s| format!("entry {}: {}", s.position, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(Error::NothingToImport {
+                path: index.bundle().path().display().to_string(),
+                reasons,
+            });
+        }
+        Ok(Plan {
+            index,
+            target,
+            images,
+            skipped,
+        })
+    }
+
+    /// The bundle index the plan was made from.
+    pub fn index(&self) -> &Arc<BundleIndex> {
+        &self.index
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Images and artifacts to write, referrers after their subjects.
+    pub fn images(&self) -> &[PlannedImage] {
+        &self.images
+    }
+
+    /// Entries that will not be written.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// The blobs each repository needs, each once, in first-use order.
+    pub fn blobs_by_repository(&self) -> BTreeMap<String, Vec<(Digest, u64)>> {
+        let mut by_repo: BTreeMap<String, Vec<(Digest, u64)>> = BTreeMap::new();
+        for image in &self.images {
+            let blobs = by_repo
+                .entry(image.placement.repository.clone())
+                .or_default();
+            for blob in &image.blobs {
+                if !blobs.iter().any(|(d, _)| *d == blob.0) {
+                    blobs.push(blob.clone());
+                }
+            }
+        }
+        by_repo
+    }
+
+    /// Unique blobs and their total size across the whole plan.
+    pub fn unique_blobs(&self) -> (usize, u64) {
+        let mut seen = HashMap::new();
+        for image in &self.images {
+            for (digest, size) in &image.blobs {
+                seen.insert(digest, *size);
+            }
+        }
+        (seen.len(), seen.values().sum())
+    }
+}
+
+fn planned(index: &BundleIndex, position: usize, source_ref: String, placement: Placement) -> PlannedImage {
+    let image = &index.images()[position];
+    PlannedImage {
+        source_ref,
+        placement,
+        digest: image.descriptor.digest.clone(),
+        media_type: image
+            .manifests
+            .last()
+            .map(|m| m.media_type.clone())
+            .unwrap_or_else(|| image.descriptor.media_type.clone()),
+        kind: image.kind.clone(),
+        platforms: image.platforms.clone(),
+        manifests: image.manifests.clone(),
+        blobs: image.blobs.clone(),
+        size: image.total_bytes(index),
+        subject: image.subject.clone(),
+    }
+}
+
+/// Palette's mirror convention for a registry; the source name for a layout.
+fn place(target: &Target, source: &oci_client::Reference) -> Result<Placement> {
+    let tag = source.tag().map(str::to_owned);
+    let by_digest = source.digest().map(str::to_owned);
+    match target {
+        Target::Registry { host, prefix } => {
+            let mut repository = String::new();
+            if !prefix.is_empty() {
+                repository.push_str(prefix);
+                repository.push('/');
+            }
+            repository.push_str(source.registry());
+            repository.push('/');
+            repository.push_str(source.repository());
+            let valid = repository.split('/').all(is_path_component);
+            if !valid {
+                return Err(Error::InvalidRepository {
+                    source_ref: source.whole(),
+                    repository,
+                });
+            }
+            let target_ref = match (&tag, &by_digest) {
+                (Some(tag), _) => format!("{host}/{repository}:{tag}"),
+                (None, Some(digest)) => format!("{host}/{repository}@{digest}"),
+                (None, None) => format!("{host}/{repository}"),
+            };
+            Ok(Placement {
+                repository,
+                tag,
+                target_ref,
+            })
+        }
+        Target::Layout { .. } => Ok(Placement {
+            repository: format!("{}/{}", source.registry(), source.repository()),
+            tag,
+            target_ref: source.whole(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_placement_follows_the_palette_mirror_convention() {
+        let target: Target = "harbor.local/spectro-images".parse().expect("target");
+        let source: oci_client::Reference = "quay.io/acme/app:1.0".parse().expect("ref");
+        let placement = place(&target, &source).expect("placement");
+        assert_eq!(placement.repository, "spectro-images/quay.io/acme/app");
+        assert_eq!(placement.tag.as_deref(), Some("1.0"));
+        assert_eq!(
+            placement.target_ref,
+            "harbor.local/spectro-images/quay.io/acme/app:1.0"
+        );
+    }
+
+    #[test]
+    fn docker_hub_images_keep_their_normalised_path() {
+        let target: Target = "127.0.0.1:5000".parse().expect("target");
+        let source: oci_client::Reference = "nginx:1.25".parse().expect("ref");
+        let placement = place(&target, &source).expect("placement");
+        assert_eq!(placement.target_ref, "127.0.0.1:5000/docker.io/library/nginx:1.25");
+    }
+
+    #[test]
+    fn layout_placement_uses_the_full_source_reference() {
+        let target: Target = "oci:/tmp/mirror".parse().expect("target");
+        let source: oci_client::Reference = "nginx:1.25".parse().expect("ref");
+        let placement = place(&target, &source).expect("placement");
+        assert_eq!(placement.target_ref, "docker.io/library/nginx:1.25");
+    }
+}

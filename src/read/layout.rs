@@ -1,0 +1,363 @@
+//! Interprets the scanned tar as an OCI image layout: picks the layout root,
+//! walks every descriptor reachable from `index.json`, and proves each one is
+//! present with the declared size before anything may be pushed.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::document::{self, Descriptor, Document, DocumentError};
+use super::names::{self, ImageName};
+use super::{BundleIndex, Error, ReadLimits, Result, RootScan, Scan};
+use crate::digest::Digest;
+use crate::verify::VerifiedBundle;
+
+/// How deep image indexes may nest (index → index → manifest is depth 2).
+const MAX_NESTING: usize = 8;
+
+/// What kind of thing an `index.json` entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ImageKind {
+    /// A single-platform image manifest.
+    Image,
+    /// A multi-platform image index or manifest list.
+    Index,
+    /// An artifact (signature, SBOM, pack, chart...) identified by its type.
+    Artifact {
+        /// The artifact type (or config media type for older artifacts).
+        artifact_type: String,
+    },
+}
+
+/// A manifest to push, with the media type to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestRef {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// One image or artifact listed in `index.json`, with everything it needs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleImage {
+    /// The source reference the producer recorded, if any.
+    #[serde(serialize_with = "serialize_name")]
+    pub name: ImageName,
+    /// The `index.json` entry.
+    pub descriptor: Descriptor,
+    /// Image, index or artifact.
+    pub kind: ImageKind,
+    /// The platforms it provides (`linux/amd64`, ...), when known.
+    pub platforms: Vec<String>,
+    /// The digest of the manifest this one refers to, for referrers.
+    pub subject: Option<Digest>,
+    /// Every manifest to push, children before the indexes listing them; the
+    /// last one is the entry itself.
+    pub manifests: Vec<ManifestRef>,
+    /// Every config and layer blob, each once, with its size.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Foreign layers (with URLs, not in the bundle) that are not pushed.
+    pub foreign_layers: Vec<Digest>,
+}
+
+impl BundleImage {
+    /// Bytes of all blobs and manifests of this image.
+    pub fn total_bytes(&self, index: &BundleIndex) -> u64 {
+        let blobs: u64 = self.blobs.iter().map(|(_, size)| size).sum();
+        let manifests: u64 = self
+            .manifests
+            .iter()
+            .filter_map(|m| index.document(&m.digest).map(|d| d.len() as u64))
+            .sum();
+        blobs + manifests
+    }
+}
+
+fn serialize_name<S: serde::Serializer>(name: &ImageName, s: S) -> Result<S::Ok, S::Error> {
+    match name {
+        ImageName::Named(reference) => s.collect_str(&reference.whole()),
+        ImageName::Unnamed { .. } => s.serialize_none(),
+    }
+}
+
+/// Builds the index from a finished scan.
+pub(super) fn assemble(
+    bundle: VerifiedBundle,
+    scan: Scan,
+    limits: ReadLimits,
+) -> Result<BundleIndex> {
+    let path = bundle.path().display().to_string();
+    let Scan { roots, others } = scan;
+    let layout_roots: Vec<&String> = roots
+        .iter()
+        .filter(|(_, r)| r.index_json.is_some())
+        .map(|(name, _)| name)
+        .collect();
+    let root_name = match layout_roots.as_slice() {
+        [] => return Err(Error::NoLayout { path }),
+        [one] => (*one).clone(),
+        many => {
+            return Err(Error::SeveralLayouts {
+                path,
+                roots: many
+                    .iter()
+                    .map(|r| if r.is_empty() { "/" } else { r.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
+    let mut extra_files = others;
+    let mut root = None;
+    for (name, scanned) in roots {
+        if name == root_name {
+            root = Some(scanned);
+        } else {
+            // Blobs outside the layout root are listed, not silently dropped.
+            for (digest, size) in scanned.blobs {
+                extra_files.push(super::ExtraFile {
+                    path: format!(
+                        "{name}/blobs/{}/{}",
+                        digest.algorithm().as_str(),
+                        digest.hex()
+                    ),
+                    size,
+                });
+            }
+        }
+    }
+    let Some(root) = root else {
+        return Err(Error::NoLayout { path });
+    };
+    if !root.has_oci_layout {
+        tracing::warn!(bundle = %path, "the OCI layout has no oci-layout file; reading it anyway");
+    }
+    let mut walker = Walker {
+        path: &path,
+        root: &root,
+        limits,
+        kept: HashMap::new(),
+    };
+    let index_bytes = root.index_json.clone().unwrap_or_default();
+    let entries = match walker.parse("index.json", &index_bytes)? {
+        Document::Index { manifests, .. } => manifests,
+        Document::Manifest { .. } => {
+            return Err(Error::InvalidDocument {
+                path,
+                what: "index.json".into(),
+                reason: "it is a manifest, not an index".into(),
+            });
+        }
+    };
+    let mut images = Vec::with_capacity(entries.len());
+    for (position, entry) in entries.into_iter().enumerate() {
+        images.push(walker.image(position, entry)?);
+    }
+    let documents = walker.kept;
+    Ok(BundleIndex {
+        bundle,
+        layout_root: root_name,
+        blobs: root.blobs,
+        documents,
+        images,
+        extra_files,
+    })
+}
+
+struct Walker<'a> {
+    path: &'a str,
+    root: &'a RootScan,
+    limits: ReadLimits,
+    kept: HashMap<Digest, Bytes>,
+}
+
+/// What walking one `index.json` entry collects.
+#[derive(Default)]
+struct Collected {
+    manifests: Vec<super::ManifestRef>,
+    seen_manifests: HashSet<Digest>,
+    blobs: Vec<(Digest, u64)>,
+    seen_blobs: HashSet<Digest>,
+    platforms: Vec<String>,
+    foreign: Vec<Digest>,
+}
+
+impl Walker<'_> {
+    fn parse(&self, what: &str, bytes: &[u8]) -> Result<Document> {
+        document::parse(bytes).map_err(|e| match e {
+            DocumentError::Json(source) => Error::InvalidJson {
+                path: self.path.to_owned(),
+                what: what.to_owned(),
+                source,
+            },
+            DocumentError::Invalid(reason) => Error::InvalidDocument {
+                path: self.path.to_owned(),
+                what: what.to_owned(),
+                reason,
+            },
+        })
+    }
+
+    fn image(&mut self, position: usize, entry: Descriptor) -> Result<BundleImage> {
+        let referenced_by = format!("index.json entry {position}");
+        let mut collected = Collected::default();
+        let top = self.walk_manifest(&entry, &referenced_by, 0, &mut collected)?;
+        let kind = match (&top, top.artifact_type()) {
+            (_, Some(artifact_type)) => ImageKind::Artifact {
+                artifact_type: artifact_type.to_owned(),
+            },
+            (Document::Index { .. }, None) => ImageKind::Index,
+            (Document::Manifest { config, .. }, None) => match config {
+                Some(c) if !is_image_config(&c.media_type) => ImageKind::Artifact {
+                    artifact_type: c.media_type.clone(),
+                },
+                _ => ImageKind::Image,
+            },
+        };
+        if let Some(platform) = &entry.platform
+            && !collected.platforms.contains(platform)
+        {
+            collected.platforms.insert(0, platform.clone());
+        }
+        Ok(BundleImage {
+            name: names::resolve(Some(&entry.annotations)),
+            subject: top.subject().map(|s| s.digest.clone()),
+            kind,
+            platforms: collected.platforms,
+            manifests: collected.manifests,
+            blobs: collected.blobs,
+            foreign_layers: collected.foreign,
+            descriptor: entry,
+        })
+    }
+
+    /// Checks a blob is present with the declared size.
+    fn require(&self, descriptor: &Descriptor, referenced_by: &str) -> Result<()> {
+        match self.root.blobs.get(&descriptor.digest) {
+            None => Err(Error::MissingBlob {
+                path: self.path.to_owned(),
+                digest: descriptor.digest.clone(),
+                referenced_by: referenced_by.to_owned(),
+            }),
+            Some(&actual) if actual != descriptor.size => Err(Error::SizeMismatch {
+                path: self.path.to_owned(),
+                digest: descriptor.digest.clone(),
+                declared: descriptor.size,
+                actual,
+                referenced_by: referenced_by.to_owned(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn walk_manifest(
+        &mut self,
+        descriptor: &Descriptor,
+        referenced_by: &str,
+        depth: usize,
+        out: &mut Collected,
+    ) -> Result<Document> {
+        if depth > MAX_NESTING {
+            return Err(Error::NestingTooDeep {
+                path: self.path.to_owned(),
+                digest: descriptor.digest.clone(),
+                limit: MAX_NESTING,
+            });
+        }
+        self.require(descriptor, referenced_by)?;
+        let bytes = self
+            .root
+            .documents
+            .get(&descriptor.digest)
+            .cloned()
+            .ok_or_else(|| Error::DocumentTooLarge {
+                path: self.path.to_owned(),
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                limit: self.limits.max_document_bytes,
+            })?;
+        let what = format!("manifest {}", descriptor.digest);
+        let document = self.parse(&what, &bytes)?;
+        match &document {
+            Document::Index { manifests, .. } => {
+                for child in manifests {
+                    if let Some(platform) = &child.platform
+                        && !out.platforms.contains(platform)
+                    {
+                        out.platforms.push(platform.clone());
+                    }
+                    if out.seen_manifests.contains(&child.digest) {
+                        continue;
+                    }
+                    self.walk_manifest(child, &what, depth + 1, out)?;
+                }
+            }
+            Document::Manifest { config, layers, .. } => {
+                if let Some(config) = config {
+                    self.require(config, &what)?;
+                    if let Some(platform) = self
+                        .root
+                        .documents
+                        .get(&config.digest)
+                        .and_then(|b| document::config_platform(b))
+                        .filter(|_| is_image_config(&config.media_type))
+                        && !out.platforms.contains(&platform)
+                        && depth == 0
+                    {
+                        out.platforms.push(platform);
+                    }
+                    add_blob(out, config);
+                }
+                for layer in layers {
+                    if layer.has_urls && !self.root.blobs.contains_key(&layer.digest) {
+                        out.foreign.push(layer.digest.clone());
+                        continue;
+                    }
+                    self.require(layer, &what)?;
+                    add_blob(out, layer);
+                }
+            }
+        }
+        if out.seen_manifests.insert(descriptor.digest.clone()) {
+            out.manifests.push(super::ManifestRef {
+                digest: descriptor.digest.clone(),
+                media_type: declared_or_shape(descriptor, &document),
+            });
+        }
+        self.kept.insert(descriptor.digest.clone(), bytes);
+        Ok(document)
+    }
+}
+
+fn add_blob(out: &mut Collected, descriptor: &Descriptor) {
+    if out.seen_blobs.insert(descriptor.digest.clone()) {
+        out.blobs.push((descriptor.digest.clone(), descriptor.size));
+    }
+}
+
+/// The media type a registry must be told: the document's own declaration,
+/// then the descriptor's, then what its shape implies.
+fn declared_or_shape(descriptor: &Descriptor, document: &Document) -> String {
+    let declared = match document {
+        Document::Index { media_type, .. } | Document::Manifest { media_type, .. } => {
+            media_type.clone()
+        }
+    };
+    declared
+        .filter(|m| !m.is_empty())
+        .or_else(|| (!descriptor.media_type.is_empty()).then(|| descriptor.media_type.clone()))
+        .unwrap_or_else(|| document.media_type().to_owned())
+}
+
+fn is_image_config(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    )
+}

@@ -1,0 +1,571 @@
+//! Read a verified bundle: stream the zstd-compressed tar once, check every
+//! blob against its digest, and index the OCI image layout inside it.
+//!
+//! Depends on [`crate::verify`] only for [`VerifiedBundle`], which is the one
+//! way into this module: an unverified file is never decompressed.
+//!
+//! The bundle is never extracted to disk. The index pass keeps only small JSON
+//! documents in memory (manifests, indexes, configs, bounded by
+//! [`ReadLimits`]); blob contents are hashed as they stream by. The push stage
+//! later streams the blobs it needs with [`BundleIndex::stream_blobs`].
+
+mod archive;
+pub mod document;
+mod layout;
+pub mod names;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::FailureClass;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::progress::Progress;
+use crate::verify::VerifiedBundle;
+
+pub use document::Descriptor;
+pub use layout::{BundleImage, ImageKind, ManifestRef};
+pub use names::ImageName;
+
+/// Result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Largest manifest or index airlock keeps in memory. Registries are only
+/// required to accept manifests up to 4 MiB, so a bigger one could not be
+/// pushed anyway.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 4 << 20;
+
+/// Memory budget for all JSON documents of one bundle together: about 60,000
+/// typical manifests, far more than the 10,000-image bundles seen in the field.
+pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = 256 << 20;
+
+/// Buffer for hashing blob contents as they stream by.
+const HASH_BUFFER_BYTES: usize = 256 << 10;
+
+/// Memory limits of the index pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Largest single JSON document kept (default [`DEFAULT_MAX_DOCUMENT_BYTES`]).
+    pub max_document_bytes: u64,
+    /// All JSON documents together (default [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
+    pub max_documents_total_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
+        }
+    }
+}
+
+/// Everything that can be wrong with a bundle's content. All of these are
+/// integrity failures: the bundle is rejected and nothing is pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bundle file could not be opened or read.
+    #[error("cannot read bundle {path}: {source}")]
+    Open {
+        /// The bundle file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with a zstd frame.
+    #[error("bundle {path} is not zstd-compressed")]
+    NotZstd {
+        /// The bundle file.
+        path: String,
+    },
+    /// The zstd stream or the tar inside it ends early or is damaged.
+    #[error("bundle {path} is truncated or corrupt: {source}")]
+    Corrupt {
+        /// The bundle file.
+        path: String,
+        /// What the decompressor or tar reader reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The decompressed content is not a tar archive.
+    #[error("bundle {path} does not contain a tar archive: {source}")]
+    NotTar {
+        /// The bundle file.
+        path: String,
+        /// What the tar reader reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tar entry could escape the extraction root or is a link or device.
+    #[error("bundle {path}: unsafe entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The bundle file.
+        path: String,
+        /// The entry's raw path.
+        entry: String,
+        /// What is unsafe about it.
+        reason: String,
+    },
+    /// A blob's content does not hash to the digest its file name promises.
+    #[error("bundle {path}: blob {entry} does not match its digest (content hashes to {actual})")]
+    BlobDigestMismatch {
+        /// The bundle file.
+        path: String,
+        /// The blob's entry path.
+        entry: String,
+        /// What the content actually hashes to.
+        actual: Digest,
+    },
+    /// No `index.json` was found at the root or in a top-level directory.
+    #[error(
+        "bundle {path} holds no OCI image layout (no index.json at its root or in a top-level directory)"
+    )]
+    NoLayout {
+        /// The bundle file.
+        path: String,
+    },
+    /// More than one OCI image layout was found.
+    #[error("bundle {path} holds several OCI image layouts ({roots}); exactly one is supported")]
+    SeveralLayouts {
+        /// The bundle file.
+        path: String,
+        /// The layout directories found.
+        roots: String,
+    },
+    /// A JSON document could not be parsed.
+    #[error("bundle {path}: {what} is not valid JSON: {source}")]
+    InvalidJson {
+        /// The bundle file.
+        path: String,
+        /// Which document (`index.json` or a digest).
+        what: String,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A JSON document is well-formed but not a usable manifest or index.
+    #[error("bundle {path}: {what} is not a valid manifest: {reason}")]
+    InvalidDocument {
+        /// The bundle file.
+        path: String,
+        /// Which document.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A descriptor names a blob the bundle does not hold.
+    #[error("bundle {path}: {referenced_by} names blob {digest}, which is not in the bundle")]
+    MissingBlob {
+        /// The bundle file.
+        path: String,
+        /// The missing blob.
+        digest: Digest,
+        /// The document that names it.
+        referenced_by: String,
+    },
+    /// A descriptor's size disagrees with the blob's actual size.
+    #[error(
+        "bundle {path}: {referenced_by} declares {digest} as {declared} bytes but it is {actual}"
+    )]
+    SizeMismatch {
+        /// The bundle file.
+        path: String,
+        /// The blob.
+        digest: Digest,
+        /// The size the descriptor declares.
+        declared: u64,
+        /// The size in the bundle.
+        actual: u64,
+        /// The document that declares it.
+        referenced_by: String,
+    },
+    /// A manifest is larger than [`ReadLimits::max_document_bytes`] or not JSON.
+    #[error(
+        "bundle {path}: manifest {digest} ({size} bytes) is not a JSON document of at most {limit} bytes"
+    )]
+    DocumentTooLarge {
+        /// The bundle file.
+        path: String,
+        /// The manifest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The bundle's JSON documents together exceed the memory budget.
+    #[error(
+        "bundle {path}: its JSON documents exceed the {limit}-byte memory budget (read.max_documents_total_bytes)"
+    )]
+    DocumentBudgetExceeded {
+        /// The bundle file.
+        path: String,
+        /// The budget.
+        limit: u64,
+    },
+    /// Indexes nest deeper than airlock follows.
+    #[error("bundle {path}: indexes nest deeper than {limit} levels at {digest}")]
+    NestingTooDeep {
+        /// The bundle file.
+        path: String,
+        /// Where the nesting went too deep.
+        digest: Digest,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes read now are not the bytes whose signature was verified.
+    #[error("bundle {path} changed after its signature was verified (now sha256:{actual})")]
+    ChangedAfterVerification {
+        /// The bundle file.
+        path: String,
+        /// The digest of what was read.
+        actual: String,
+    },
+}
+
+impl Error {
+    /// Every content problem is an integrity failure: permanent, nothing pushed.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Error::Open { .. } => FailureClass::Transport,
+            _ => FailureClass::Integrity,
+        }
+    }
+}
+
+/// A file in the bundle outside the OCI layout (packs, charts, installers).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtraFile {
+    /// Its path in the tar.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The index of a verified, internally whole bundle.
+#[derive(Debug)]
+pub struct BundleIndex {
+    bundle: VerifiedBundle,
+    layout_root: String,
+    blobs: HashMap<Digest, u64>,
+    documents: HashMap<Digest, Bytes>,
+    images: Vec<BundleImage>,
+    extra_files: Vec<ExtraFile>,
+}
+
+impl BundleIndex {
+    /// Reads the bundle once, checks it, and indexes it.
+    ///
+    /// Fails if any blob's content does not match its digest, any descriptor
+    /// reachable from `index.json` is absent or has the wrong size, or the file
+    /// changed since it was verified.
+    pub fn build(bundle: VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Result<Self> {
+        let scan = scan(&bundle, limits, progress)?;
+        layout::assemble(bundle, scan, limits)
+    }
+
+    /// The verified bundle this index describes.
+    pub fn bundle(&self) -> &VerifiedBundle {
+        &self.bundle
+    }
+
+    /// The directory in the tar holding the layout (`""` for the root).
+    pub fn layout_root(&self) -> &str {
+        &self.layout_root
+    }
+
+    /// The images and artifacts `index.json` lists, in its order.
+    pub fn images(&self) -> &[BundleImage] {
+        &self.images
+    }
+
+    /// Files outside the layout, which this version of airlock does not import.
+    pub fn extra_files(&self) -> &[ExtraFile] {
+        &self.extra_files
+    }
+
+    /// The raw bytes of a manifest or index, exactly as in the bundle.
+    pub fn document(&self, digest: &Digest) -> Option<&Bytes> {
+        self.documents.get(digest)
+    }
+
+    /// The size of a blob in the bundle.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.blobs.get(digest).copied()
+    }
+
+    /// Streams the bundle again and hands each wanted blob's content to
+    /// `on_blob`, in tar order, each blob at most once. `on_blob` must read the
+    /// content to its end or return an error.
+    pub fn stream_blobs<E>(
+        &self,
+        wanted: &HashSet<Digest>,
+        progress: &Progress,
+        mut on_blob: impl FnMut(&Digest, u64, &mut dyn Read) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), StreamError<E>> {
+        let path = self.bundle.path();
+        let mut archive = archive::open(path, progress).map_err(StreamError::Read)?;
+        let mut remaining: HashSet<&Digest> = wanted.iter().collect();
+        let entries = archive
+            .entries()
+            .map_err(|source| StreamError::Read(corrupt(path, source)))?;
+        for entry in entries {
+            if remaining.is_empty() {
+                break;
+            }
+            let mut entry = entry.map_err(|source| StreamError::Read(corrupt(path, source)))?;
+            let raw = entry.path_bytes().into_owned();
+            let Ok(checked) = archive::check_entry(entry.header(), &raw) else {
+                continue;
+            };
+            let Some((root, digest)) = blob_path(&checked.normalized) else {
+                continue;
+            };
+            if root != self.layout_root || !remaining.remove(&digest) {
+                continue;
+            }
+            let size = entry.size();
+            on_blob(&digest, size, &mut entry).map_err(StreamError::Consumer)?;
+        }
+        if let Some(missing) = remaining.into_iter().next() {
+            return Err(StreamError::Read(Error::MissingBlob {
+                path: path.display().to_string(),
+                digest: missing.clone(),
+                referenced_by: "the second read of the bundle".into(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// A failure while streaming blobs: the bundle or the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError<E> {
+    /// Reading the bundle failed.
+    #[error(transparent)]
+    Read(Error),
+    /// The consumer (an upload) failed.
+    #[error(transparent)]
+    Consumer(E),
+}
+
+fn corrupt(path: &Path, source: std::io::Error) -> Error {
+    Error::Corrupt {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What one pass over the tar found, before the layout is interpreted.
+struct Scan {
+    /// Per candidate layout root: its files.
+    roots: BTreeMap<String, RootScan>,
+    /// Entries that are not part of any layout.
+    others: Vec<ExtraFile>,
+}
+
+#[derive(Default)]
+struct RootScan {
+    index_json: Option<Bytes>,
+    has_oci_layout: bool,
+    blobs: HashMap<Digest, u64>,
+    documents: HashMap<Digest, Bytes>,
+}
+
+/// Splits `[root/]blobs/<alg>/<hex>` into the root and the digest.
+fn blob_path(path: &str) -> Option<(String, Digest)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let (root, rest) = match parts.len() {
+        3 => ("", &parts[..]),
+        4 => (parts[0], &parts[1..]),
+        _ => return None,
+    };
+    if rest[0] != "blobs" {
+        return None;
+    }
+    let algorithm = Algorithm::parse(rest[1])?;
+    let digest = Digest::from_parts(algorithm, rest[2]).ok()?;
+    Some((root.to_owned(), digest))
+}
+
+/// Splits `[root/]index.json` or `[root/]oci-layout`.
+fn layout_file<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    if path == name {
+        return Some("");
+    }
+    let (root, file) = path.split_once('/')?;
+    (file == name && !root.is_empty()).then_some(root)
+}
+
+fn scan(bundle: &VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Result<Scan> {
+    let path = bundle.path();
+    let display = path.display().to_string();
+    progress.reset_bundle_bytes();
+    let mut archive = archive::open(path, progress)?;
+    let mut scan = Scan {
+        roots: BTreeMap::new(),
+        others: Vec::new(),
+    };
+    let mut retained: u64 = 0;
+    let mut seen_entries = 0usize;
+    let entries = archive.entries().map_err(|source| Error::NotTar {
+        path: display.clone(),
+        source,
+    })?;
+    for entry in entries {
+        let mut entry = entry.map_err(|source| {
+            if seen_entries == 0 {
+                Error::NotTar {
+                    path: display.clone(),
+                    source,
+                }
+            } else {
+                corrupt(path, source)
+            }
+        })?;
+        seen_entries += 1;
+        let raw = entry.path_bytes().into_owned();
+        let checked =
+            archive::check_entry(entry.header(), &raw).map_err(|reason| Error::UnsafeEntry {
+                path: display.clone(),
+                entry: String::from_utf8_lossy(&raw).into_owned(),
+                reason,
+            })?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let name = checked.normalized;
+        let size = entry.size();
+        if let Some((root, digest)) = blob_path(&name) {
+            let (actual, document) = hash_blob(&mut entry, &digest, size, limits, path)?;
+            if actual != digest {
+                return Err(Error::BlobDigestMismatch {
+                    path: display,
+                    entry: name,
+                    actual,
+                });
+            }
+            let root_scan = scan.roots.entry(root).or_default();
+            root_scan.blobs.insert(digest.clone(), size);
+            if let Some(document) = document {
+                retained += document.len() as u64;
+                if retained > limits.max_documents_total_bytes {
+                    return Err(Error::DocumentBudgetExceeded {
+                        path: display,
+                        limit: limits.max_documents_total_bytes,
+                    });
+                }
+                root_scan.documents.insert(digest, document);
+            }
+        } else if let Some(root) = layout_file(&name, "index.json") {
+            let root = root.to_owned();
+            let bytes = read_small(&mut entry, size, limits.max_document_bytes, path, &name)?;
+            scan.roots.entry(root).or_default().index_json = Some(bytes);
+        } else if let Some(root) = layout_file(&name, "oci-layout") {
+            scan.roots
+                .entry(root.to_owned())
+                .or_default()
+                .has_oci_layout = true;
+        } else {
+            scan.others.push(ExtraFile { path: name, size });
+        }
+    }
+    let actual = archive::finish(archive, path)?;
+    if actual != bundle.sha256() {
+        return Err(Error::ChangedAfterVerification {
+            path: display,
+            actual,
+        });
+    }
+    Ok(scan)
+}
+
+/// Hashes one blob; keeps its bytes when it is small and looks like JSON, as
+/// it may turn out to be a manifest once `index.json` is read.
+fn hash_blob(
+    entry: &mut impl Read,
+    digest: &Digest,
+    size: u64,
+    limits: ReadLimits,
+    path: &Path,
+) -> Result<(Digest, Option<Bytes>)> {
+    let mut hasher = Hasher::new(digest.algorithm());
+    if size <= limits.max_document_bytes {
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|source| corrupt(path, source))?;
+        hasher.update(&bytes);
+        let looks_like_json = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        let document = looks_like_json.then(|| Bytes::from(bytes));
+        return Ok((hasher.finish(), document));
+    }
+    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    loop {
+        let n = entry
+            .read(&mut buffer)
+            .map_err(|source| corrupt(path, source))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok((hasher.finish(), None))
+}
+
+fn read_small(
+    entry: &mut impl Read,
+    size: u64,
+    limit: u64,
+    path: &Path,
+    name: &str,
+) -> Result<Bytes> {
+    if size > limit {
+        return Err(Error::InvalidDocument {
+            path: path.display().to_string(),
+            what: name.to_owned(),
+            reason: format!("{size} bytes is more than the {limit}-byte limit"),
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|source| corrupt(path, source))?;
+    Ok(Bytes::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn blob_paths_at_the_root_and_one_level_down_are_recognised() {
+        let (root, digest) = blob_path(&format!("blobs/sha256/{HEX}")).expect("root blob");
+        assert_eq!(root, "");
+        assert_eq!(digest.hex(), HEX);
+        let (root, _) = blob_path(&format!("images/blobs/sha256/{HEX}")).expect("zarf blob");
+        assert_eq!(root, "images");
+        assert!(blob_path(&format!("a/b/blobs/sha256/{HEX}")).is_none());
+        assert!(blob_path("blobs/sha256/not-hex").is_none());
+    }
+
+    #[test]
+    fn layout_files_are_found_at_the_root_or_one_level_down() {
+        assert_eq!(layout_file("index.json", "index.json"), Some(""));
+        assert_eq!(
+            layout_file("images/index.json", "index.json"),
+            Some("images")
+        );
+        assert_eq!(layout_file("a/b/index.json", "index.json"), None);
+        assert_eq!(layout_file("packs/x.json", "index.json"), None);
+    }
+}

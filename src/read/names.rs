@@ -1,0 +1,154 @@
+//! Which image an `index.json` entry is, from the annotations producers write.
+//!
+//! | producer | `org.opencontainers.image.ref.name` | other |
+//! |---|---|---|
+//! | containerd / buildkit / regctl | tag only (`1.25`) | `io.containerd.image.name` = full ref |
+//! | crane, Zarf, umoci, skopeo `oci:` | full ref | |
+//! | Hauler | repo path without registry | `io.containerd.image.name` = full ref |
+//!
+//! The order of precedence is therefore: the containerd name, then a `ref.name`
+//! that is a full reference, then a tag-only `ref.name` combined with the
+//! containerd name's repository.
+
+use std::collections::BTreeMap;
+
+use oci_client::Reference;
+
+/// The annotation containerd and Hauler write with the full image reference.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The OCI image-spec annotation naming a manifest in an index.
+pub const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The outcome of naming one index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageName {
+    /// A full, normalised reference (`docker.io/library/nginx:1.25`).
+    Named(Reference),
+    /// The annotations do not say which image this is.
+    Unnamed {
+        /// Why not, in words an operator can act on.
+        reason: String,
+    },
+}
+
+/// Resolves the source reference of an index entry from its annotations.
+pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> ImageName {
+    let empty = BTreeMap::new();
+    let annotations = annotations.unwrap_or(&empty);
+    let containerd = annotations.get(CONTAINERD_NAME).map(String::as_str);
+    let ref_name = annotations.get(OCI_REF_NAME).map(String::as_str);
+
+    if let Some(name) = containerd {
+        return match parse_full(name) {
+            Ok(mut reference) => {
+                // containerd writes the tag into ref.name; honour it if the
+                // containerd name itself carried none.
+                if let Some(tag) = ref_name.filter(|r| is_tag(r))
+                    && name_has_no_tag_or_digest(name)
+                {
+                    reference = Reference::with_tag(
+                        reference.registry().to_owned(),
+                        reference.repository().to_owned(),
+                        tag.to_owned(),
+                    );
+                }
+                ImageName::Named(reference)
+            }
+            Err(reason) => ImageName::Unnamed {
+                reason: format!("{CONTAINERD_NAME} {name:?} is not a valid reference: {reason}"),
+            },
+        };
+    }
+    match ref_name {
+        Some(name) if is_tag(name) => ImageName::Unnamed {
+            reason: format!(
+                "{OCI_REF_NAME} is only a tag ({name:?}) and no {CONTAINERD_NAME} names the image"
+            ),
+        },
+        Some(name) => match parse_full(name) {
+            Ok(reference) => ImageName::Named(reference),
+            Err(reason) => ImageName::Unnamed {
+                reason: format!("{OCI_REF_NAME} {name:?} is not a valid reference: {reason}"),
+            },
+        },
+        None => ImageName::Unnamed {
+            reason: format!("neither {CONTAINERD_NAME} nor {OCI_REF_NAME} is set"),
+        },
+    }
+}
+
+/// Parses a reference the way Docker does, normalising Docker Hub short names
+/// (`nginx:1.25` → `docker.io/library/nginx:1.25`).
+pub fn parse_full(name: &str) -> Result<Reference, String> {
+    name.parse::<Reference>().map_err(|e| e.to_string())
+}
+
+/// A tag per the distribution spec: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_tag(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn name_has_no_tag_or_digest(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    !last.contains(':') && !name.contains('@')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn named(a: &BTreeMap<String, String>) -> String {
+        match resolve(Some(a)) {
+            ImageName::Named(r) => r.whole(),
+            ImageName::Unnamed { reason } => panic!("unnamed: {reason}"),
+        }
+    }
+
+    #[test]
+    fn containerd_export_uses_the_containerd_name() {
+        let a = annotations(&[
+            (CONTAINERD_NAME, "quay.io/acme/app:1.0"),
+            (OCI_REF_NAME, "1.0"),
+        ]);
+        assert_eq!(named(&a), "quay.io/acme/app:1.0");
+    }
+
+    #[test]
+    fn tag_only_ref_name_completes_an_untagged_containerd_name() {
+        let a = annotations(&[
+            (CONTAINERD_NAME, "docker.io/library/nginx"),
+            (OCI_REF_NAME, "1.25"),
+        ]);
+        assert_eq!(named(&a), "docker.io/library/nginx:1.25");
+    }
+
+    #[test]
+    fn full_ref_name_is_used_and_docker_hub_short_names_are_normalised() {
+        let a = annotations(&[(OCI_REF_NAME, "nginx:1.25")]);
+        assert_eq!(named(&a), "docker.io/library/nginx:1.25");
+        let hauler = annotations(&[(OCI_REF_NAME, "library/nginx:1.25")]);
+        assert_eq!(named(&hauler), "docker.io/library/nginx:1.25");
+        let crane = annotations(&[(OCI_REF_NAME, "registry.k8s.io/pause:3.9")]);
+        assert_eq!(named(&crane), "registry.k8s.io/pause:3.9");
+    }
+
+    #[test]
+    fn tag_only_without_containerd_name_is_unnamed() {
+        let a = annotations(&[(OCI_REF_NAME, "1.25")]);
+        assert!(matches!(resolve(Some(&a)), ImageName::Unnamed { .. }));
+        assert!(matches!(resolve(None), ImageName::Unnamed { .. }));
+    }
+}

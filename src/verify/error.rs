@@ -1,0 +1,144 @@
+//! The single error type of the verify stage and how each failure is classed.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::FailureClass;
+
+/// Shorthand used throughout the verify stage.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a bundle from being accepted as verified.
+///
+/// Key problems are the operator's to fix (Config); anything wrong with the
+/// bundle or its signature means the bundle must not be imported (Integrity).
+/// Each message is one line naming the file; an underlying I/O or parser
+/// error is not repeated in it but chained as [`std::error::Error::source`],
+/// so print the chain (e.g. anyhow's `{:#}`) to show it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A trusted key file or key directory could not be read from disk.
+    #[error("cannot read trusted key {}", path.display())]
+    KeyRead {
+        /// The file or directory as given by the operator.
+        path: PathBuf,
+        /// Why the read failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A trusted key file was read but does not hold a public key airlock can
+    /// parse (no PEM block, bad base64, bad DER, invalid point, ...).
+    #[error("trusted key {label} is not a valid public key: {reason}")]
+    KeyMalformed {
+        /// The key's label, normally its path.
+        label: String,
+        /// What is wrong, in a few words.
+        reason: String,
+        /// The parser's own error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+
+    /// A trusted key is a well-formed public key of a kind airlock refuses:
+    /// an algorithm or curve `openssl dgst -sha256` bundles are not signed with,
+    /// an RSA key below 2048 bits, or a weak (small-order) Ed25519 key.
+    #[error("trusted key {label} is not acceptable: {reason}")]
+    KeyUnsupported {
+        /// The key's label, normally its path.
+        label: String,
+        /// Which algorithm or property was rejected.
+        reason: String,
+    },
+
+    /// The key paths given yielded no key at all; verifying against an empty
+    /// set could only ever fail, so it is reported as the misconfiguration it is.
+    #[error("no trusted keys found in {paths}")]
+    NoTrustedKeys {
+        /// The paths that were searched, comma separated.
+        paths: String,
+    },
+
+    /// The detached signature file does not exist: the bundle is unsigned as
+    /// far as airlock can tell, so nothing in it may be imported.
+    #[error("signature {} for bundle {} is missing", signature.display(), bundle.display())]
+    SignatureMissing {
+        /// Where the signature was expected.
+        signature: PathBuf,
+        /// The bundle it should sign.
+        bundle: PathBuf,
+    },
+
+    /// The signature file exists but could not be read.
+    #[error("cannot read signature {}", path.display())]
+    SignatureRead {
+        /// The signature file.
+        path: PathBuf,
+        /// Why the read failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The signature file's content is not a signature any trusted key could
+    /// have produced (empty, oversized, truncated, wrong encoding).
+    #[error("signature {} is malformed: {reason}", path.display())]
+    SignatureMalformed {
+        /// The signature file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The bundle file could not be opened or read to the end.
+    #[error("cannot read bundle {}", path.display())]
+    BundleRead {
+        /// The bundle file.
+        path: PathBuf,
+        /// Why the read failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The signature is well-formed but no trusted key verifies it over the
+    /// bundle's content: the bundle was altered or signed by someone else.
+    #[error(
+        "signature {} does not verify {} with {}",
+        signature.display(),
+        bundle.display(),
+        any_of(*keys)
+    )]
+    NotVerified {
+        /// The signature file.
+        signature: PathBuf,
+        /// The bundle file.
+        bundle: PathBuf,
+        /// How many trusted keys were tried.
+        keys: usize,
+    },
+}
+
+fn any_of(keys: usize) -> String {
+    if keys == 1 {
+        "the trusted key".to_owned()
+    } else {
+        format!("any of {keys} trusted keys")
+    }
+}
+
+impl Error {
+    /// Which class of failure this is, so the CLI picks the exit code and the
+    /// daemon knows never to retry an Integrity failure.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Error::KeyRead { .. }
+            | Error::KeyMalformed { .. }
+            | Error::KeyUnsupported { .. }
+            | Error::NoTrustedKeys { .. } => FailureClass::Config,
+            Error::SignatureMissing { .. }
+            | Error::SignatureRead { .. }
+            | Error::SignatureMalformed { .. }
+            | Error::BundleRead { .. }
+            | Error::NotVerified { .. } => FailureClass::Integrity,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Proof that a bundle file was signed by a trusted key, before anything in it
+//! is read.
+//!
+//! A bundle `X.zst` travels with a detached signature `X.sig.bin` made by
+//! `openssl dgst -sha256 -sign` (ECDSA P-256/P-384, RSA PKCS#1 v1.5), by
+//! `openssl pkeyutl -sign -rawin` (Ed25519) or by `cosign sign-blob` (base64
+//! text). [`verify_bundle`] checks it against the operator's [`TrustedKeys`]
+//! in one streaming pass and returns a [`VerifiedBundle`], which only this
+//! module can create: the later stages take one as their input, so an
+//! unverified bundle cannot reach the registry by construction.
+
+mod bundle;
+mod check;
+mod digest;
+mod error;
+mod keys;
+mod keyset;
+mod paths;
+mod signature;
+#[cfg(test)]
+mod tests;
+
+pub use bundle::{VerifiedBundle, VerifiedBy, verify_bundle, verify_bundle_with_progress};
+pub use error::{Error, Result};
+pub use keys::{KeyAlgorithm, TrustedKey};
+pub use keyset::TrustedKeys;
+pub use paths::signature_path_for;

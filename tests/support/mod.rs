@@ -1,0 +1,28 @@
+//! Support code shared by airlock's integration tests.
+//!
+//! Every integration test crate does `mod support;` and uses what it needs:
+//!
+//! * [`registry`]: a real CNCF distribution registry (`docker-registry`) per test,
+//!   plain, with basic auth, or with TLS from a throwaway CA.
+//! * [`skopeo`]: an independent client to read back what airlock pushed.
+//! * [`keys`]: signing keys generated with the openssl CLI at test time.
+//! * [`bundle`]: builds real signed bundles (zstd tar of an OCI image layout)
+//!   deterministically from seeds, including deliberately broken ones.
+//! * [`tools`]: running the external tools with clear failure messages.
+//!
+//! Everything is synchronous and per test: each test gets its own temporary
+//! directories and its own registry, so tests can run in parallel threads.
+#![allow(dead_code)]
+
+pub mod bundle;
+pub mod keys;
+pub mod registry;
+pub mod skopeo;
+pub mod tools;
+
+use std::process::Command;
+
+/// The `airlock` binary built by cargo for this test run.
+pub fn airlock() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_airlock"))
+}
