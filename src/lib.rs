@@ -24,3 +24,7 @@ pub mod digest;
 pub mod progress;
 pub mod read;
 pub mod plan;
+pub mod push;
+pub mod import;
+pub mod report;
+pub mod cli;

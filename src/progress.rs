@@ -2,7 +2,49 @@
 //! daemon's metrics read, without the stages knowing who is watching.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// The stage an import is in, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Hashing the bundle to check its signature.
+    Verifying,
+    /// Reading the bundle to check and index its content.
+    Indexing,
+    /// Asking the target what it already has.
+    Checking,
+    /// Streaming blobs to the target.
+    Uploading,
+    /// Writing manifests and tags.
+    Tagging,
+    /// Finished.
+    Done,
+}
+
+impl Stage {
+    /// A short label for displays and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Verifying => "verifying",
+            Stage::Indexing => "indexing",
+            Stage::Checking => "checking",
+            Stage::Uploading => "uploading",
+            Stage::Tagging => "tagging",
+            Stage::Done => "done",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Stage::Verifying,
+            1 => Stage::Indexing,
+            2 => Stage::Checking,
+            3 => Stage::Uploading,
+            4 => Stage::Tagging,
+            _ => Stage::Done,
+        }
+    }
+}
 
 /// Shared, lock-free progress counters for one import.
 #[derive(Debug, Clone, Default)]
@@ -12,6 +54,8 @@ pub struct Progress {
 
 #[derive(Debug, Default)]
 struct Counters {
+    stage: AtomicU8,
+    bytes_to_push: AtomicU64,
     bundle_bytes_read: AtomicU64,
     blob_bytes_pushed: AtomicU64,
     blobs_done: AtomicU64,
@@ -21,6 +65,26 @@ impl Progress {
     /// Fresh counters, all zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Enters a new stage.
+    pub fn set_stage(&self, stage: Stage) {
+        self.inner.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> Stage {
+        Stage::from_u8(self.inner.stage.load(Ordering::Relaxed))
+    }
+
+    /// Records how many blob bytes the upload stage will send.
+    pub fn set_bytes_to_push(&self, n: u64) {
+        self.inner.bytes_to_push.store(n, Ordering::Relaxed);
+    }
+
+    /// Blob bytes the upload stage will send.
+    pub fn bytes_to_push(&self) -> u64 {
+        self.inner.bytes_to_push.load(Ordering::Relaxed)
     }
 
     /// Records `n` more compressed bundle bytes read (hashing or indexing).

@@ -284,6 +284,11 @@ fn planned(index: &BundleIndex, position: usize, source_ref: String, placement: 
     }
 }
 
+/// The target reference `source` would get in `target`.
+pub fn target_ref(target: &Target, source: &oci_client::Reference) -> Result<String> {
+    place(target, source).map(|p| p.target_ref)
+}
+
 /// Palette's mirror convention for a registry; the source name for a layout.
 fn place(target: &Target, source: &oci_client::Reference) -> Result<Placement> {
     let tag = source.tag().map(str::to_owned);

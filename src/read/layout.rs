@@ -9,9 +9,8 @@ use serde::Serialize;
 
 use super::document::{self, Descriptor, Document, DocumentError};
 use super::names::{self, ImageName};
-use super::{BundleIndex, Error, ReadLimits, Result, RootScan, Scan};
+use super::{BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
 use crate::digest::Digest;
-use crate::verify::VerifiedBundle;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
 const MAX_NESTING: usize = 8;
@@ -67,7 +66,7 @@ pub struct BundleImage {
 
 impl BundleImage {
     /// Bytes of all blobs and manifests of this image.
-    pub fn total_bytes(&self, index: &BundleIndex) -> u64 {
+    pub fn total_bytes<B: BundleSource>(&self, index: &BundleIndex<B>) -> u64 {
         let blobs: u64 = self.blobs.iter().map(|(_, size)| size).sum();
         let manifests: u64 = self
             .manifests
@@ -86,13 +85,17 @@ fn serialize_name<S: serde::Serializer>(name: &ImageName, s: S) -> Result<S::Ok,
 }
 
 /// Builds the index from a finished scan.
-pub(super) fn assemble(
-    bundle: VerifiedBundle,
+pub(super) fn assemble<B: BundleSource>(
+    bundle: B,
     scan: Scan,
     limits: ReadLimits,
-) -> Result<BundleIndex> {
+) -> Result<BundleIndex<B>> {
     let path = bundle.path().display().to_string();
-    let Scan { roots, others } = scan;
+    let Scan {
+        sha256,
+        roots,
+        others,
+    } = scan;
     let layout_roots: Vec<&String> = roots
         .iter()
         .filter(|(_, r)| r.index_json.is_some())
@@ -161,6 +164,7 @@ pub(super) fn assemble(
     let documents = walker.kept;
     Ok(BundleIndex {
         bundle,
+        content_sha256: sha256,
         layout_root: root_name,
         blobs: root.blobs,
         documents,

@@ -246,10 +246,55 @@ pub struct ExtraFile {
     pub size: u64,
 }
 
-/// The index of a verified, internally whole bundle.
+/// Where a bundle's bytes come from, and what they must hash to.
+///
+/// Only two kinds exist: a [`VerifiedBundle`] (whose bytes must hash to what
+/// was verified) and an [`UnverifiedBundle`] for `inspect` without keys. The
+/// planner accepts only `BundleIndex<VerifiedBundle>`.
+pub trait BundleSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The bundle file.
+    fn path(&self) -> &Path;
+    /// The SHA-256 (hex) the file was verified to have, if it was.
+    fn verified_sha256(&self) -> Option<&str>;
+}
+
+impl BundleSource for VerifiedBundle {
+    fn path(&self) -> &Path {
+        VerifiedBundle::path(self)
+    }
+    fn verified_sha256(&self) -> Option<&str> {
+        Some(self.sha256())
+    }
+}
+
+/// A bundle read without checking its signature: only for showing what it
+/// holds (`airlock inspect` without keys). It cannot be planned or pushed.
+#[derive(Debug, Clone)]
+pub struct UnverifiedBundle {
+    path: std::path::PathBuf,
+}
+
+impl UnverifiedBundle {
+    /// Names a bundle file to inspect.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        UnverifiedBundle { path: path.into() }
+    }
+}
+
+impl BundleSource for UnverifiedBundle {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn verified_sha256(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The index of an internally whole bundle.
 #[derive(Debug)]
-pub struct BundleIndex {
-    bundle: VerifiedBundle,
+pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
+    bundle: B,
+    content_sha256: String,
     layout_root: String,
     blobs: HashMap<Digest, u64>,
     documents: HashMap<Digest, Bytes>,
@@ -257,20 +302,25 @@ pub struct BundleIndex {
     extra_files: Vec<ExtraFile>,
 }
 
-impl BundleIndex {
+impl<B: BundleSource> BundleIndex<B> {
     /// Reads the bundle once, checks it, and indexes it.
     ///
     /// Fails if any blob's content does not match its digest, any descriptor
     /// reachable from `index.json` is absent or has the wrong size, or the file
     /// changed since it was verified.
-    pub fn build(bundle: VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Result<Self> {
+    pub fn build(bundle: B, limits: ReadLimits, progress: &Progress) -> Result<Self> {
         let scan = scan(&bundle, limits, progress)?;
         layout::assemble(bundle, scan, limits)
     }
 
-    /// The verified bundle this index describes.
-    pub fn bundle(&self) -> &VerifiedBundle {
+    /// The bundle this index describes.
+    pub fn bundle(&self) -> &B {
         &self.bundle
+    }
+
+    /// The SHA-256 (hex) of the bundle file as read.
+    pub fn content_sha256(&self) -> &str {
+        &self.content_sha256
     }
 
     /// The directory in the tar holding the layout (`""` for the root).
@@ -362,6 +412,8 @@ fn corrupt(path: &Path, source: std::io::Error) -> Error {
 
 /// What one pass over the tar found, before the layout is interpreted.
 struct Scan {
+    /// SHA-256 (hex) of the compressed file.
+    sha256: String,
     /// Per candidate layout root: its files.
     roots: BTreeMap<String, RootScan>,
     /// Entries that are not part of any layout.
@@ -401,22 +453,22 @@ fn layout_file<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     (file == name && !root.is_empty()).then_some(root)
 }
 
-fn scan(bundle: &VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Result<Scan> {
+fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> Result<Scan> {
     let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
     let mut archive = archive::open(path, progress)?;
     let mut scan = Scan {
+        sha256: String::new(),
         roots: BTreeMap::new(),
         others: Vec::new(),
     };
     let mut retained: u64 = 0;
-    let mut seen_entries = 0usize;
     let entries = archive.entries().map_err(|source| Error::NotTar {
         path: display.clone(),
         source,
     })?;
-    for entry in entries {
+    for (seen_entries, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|source| {
             if seen_entries == 0 {
                 Error::NotTar {
@@ -427,7 +479,6 @@ fn scan(bundle: &VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Res
                 corrupt(path, source)
             }
         })?;
-        seen_entries += 1;
         let raw = entry.path_bytes().into_owned();
         let checked =
             archive::check_entry(entry.header(), &raw).map_err(|reason| Error::UnsafeEntry {
@@ -475,12 +526,15 @@ fn scan(bundle: &VerifiedBundle, limits: ReadLimits, progress: &Progress) -> Res
         }
     }
     let actual = archive::finish(archive, path)?;
-    if actual != bundle.sha256() {
+    if let Some(expected) = bundle.verified_sha256()
+        && actual != expected
+    {
         return Err(Error::ChangedAfterVerification {
             path: display,
             actual,
         });
     }
+    scan.sha256 = actual;
     Ok(scan)
 }
 

@@ -471,3 +471,47 @@ fn small_order_ed25519_key_is_refused() {
     let err = TrustedKey::from_pem("weak.pem", &pem).unwrap_err();
     assert!(matches!(err, Error::KeyUnsupported { .. }), "{err}");
 }
+
+/// Measures hashing throughput, which bounds how long an import host spends
+/// before the first blob is pushed. Run with
+/// `cargo test --release --lib -- --ignored --nocapture hashing_throughput`.
+/// The file is freshly written, so it is read from the page cache: this is
+/// the CPU cost, not the disk's.
+#[test]
+#[ignore = "writes a 2 GiB file; meaningful only in release mode"]
+fn hashing_throughput_on_a_2_gib_file() {
+    use std::io::Write;
+    use std::time::Instant;
+
+    const SIZE: u64 = 2 * 1024 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("big.zst");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&bundle).unwrap());
+    let block: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 31 % 251) as u8).collect();
+    for _ in 0..SIZE / block.len() as u64 {
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+
+    // A well-formed signature over other bytes: the whole file is still
+    // hashed, and the run ends in NotVerified instead of needing 2 GiB in
+    // memory to sign it.
+    for (what, signing) in [
+        ("ECDSA P-256 (SHA-256)", Signing::p256()),
+        ("Ed25519 (SHA-256 + SHA-512)", Signing::ed25519(1)),
+    ] {
+        let signature = dir.path().join("big.sig.bin");
+        std::fs::write(&signature, signing.sign(b"other")).unwrap();
+        let set = keys(vec![signing.trusted("k.pem")]);
+        let start = Instant::now();
+        let err = verify_bundle(&bundle, &signature, &set).unwrap_err();
+        let seconds = start.elapsed().as_secs_f64();
+        assert!(matches!(err, Error::NotVerified { .. }), "{err}");
+        println!(
+            "{what}: {:.2} GB/s ({:.2} s for 2 GiB)",
+            SIZE as f64 / seconds / 1e9,
+            seconds
+        );
+    }
+}

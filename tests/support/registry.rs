@@ -9,7 +9,7 @@
 use std::fs::{self, OpenOptions};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -226,9 +226,9 @@ impl Registry {
     }
 
     fn tls_files(&self) -> &TlsFiles {
-        self.tls
-            .as_ref()
-            .expect("this test registry was started without TLS (RegistryOptions { tls: true, .. })")
+        self.tls.as_ref().expect(
+            "this test registry was started without TLS (RegistryOptions { tls: true, .. })",
+        )
     }
 
     /// The registry's filesystem storage root (`storage.filesystem.rootdirectory`).
@@ -261,7 +261,10 @@ impl Registry {
     /// writes a line when a response is complete). Requests made by the
     /// support code itself have the user agent `curl/…`.
     pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.log_text().lines().filter_map(parse_access_line).collect()
+        self.log_text()
+            .lines()
+            .filter_map(parse_access_line)
+            .collect()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -281,7 +284,9 @@ impl Registry {
         if let Some(mut child) = self.child.take() {
             // kill() fails only if it already exited, which is fine here.
             let _ = child.kill();
-            child.wait().expect("wait for the killed test registry to exit");
+            child
+                .wait()
+                .expect("wait for the killed test registry to exit");
         }
     }
 
@@ -358,7 +363,10 @@ impl Registry {
     /// Whether `HEAD /v2/<repo>/manifests/<reference>` finds it.
     pub fn manifest_exists(&self, repo: &str, reference: &str) -> bool {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        exists(&path, self.request("HEAD", &path, &[("Accept", MANIFEST_ACCEPT)]))
+        exists(
+            &path,
+            self.request("HEAD", &path, &[("Accept", MANIFEST_ACCEPT)]),
+        )
     }
 
     /// Whether `HEAD /v2/<repo>/blobs/<digest>` finds it (a blob is only
@@ -415,12 +423,17 @@ impl Registry {
         }
         cmd.arg(format!("{}{path}", self.url()));
         let out = tools::run(&mut cmd, &format!("{method} {path} on the test registry"));
-        parse_curl_include(&out.stdout)
-            .unwrap_or_else(|| panic!("could not parse curl's answer to {method} {path}: {:?}", tools::clip(&out.stdout)))
+        parse_curl_include(&out.stdout).unwrap_or_else(|| {
+            panic!(
+                "could not parse curl's answer to {method} {path}: {:?}",
+                tools::clip(&out.stdout)
+            )
+        })
     }
 
     fn write_config(&self) {
-        let quote = |path: &Path| serde_json::to_string(&path.to_string_lossy()).expect("quote a path");
+        let quote =
+            |path: &Path| serde_json::to_string(&path.to_string_lossy()).expect("quote a path");
         let mut yaml = format!(
             "version: 0.1\n\
              log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: false\n\
@@ -454,7 +467,9 @@ impl Registry {
             .append(true)
             .open(&self.log)
             .expect("open the test registry's log file");
-        let log_err = log.try_clone().expect("duplicate the test registry's log file handle");
+        let log_err = log
+            .try_clone()
+            .expect("duplicate the test registry's log file handle");
         let mut cmd = tools::command("docker-registry");
         cmd.arg("serve")
             .arg(&self.config)
@@ -490,7 +505,9 @@ impl Registry {
                     self.config.display()
                 );
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.answers_v2() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self.answers_v2()
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -580,7 +597,14 @@ fn make_tls_files(dir: &Path) -> TlsFiles {
     let ext = tls_dir.join("server.ext");
     tools::run(
         tools::command("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
             .args(["-nodes", "-days", "2", "-subj", "/CN=airlock test CA"])
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
@@ -592,7 +616,14 @@ fn make_tls_files(dir: &Path) -> TlsFiles {
     );
     tools::run(
         tools::command("openssl")
-            .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
             .args(["-nodes", "-subj", "/CN=127.0.0.1"])
             .arg("-keyout")
             .arg(&server_key)

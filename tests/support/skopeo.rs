@@ -39,12 +39,14 @@ fn registry_args(cmd: &mut Command, registry: &Registry, side: Side) {
     };
     if registry.is_tls() {
         cmd.arg(format!("{prefix}tls-verify=true"));
-        cmd.arg(format!("{prefix}cert-dir")).arg(registry.cert_dir());
+        cmd.arg(format!("{prefix}cert-dir"))
+            .arg(registry.cert_dir());
     } else {
         cmd.arg(format!("{prefix}tls-verify=false"));
     }
     if let Some((user, password)) = registry.credentials() {
-        cmd.arg(format!("{prefix}creds")).arg(format!("{user}:{password}"));
+        cmd.arg(format!("{prefix}creds"))
+            .arg(format!("{user}:{password}"));
     } else {
         cmd.arg(format!("{prefix}no-creds"));
     }
@@ -97,7 +99,10 @@ pub fn copy_to_oci_dir(registry: &Registry, repo_and_tag: &str, dir: &Path) {
     cmd.arg(format!("oci:{}:{name}", dir.display()));
     tools::run(
         &mut cmd,
-        &format!("copy {repo_and_tag} into the OCI layout {} with skopeo", dir.display()),
+        &format!(
+            "copy {repo_and_tag} into the OCI layout {} with skopeo",
+            dir.display()
+        ),
     );
 }
 

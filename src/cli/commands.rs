@@ -1,0 +1,217 @@
+//! What each subcommand does, on top of the library's pipeline.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Command, ImportArgs, InspectArgs, RegistryAccessArgs, VerifyArgs};
+use crate::FailureClass;
+use crate::import::{self, ImportRequest};
+use crate::plan::Target;
+use crate::progress::Progress;
+use crate::push::registry::auth::{self, Credentials};
+use crate::push::registry::{RegistryConfig, RetryPolicy};
+use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
+use crate::read::{BundleIndex, ReadLimits, UnverifiedBundle};
+use crate::report::{self, OutputFormat};
+use crate::verify::{self, TrustedKeys};
+
+/// A failed command: its class (for the exit code) and a one-line message.
+#[derive(Debug)]
+pub struct CommandError {
+    /// Which class of failure.
+    pub class: FailureClass,
+    /// The message, with its causes joined by `: `.
+    pub message: String,
+}
+
+impl CommandError {
+    fn new(class: FailureClass, error: &dyn std::error::Error) -> Self {
+        CommandError {
+            class,
+            message: chain(error),
+        }
+    }
+
+    fn config(message: impl Into<String>) -> Self {
+        CommandError {
+            class: FailureClass::Config,
+            message: message.into(),
+        }
+    }
+}
+
+/// An error and its causes on one line, without repeating a cause that the
+/// message already includes.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+macro_rules! classed {
+    ($e:expr) => {
+        $e.map_err(|e| CommandError::new(e.class(), &e))
+    };
+}
+
+/// Runs a parsed command.
+pub async fn run(command: Command) -> Result<(), CommandError> {
+    match command {
+        Command::Verify(args) => run_verify(args).await,
+        Command::Inspect(args) => run_inspect(args).await,
+        Command::Import(args) => run_import(args).await,
+    }
+}
+
+async fn load_keys(paths: Vec<PathBuf>) -> Result<Arc<TrustedKeys>, CommandError> {
+    let keys = tokio::task::spawn_blocking(move || TrustedKeys::load(&paths))
+        .await
+        .map_err(|e| CommandError::config(e.to_string()))?;
+    Ok(Arc::new(classed!(keys)?))
+}
+
+async fn verify_blocking(
+    bundle: PathBuf,
+    signature: Option<PathBuf>,
+    keys: Arc<TrustedKeys>,
+) -> Result<verify::VerifiedBundle, CommandError> {
+    let signature = signature.unwrap_or_else(|| verify::signature_path_for(&bundle));
+    let verified = tokio::task::spawn_blocking(move || verify::verify_bundle(&bundle, &signature, &keys))
+        .await
+        .map_err(|e| CommandError::config(e.to_string()))?;
+    classed!(verified)
+}
+
+async fn run_verify(args: VerifyArgs) -> Result<(), CommandError> {
+    let keys = load_keys(args.signature.public_keys).await?;
+    let verified = verify_blocking(args.bundle, args.signature.signature, keys).await?;
+    let key = verified.key();
+    println!("Verified OK");
+    println!(
+        "{} verified by {} ({}, {})",
+        verified.path().display(),
+        key.label,
+        key.algorithm,
+        key.fingerprint
+    );
+    println!("digest {}", verified.digest());
+    Ok(())
+}
+
+fn parse_target(text: &str) -> Result<Target, CommandError> {
+    text.parse::<Target>()
+        .map_err(|e| CommandError::new(FailureClass::Config, &e))
+}
+
+async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
+    let target = args.registry.as_deref().map(parse_target).transpose()?;
+    let progress = Progress::new();
+    let inspection = if args.public_keys.is_empty() {
+        let bundle = UnverifiedBundle::new(&args.bundle);
+        let index = tokio::task::spawn_blocking(move || {
+            BundleIndex::build(bundle, ReadLimits::default(), &progress)
+        })
+        .await
+        .map_err(|e| CommandError::config(e.to_string()))?;
+        let index = classed!(index)?;
+        report::inspect::inspect(&index, target.as_ref(), None)
+    } else {
+        let keys = load_keys(args.public_keys).await?;
+        let verified = verify_blocking(args.bundle, args.signature, keys).await?;
+        let key = verified.key().clone();
+        let index = tokio::task::spawn_blocking(move || {
+            BundleIndex::build(verified, ReadLimits::default(), &progress)
+        })
+        .await
+        .map_err(|e| CommandError::config(e.to_string()))?;
+        let index = classed!(index)?;
+        report::inspect::inspect(&index, target.as_ref(), Some(key))
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", report::inspect::text(&inspection)),
+        OutputFormat::Json => print_json(&inspection)?,
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CommandError::new(FailureClass::Config, &e))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Credentials from `--username/--password-stdin`, `--auth-file`, or the
+/// default Docker config when it exists.
+fn credentials(access: &RegistryAccessArgs, host: &str) -> Result<Credentials, CommandError> {
+    if let Some(username) = &access.username {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .map_err(|e| CommandError::config(format!("cannot read the password from stdin: {e}")))?;
+        let password = password.trim_end_matches(['\n', '\r']).to_owned();
+        if password.is_empty() {
+            return Err(CommandError::config("--password-stdin read an empty password"));
+        }
+        return Ok(Credentials::Basic {
+            username: username.clone(),
+            password,
+        });
+    }
+    let explicit = access.auth_file.is_some();
+    let Some(path) = access.auth_file.clone().or_else(auth::default_auth_file) else {
+        return Ok(Credentials::Anonymous);
+    };
+    if !explicit && !path.exists() {
+        return Ok(Credentials::Anonymous);
+    }
+    auth::credentials_from_auth_file(&path, host).map_err(|e| CommandError::new(e.class(), &e))
+}
+
+async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
+    let target = parse_target(&args.registry)?;
+    let keys = load_keys(args.signature.public_keys.clone()).await?;
+    let registry = match &target {
+        Target::Registry { host, .. } => RegistryConfig {
+            host: host.clone(),
+            plain_http: args.access.plain_http,
+            ca_certs: args.access.ca_cert.clone(),
+            insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
+            credentials: credentials(&args.access, host)?,
+            retry: RetryPolicy::default(),
+        },
+        Target::Layout { .. } => RegistryConfig::default(),
+    };
+    let request = ImportRequest {
+        bundle: args.bundle.clone(),
+        signature: args.signature.signature.clone(),
+        target,
+        registry,
+        push: PushOptions {
+            concurrency: args.concurrency as usize,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            upload_mode: args.upload_mode.into(),
+        },
+        limits: ReadLimits::default(),
+    };
+    let progress = Progress::new();
+    let bundle_bytes = std::fs::metadata(&args.bundle).map(|m| m.len()).unwrap_or(0);
+    let display = report::progress::Display::start(progress.clone(), bundle_bytes, args.quiet);
+    let result = import::run(request, keys, &progress).await;
+    display.finish();
+    let report = classed!(result)?;
+    match args.output {
+        OutputFormat::Text => print!("{}", report::import_text(&report)),
+        OutputFormat::Json => print_json(&report)?,
+    }
+    Ok(())
+}

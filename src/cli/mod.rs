@@ -1,0 +1,196 @@
+//! The command line: `verify`, `inspect` and `import`. Argument parsing
+//! lives here so the reference documentation can be generated from it;
+//! `main.rs` only parses, sets up logging and maps errors to exit codes.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::push::{DEFAULT_CONCURRENCY, UploadMode};
+use crate::report::OutputFormat;
+
+pub use commands::{CommandError, run};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  2  usage or configuration error (bad flags, unreadable key or CA file)
+  3  verification or integrity failure: bad or missing signature, corrupt or
+     unsafe bundle content. Nothing was pushed.
+  4  registry or transport failure (unreachable, refused, unauthorized)";
+
+/// Verify signed air-gap bundles and import their images into an OCI registry.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "AIRLOCK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG.
+    #[arg(long, global = true, env = "AIRLOCK_LOG")]
+    pub log: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a bundle's detached signature, as `openssl dgst -sha256 -verify` does.
+    #[command(after_help = "Example:\n  airlock verify content.zst --public-key artifact-studio.pem\n\n".to_owned() + EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Show what a bundle holds and where it would land. Never pushes.
+    #[command(after_help = "Examples:\n  airlock inspect content.zst\n  airlock inspect content.zst --public-key key.pem --registry harbor.local/spectro-images --output json\n\n".to_owned() + EXIT_CODES)]
+    Inspect(InspectArgs),
+    /// Verify a bundle, then push its images into a registry or OCI layout.
+    #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
+    Import(ImportArgs),
+}
+
+/// Which signature and keys to check.
+#[derive(Debug, Args)]
+pub struct SignatureArgs {
+    /// The detached signature (DER or base64). Default: `X.sig.bin` beside `X.zst`.
+    #[arg(long, value_name = "SIG")]
+    pub signature: Option<PathBuf>,
+
+    /// A trusted public key (PEM), or a directory of them. Repeat for key
+    /// rotation: any one verifying is enough.
+    #[arg(long = "public-key", value_name = "PEM", required = true)]
+    pub public_keys: Vec<PathBuf>,
+}
+
+/// `airlock verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle (`X.zst`).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+
+    /// Signature and keys.
+    #[command(flatten)]
+    pub signature: SignatureArgs,
+}
+
+/// `airlock inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle (`X.zst`).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Verify the signature with this key (PEM file or directory) first.
+    #[arg(long = "public-key", value_name = "PEM")]
+    pub public_keys: Vec<PathBuf>,
+
+    /// The detached signature, when verifying. Default: `X.sig.bin`.
+    #[arg(long, value_name = "SIG", requires = "public_keys")]
+    pub signature: Option<PathBuf>,
+
+    /// Show target references for this registry (`host[:port][/prefix]` or `oci:DIR`).
+    #[arg(long, value_name = "TARGET")]
+    pub registry: Option<String>,
+}
+
+/// `airlock import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle (`X.zst`).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+
+    /// Signature and keys.
+    #[command(flatten)]
+    pub signature: SignatureArgs,
+
+    /// Where to push: `host[:port][/prefix]`, or `oci:DIR` for an OCI image
+    /// layout directory (no registry needed).
+    #[arg(long, value_name = "TARGET")]
+    pub registry: String,
+
+    /// Registry access.
+    #[command(flatten)]
+    pub access: RegistryAccessArgs,
+
+    /// Blobs transferred at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: u64,
+
+    /// How blobs are uploaded: chunked PATCHes (default) or one streaming PUT
+    /// per blob (for registries that break chunked uploads, such as ECR).
+    #[arg(long, value_enum, default_value = "chunked")]
+    pub upload_mode: UploadModeArg,
+
+    /// Output format of the final report.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Upload mode on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploadModeArg {
+    /// POST, PATCH per chunk, PUT.
+    Chunked,
+    /// POST, one streaming PUT.
+    Monolithic,
+}
+
+impl From<UploadModeArg> for UploadMode {
+    fn from(value: UploadModeArg) -> Self {
+        match value {
+            UploadModeArg::Chunked => UploadMode::Chunked,
+            UploadModeArg::Monolithic => UploadMode::Monolithic,
+        }
+    }
+}
+
+/// How to reach and authenticate to a registry.
+#[derive(Debug, Args)]
+pub struct RegistryAccessArgs {
+    /// Use HTTP instead of HTTPS.
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// Trust this CA certificate (PEM) in addition to the system's.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
+
+    /// Accept any TLS certificate. Dangerous: for tests only.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+
+    /// User name for the registry; the password is read from stdin.
+    #[arg(long, value_name = "U", requires = "password_stdin", conflicts_with = "auth_file")]
+    pub username: Option<String>,
+
+    /// Read the password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+
+    /// Docker client config with credentials (default `$DOCKER_CONFIG/config.json`
+    /// or `~/.docker/config.json` when present).
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub auth_file: Option<PathBuf>,
+}

@@ -1,0 +1,320 @@
+//! The streaming pass: one reader thread decompresses the bundle and hands the
+//! blobs that are missing to concurrent uploads, in chunks, through bounded
+//! channels. Memory stays bounded by about `concurrency × (CHANNEL_CHUNKS + 2)
+//! × chunk size` however large the bundle is; nothing is written to scratch disk.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Destination, Error, PushOptions, Result, Tally};
+use crate::digest::{Digest, Hasher};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::read::StreamError;
+
+/// Chunks buffered per blob between the reader and its upload.
+const CHANNEL_CHUNKS: usize = 2;
+
+/// How a blob reaches the repositories that need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// Upload to the first repository, then mount into the others.
+    UploadThenMount,
+    /// Upload to every repository (after the registry declined mounts).
+    UploadToAll,
+}
+
+/// The chunks of one blob as they arrive from the reader, hashed as they pass
+/// so a blob that differs from its digest is never committed.
+pub struct BlobChunks {
+    rx: mpsc::Receiver<Bytes>,
+    hasher: Option<Hasher>,
+    digest: Digest,
+    size: u64,
+    received: u64,
+    progress: Progress,
+}
+
+impl BlobChunks {
+    fn new(rx: mpsc::Receiver<Bytes>, digest: Digest, size: u64, progress: Progress) -> Self {
+        BlobChunks {
+            rx,
+            hasher: Some(Hasher::new(digest.algorithm())),
+            digest,
+            size,
+            received: 0,
+            progress,
+        }
+    }
+
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether every byte has been received.
+    pub fn is_complete(&self) -> bool {
+        self.received >= self.size
+    }
+
+    /// The next chunk, or `None` at the end of the blob.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        let chunk = self.rx.recv().await?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&chunk);
+        }
+        self.received += chunk.len() as u64;
+        self.progress.add_pushed_bytes(chunk.len() as u64);
+        Some(chunk)
+    }
+
+    /// Proves the bytes received are the blob the digest names. Call before
+    /// committing the blob at the target.
+    pub fn verify(&mut self) -> Result<()> {
+        let actual = self
+            .hasher
+            .take()
+            .map(Hasher::finish)
+            .ok_or(Error::Cancelled)?;
+        if self.received != self.size || actual != self.digest {
+            return Err(Error::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One blob handed from the reader to the uploads.
+struct Job {
+    digest: Digest,
+    size: u64,
+    chunks: mpsc::Receiver<Bytes>,
+}
+
+/// Streams every blob in `uploads` from the bundle into the repositories listed
+/// for it. Returns the (blob, repository) pairs whose mount the registry
+/// declined; the caller sends those in another pass with [`Fanout::UploadToAll`].
+pub async fn stream_uploads(
+    plan: &Plan,
+    destination: &Arc<Destination>,
+    uploads: HashMap<Digest, Vec<String>>,
+    fanout: Fanout,
+    options: &PushOptions,
+    progress: &Progress,
+    tally: &Tally,
+) -> Result<HashMap<Digest, Vec<String>>> {
+    let wanted: HashSet<Digest> = uploads.keys().cloned().collect();
+    let mut declined: HashMap<Digest, Vec<String>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(declined);
+    }
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
+    let index = Arc::clone(plan.index());
+    let chunk_bytes = options.chunk_bytes.max(1);
+    let reader_progress = progress.clone();
+    reader_progress.reset_bundle_bytes();
+    let reader = tokio::task::spawn_blocking(move || {
+        index.stream_blobs(&wanted, &reader_progress, |digest, size, content| {
+            send_blob(&jobs_tx, digest, size, content, chunk_bytes)
+        })
+    });
+
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let uploads = Arc::new(uploads);
+    let mut running = FuturesUnordered::new();
+    let mut first_error: Option<Error> = None;
+    loop {
+        tokio::select! {
+            job = jobs_rx.recv(), if first_error.is_none() => {
+                let Some(job) = job else { break };
+                let permit = Arc::clone(&permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Cancelled)?;
+                let repositories = uploads.get(&job.digest).cloned().unwrap_or_default();
+                let destination = Arc::clone(destination);
+                let progress = progress.clone();
+                let tally = tally.clone();
+                running.push(tokio::spawn(async move {
+                    let result =
+                        upload_job(&destination, job, &repositories, fanout, &progress, &tally).await;
+                    drop(permit);
+                    result
+                }));
+            }
+            Some(done) = running.next(), if !running.is_empty() => {
+                match flatten(done) {
+                    Ok((digest, refused)) if !refused.is_empty() => {
+                        declined.insert(digest, refused);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        // The reader stops at its next send once the jobs end closes.
+                        jobs_rx.close();
+                    }
+                }
+            }
+            else => break,
+        }
+    }
+    while let Some(done) = running.next().await {
+        match flatten(done) {
+            Ok((digest, refused)) if !refused.is_empty() => {
+                declined.insert(digest, refused);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let read_result = reader.await.map_err(|e| Error::Task(e.to_string()))?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    match read_result {
+        Ok(()) => Ok(declined),
+        Err(StreamError::Read(e)) => Err(Error::Read(e)),
+        Err(StreamError::Consumer(e)) => Err(e),
+    }
+}
+
+type JobOutcome = (Digest, Vec<String>);
+
+fn flatten(done: std::result::Result<Result<JobOutcome>, tokio::task::JoinError>) -> Result<JobOutcome> {
+    done.map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// Runs on the reader thread: cuts one blob into chunks and sends them.
+fn send_blob(
+    jobs: &mpsc::Sender<Job>,
+    digest: &Digest,
+    size: u64,
+    content: &mut dyn Read,
+    chunk_bytes: usize,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    jobs.blocking_send(Job {
+        digest: digest.clone(),
+        size,
+        chunks: rx,
+    })
+    .map_err(|_| Error::Cancelled)?;
+    let mut remaining = size;
+    loop {
+        let want = remaining.min(chunk_bytes as u64) as usize;
+        let mut chunk = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            let n = content.read(&mut chunk[filled..]).map_err(|source| {
+                Error::Read(crate::read::Error::Corrupt {
+                    path: format!("blob {digest}"),
+                    source,
+                })
+            })?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        chunk.truncate(filled);
+        remaining -= filled as u64;
+        let last = remaining == 0 || filled == 0;
+        tx.blocking_send(chunk.freeze())
+            .map_err(|_| Error::Cancelled)?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one blob where it is needed; returns the repositories that declined
+/// a mount.
+async fn upload_job(
+    destination: &Destination,
+    job: Job,
+    repositories: &[String],
+    fanout: Fanout,
+    progress: &Progress,
+    tally: &Tally,
+) -> Result<JobOutcome> {
+    let Job {
+        digest,
+        size,
+        chunks,
+    } = job;
+    let Some((first, others)) = repositories.split_first() else {
+        return Ok((digest, Vec::new()));
+    };
+    if fanout == Fanout::UploadToAll && !others.is_empty() {
+        tee_upload(destination, chunks, &digest, size, repositories, progress).await?;
+        for _ in repositories {
+            tally.uploaded(size);
+        }
+        progress.add_blob_done();
+        return Ok((digest, Vec::new()));
+    }
+    let mut blob = BlobChunks::new(chunks, digest.clone(), size, progress.clone());
+    destination.upload(first, &mut blob).await?;
+    tally.uploaded(size);
+    progress.add_blob_done();
+    let mut refused = Vec::new();
+    for repository in others {
+        if destination.mount(repository, first, &digest).await? {
+            tally.mounted();
+        } else {
+            refused.push(repository.clone());
+        }
+    }
+    Ok((digest, refused))
+}
+
+/// Uploads the same stream to several repositories at once.
+async fn tee_upload(
+    destination: &Destination,
+    mut chunks: mpsc::Receiver<Bytes>,
+    digest: &Digest,
+    size: u64,
+    repositories: &[String],
+    progress: &Progress,
+) -> Result<()> {
+    let mut senders = Vec::new();
+    let mut uploads = FuturesUnordered::new();
+    for repository in repositories {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        senders.push(tx);
+        let mut blob = BlobChunks::new(rx, digest.clone(), size, progress.clone());
+        uploads.push(async move { destination.upload(repository, &mut blob).await });
+    }
+    let forward = async move {
+        while let Some(chunk) = chunks.recv().await {
+            for tx in &senders {
+                if tx.send(chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let (_, results) = tokio::join!(forward, async {
+        let mut results = Vec::new();
+        while let Some(result) = uploads.next().await {
+            results.push(result);
+        }
+        results
+    });
+    results.into_iter().collect()
+}

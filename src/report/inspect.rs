@@ -1,0 +1,214 @@
+//! `airlock inspect`: what a bundle holds and where each thing would land.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::human_bytes;
+use crate::digest::Digest;
+use crate::plan::Target;
+use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName};
+use crate::verify::VerifiedBy;
+
+/// Where target references in an inspection point when no target is given.
+pub const EXAMPLE_TARGET: &str = "<registry>";
+
+/// One image or artifact in an inspection.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedImage {
+    /// The source reference, or none when the bundle does not name it.
+    pub source_ref: Option<String>,
+    /// Where it would land in the target.
+    pub target_ref: Option<String>,
+    /// Why it has no name, when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnamed_reason: Option<String>,
+    /// The top manifest's media type.
+    pub media_type: String,
+    /// Image, index or artifact.
+    pub kind: ImageKind,
+    /// Platforms provided.
+    pub platforms: Vec<String>,
+    /// The top manifest's digest.
+    pub digest: Digest,
+    /// Bytes of its blobs and manifests.
+    pub size: u64,
+    /// Blobs (configs and layers).
+    pub blobs: usize,
+    /// For referrers, the manifest referred to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// The whole inspection.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    /// The bundle file.
+    pub bundle: String,
+    /// Its content digest.
+    pub digest: String,
+    /// Who verified it, if it was verified.
+    pub verified_by: Option<VerifiedBy>,
+    /// Where the OCI layout sits in the tar (`/` for the root).
+    pub layout_root: String,
+    /// Images and artifacts.
+    pub images: Vec<InspectedImage>,
+    /// Files outside the layout, not imported by this version.
+    pub extra_files: Vec<ExtraFile>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// Totals over the bundle.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Images and artifacts.
+    pub images: usize,
+    /// Unique blobs.
+    pub blobs: usize,
+    /// Bytes of unique blobs.
+    pub blob_bytes: u64,
+    /// Manifests (all levels).
+    pub manifests: usize,
+}
+
+/// Builds the inspection of an indexed bundle, with target references for
+/// `target` (or a placeholder registry).
+pub fn inspect<B: BundleSource>(
+    index: &BundleIndex<B>,
+    target: Option<&Target>,
+    verified_by: Option<VerifiedBy>,
+) -> Inspection {
+    let placeholder = Target::Registry {
+        host: EXAMPLE_TARGET.to_owned(),
+        prefix: String::new(),
+    };
+    let target = target.unwrap_or(&placeholder);
+    let mut unique_blobs = std::collections::HashMap::new();
+    let mut manifests = std::collections::HashSet::new();
+    let images = index
+        .images()
+        .iter()
+        .map(|image| {
+            for (digest, size) in &image.blobs {
+                unique_blobs.insert(digest.clone(), *size);
+            }
+            for manifest in &image.manifests {
+                manifests.insert(manifest.digest.clone());
+            }
+            let (source_ref, target_ref, unnamed_reason) = match &image.name {
+                ImageName::Named(reference) => (
+                    Some(reference.whole()),
+                    crate::plan::target_ref(target, reference).ok(),
+                    None,
+                ),
+                ImageName::Unnamed { reason } => (None, None, Some(reason.clone())),
+            };
+            InspectedImage {
+                source_ref,
+                target_ref,
+                unnamed_reason,
+                media_type: image
+                    .manifests
+                    .last()
+                    .map(|m| m.media_type.clone())
+                    .unwrap_or_default(),
+                kind: image.kind.clone(),
+                platforms: image.platforms.clone(),
+                digest: image.descriptor.digest.clone(),
+                size: image.total_bytes(index),
+                blobs: image.blobs.len(),
+                subject: image.subject.clone(),
+            }
+        })
+        .collect::<Vec<_>>();
+    Inspection {
+        bundle: index.bundle().path().display().to_string(),
+        digest: format!("sha256:{}", index.content_sha256()),
+        verified_by,
+        layout_root: if index.layout_root().is_empty() {
+            "/".into()
+        } else {
+            index.layout_root().to_owned()
+        },
+        totals: Totals {
+            images: images.len(),
+            blobs: unique_blobs.len(),
+            blob_bytes: unique_blobs.values().sum(),
+            manifests: manifests.len(),
+        },
+        images,
+        extra_files: index.extra_files().to_vec(),
+    }
+}
+
+/// The text rendering of an inspection.
+pub fn text(inspection: &Inspection) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Bundle:    {}", inspection.bundle);
+    let _ = writeln!(out, "Digest:    {}", inspection.digest);
+    match &inspection.verified_by {
+        Some(key) => {
+            let _ = writeln!(out, "Signature: verified by {} ({})", key.label, key.algorithm);
+        }
+        None => {
+            let _ = writeln!(out, "Signature: not checked (give --public-key to verify)");
+        }
+    }
+    let _ = writeln!(out, "Layout:    {}", inspection.layout_root);
+    let _ = writeln!(out);
+    for image in &inspection.images {
+        let kind = match &image.kind {
+            ImageKind::Image => "image".to_owned(),
+            ImageKind::Index => "index".to_owned(),
+            ImageKind::Artifact { artifact_type } => format!("artifact ({artifact_type})"),
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            image.source_ref.as_deref().unwrap_or("(unnamed)")
+        );
+        if let Some(target) = &image.target_ref {
+            let _ = writeln!(out, "  target:     {target}");
+        }
+        if let Some(reason) = &image.unnamed_reason {
+            let _ = writeln!(out, "  not importable: {reason}");
+        }
+        let _ = writeln!(out, "  kind:       {kind}");
+        let _ = writeln!(out, "  media type: {}", image.media_type);
+        if !image.platforms.is_empty() {
+            let _ = writeln!(out, "  platforms:  {}", image.platforms.join(", "));
+        }
+        let _ = writeln!(out, "  digest:     {}", image.digest);
+        let _ = writeln!(
+            out,
+            "  size:       {} in {} blob(s)",
+            human_bytes(image.size),
+            image.blobs
+        );
+        if let Some(subject) = &image.subject {
+            let _ = writeln!(out, "  refers to:  {subject}");
+        }
+    }
+    for extra in &inspection.extra_files {
+        let _ = writeln!(
+            out,
+            "not imported (outside the OCI layout): {} ({})",
+            extra.path,
+            human_bytes(extra.size)
+        );
+    }
+    let totals = &inspection.totals;
+    let _ = writeln!(
+        out,
+        "\nTotal: {} image(s), {} manifest(s), {} unique blob(s), {}",
+        totals.images,
+        totals.manifests,
+        totals.blobs,
+        human_bytes(totals.blob_bytes)
+    );
+    out
+}

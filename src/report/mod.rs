@@ -1,0 +1,98 @@
+//! What people and programs read: inspection listings, import summaries
+//! (text or JSON) and live progress on a terminal.
+//!
+//! Depends on every stage before it for their result types; nothing depends
+//! on it but the CLI and the daemon.
+
+pub mod inspect;
+pub mod progress;
+
+use std::fmt::Write as _;
+
+use crate::import::ImportReport;
+
+/// Output format for commands that report results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned text for people.
+    #[default]
+    Text,
+    /// One JSON document for programs.
+    Json,
+}
+
+/// Formats a byte count with binary units (`1.5 MiB`).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The text summary of an import.
+pub fn import_text(report: &ImportReport) -> String {
+    let mut out = String::new();
+    let push = &report.push;
+    let _ = writeln!(
+        out,
+        "Verified OK with {} ({}, {})",
+        report.verified_by.label, report.verified_by.algorithm, report.verified_by.fingerprint
+    );
+    let _ = writeln!(
+        out,
+        "Imported {} image(s) from {} into {} in {:.1}s",
+        push.images.len(),
+        report.bundle,
+        report.target,
+        push.duration.as_secs_f64()
+    );
+    for image in &push.images {
+        let _ = writeln!(out, "  {} -> {}  {}", image.source, image.target, image.digest);
+    }
+    let _ = writeln!(
+        out,
+        "Blobs: {} uploaded ({}), {} mounted, {} already present. Manifests: {} pushed, {} image(s) already up to date.",
+        push.blobs_uploaded,
+        human_bytes(push.bytes_uploaded),
+        push.blobs_mounted,
+        push.blobs_present,
+        push.manifests_pushed,
+        push.manifests_present
+    );
+    for skipped in &report.skipped {
+        let _ = writeln!(
+            out,
+            "Not imported: index.json entry {} ({}): {}",
+            skipped.position, skipped.digest, skipped.reason
+        );
+    }
+    for extra in &report.extra_files {
+        let _ = writeln!(
+            out,
+            "Not imported (outside the OCI layout): {} ({})",
+            extra.path,
+            human_bytes(extra.size)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_naturally() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(300 << 20), "300.0 MiB");
+    }
+}

@@ -1,0 +1,121 @@
+//! Live progress: a bar on a terminal, a plain line every few seconds
+//! elsewhere (CI logs, systemd), nothing when quiet.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+
+use super::human_bytes;
+use crate::progress::{Progress, Stage};
+
+/// How often the terminal bar refreshes.
+const BAR_TICK: Duration = Duration::from_millis(200);
+/// How often a plain progress line is logged when not on a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A running progress display; stops when dropped or finished.
+pub struct Display {
+    task: Option<JoinHandle<()>>,
+    bar: Option<ProgressBar>,
+}
+
+impl Display {
+    /// Starts showing `progress` for a bundle of `bundle_bytes` on stderr.
+    pub fn start(progress: Progress, bundle_bytes: u64, quiet: bool) -> Self {
+        if quiet {
+            return Display {
+                task: None,
+                bar: None,
+            };
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(bundle_bytes), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            let shown = bar.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    update_bar(&shown, &progress, bundle_bytes);
+                    tokio::time::sleep(BAR_TICK).await;
+                }
+            });
+            return Display {
+                task: Some(task),
+                bar: Some(bar),
+            };
+        }
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_EVERY).await;
+                tracing::info!("{}", line(&progress, bundle_bytes));
+            }
+        });
+        Display {
+            task: Some(task),
+            bar: None,
+        }
+    }
+
+    /// Stops the display and clears the bar.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn update_bar(bar: &ProgressBar, progress: &Progress, bundle_bytes: u64) {
+    let stage = progress.stage();
+    bar.set_prefix(stage.label());
+    match stage {
+        Stage::Verifying | Stage::Indexing => {
+            bar.set_length(bundle_bytes);
+            bar.set_position(progress.bundle_bytes());
+            bar.set_message("");
+        }
+        Stage::Uploading | Stage::Checking | Stage::Tagging | Stage::Done => {
+            bar.set_length(progress.bytes_to_push().max(1));
+            bar.set_position(progress.pushed_bytes());
+            bar.set_message(format!("{} blobs done", progress.blobs_done()));
+        }
+    }
+}
+
+/// One plain progress line.
+pub fn line(progress: &Progress, bundle_bytes: u64) -> String {
+    match progress.stage() {
+        stage @ (Stage::Verifying | Stage::Indexing) => format!(
+            "{}: {} of {} read",
+            stage.label(),
+            human_bytes(progress.bundle_bytes()),
+            human_bytes(bundle_bytes)
+        ),
+        stage => format!(
+            "{}: {} of {} sent, {} blobs done",
+            stage.label(),
+            human_bytes(progress.pushed_bytes()),
+            human_bytes(progress.bytes_to_push()),
+            progress.blobs_done()
+        ),
+    }
+}
