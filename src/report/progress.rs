@@ -54,7 +54,7 @@ impl Display {
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOG_EVERY).await;
-                tracing::info!("{}", line(&progress, bundle_bytes));
+                eprintln!("airlock: {}", line(&progress, bundle_bytes));
             }
         });
         Display {

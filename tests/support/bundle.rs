@@ -893,7 +893,7 @@ impl BundleBuilder {
                         .collect(),
                 };
                 let bytes = serde_json::to_vec(&index).expect("serialise an image index");
-                let desc = store.add_bytes(index_type, bytes.clone(), Role::Manifest);
+                let desc = store.add_bytes(index_type, bytes.clone());
                 (desc.digest, desc.size, index_type.to_owned(), bytes)
             };
             let mut blobs: Vec<BlobInfo> = Vec::new();
@@ -932,10 +932,8 @@ impl BundleBuilder {
                     })
             });
             let config = match &artifact.config {
-                Some((media_type, bytes)) => {
-                    store.add_bytes(media_type, bytes.clone(), Role::Config)
-                }
-                None => store.add_bytes(OCI_EMPTY, b"{}".to_vec(), Role::Config),
+                Some((media_type, bytes)) => store.add_bytes(media_type, bytes.clone()),
+                None => store.add_bytes(OCI_EMPTY, b"{}".to_vec()),
             };
             let mut blob_specs = artifact.blobs.clone();
             if blob_specs.is_empty() {
@@ -948,7 +946,7 @@ impl BundleBuilder {
             let layers: Vec<Descriptor> = blob_specs
                 .into_iter()
                 .map(|(media_type, bytes, title)| {
-                    let mut desc = store.add_bytes(&media_type, bytes, Role::Layer);
+                    let mut desc = store.add_bytes(&media_type, bytes);
                     if let Some(title) = title {
                         desc.annotations.insert(ANNOTATION_TITLE.to_owned(), title);
                     }
@@ -968,7 +966,7 @@ impl BundleBuilder {
                 )]),
             };
             let bytes = serde_json::to_vec(&manifest).expect("serialise an artifact manifest");
-            let desc = store.add_bytes(OCI_MANIFEST, bytes.clone(), Role::Manifest);
+            let desc = store.add_bytes(OCI_MANIFEST, bytes.clone());
             let reference = match (&artifact.reference, &artifact.referrers_tag_suffix, subject) {
                 (Some(reference), _, _) => Some(reference.clone()),
                 (None, Some(suffix), Some(subject)) => Some(format!(
@@ -1456,13 +1454,6 @@ struct IndexJson {
 // ---------------------------------------------------------------------------
 // Internals: blobs
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Layer,
-    Config,
-    Manifest,
-}
-
 #[derive(Debug, Clone)]
 enum BlobData {
     Bytes(Vec<u8>),
@@ -1477,7 +1468,6 @@ struct StoredBlob {
     digest: String,
     size: u64,
     media_type: String,
-    role: Role,
     data: BlobData,
 }
 
@@ -1503,14 +1493,13 @@ struct BlobStore {
 }
 
 impl BlobStore {
-    fn add_bytes(&mut self, media_type: &str, bytes: Vec<u8>, role: Role) -> Descriptor {
+    fn add_bytes(&mut self, media_type: &str, bytes: Vec<u8>) -> Descriptor {
         let digest = sha256_digest(&bytes);
         let size = bytes.len() as u64;
         self.insert(StoredBlob {
             digest: digest.clone(),
             size,
             media_type: media_type.to_owned(),
-            role,
             data: BlobData::Bytes(bytes),
         });
         Descriptor::new(media_type, &digest, size)
@@ -1540,7 +1529,7 @@ impl BlobStore {
                         (gzip(&tar), diff_id)
                     })
                     .clone();
-                (self.add_bytes(media_type, gz, Role::Layer), diff_id)
+                (self.add_bytes(media_type, gz), diff_id)
             }
             LayerKind::Uncompressed { seed, size } => {
                 let media_type = match format {
@@ -1556,7 +1545,6 @@ impl BlobStore {
                     digest: digest.clone(),
                     size,
                     media_type: media_type.to_owned(),
-                    role: Role::Layer,
                     data: BlobData::Stream { seed },
                 });
                 (Descriptor::new(media_type, &digest, size), digest)
@@ -1603,7 +1591,7 @@ fn build_image_manifest(
         ManifestFormat::Docker => DOCKER_CONFIG,
     };
     let config_bytes = serde_json::to_vec(&config).expect("serialise an image config");
-    let config_desc = store.add_bytes(config_type, config_bytes, Role::Config);
+    let config_desc = store.add_bytes(config_type, config_bytes);
     let manifest = ManifestJson {
         schema_version: 2,
         media_type: manifest_type.to_owned(),
@@ -1614,7 +1602,7 @@ fn build_image_manifest(
         annotations: BTreeMap::new(),
     };
     let bytes = serde_json::to_vec(&manifest).expect("serialise an image manifest");
-    let desc = store.add_bytes(manifest_type, bytes.clone(), Role::Manifest);
+    let desc = store.add_bytes(manifest_type, bytes.clone());
     BuiltManifest {
         platform: platform.to_owned(),
         digest: desc.digest,
