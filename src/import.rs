@@ -92,7 +92,11 @@ pub struct ImportReport {
 
 /// Runs one import. Nothing reaches the target unless the signature verified
 /// and every blob reachable from `index.json` is present and whole.
-pub async fn run(request: ImportRequest, keys: Arc<TrustedKeys>, progress: &Progress) -> Result<ImportReport> {
+pub async fn run(
+    request: ImportRequest,
+    keys: Arc<TrustedKeys>,
+    progress: &Progress,
+) -> Result<ImportReport> {
     let ImportRequest {
         bundle,
         signature,

@@ -20,11 +20,11 @@ pub mod failure;
 pub mod verify;
 
 pub use failure::FailureClass;
-pub mod digest;
-pub mod progress;
-pub mod read;
-pub mod plan;
-pub mod push;
-pub mod import;
-pub mod report;
 pub mod cli;
+pub mod digest;
+pub mod import;
+pub mod plan;
+pub mod progress;
+pub mod push;
+pub mod read;
+pub mod report;

@@ -85,9 +85,10 @@ async fn verify_blocking(
     keys: Arc<TrustedKeys>,
 ) -> Result<verify::VerifiedBundle, CommandError> {
     let signature = signature.unwrap_or_else(|| verify::signature_path_for(&bundle));
-    let verified = tokio::task::spawn_blocking(move || verify::verify_bundle(&bundle, &signature, &keys))
-        .await
-        .map_err(|e| CommandError::config(e.to_string()))?;
+    let verified =
+        tokio::task::spawn_blocking(move || verify::verify_bundle(&bundle, &signature, &keys))
+            .await
+            .map_err(|e| CommandError::config(e.to_string()))?;
     classed!(verified)
 }
 
@@ -157,10 +158,14 @@ fn credentials(access: &RegistryAccessArgs, host: &str) -> Result<Credentials, C
         let mut password = String::new();
         std::io::stdin()
             .read_to_string(&mut password)
-            .map_err(|e| CommandError::config(format!("cannot read the password from stdin: {e}")))?;
+            .map_err(|e| {
+                CommandError::config(format!("cannot read the password from stdin: {e}"))
+            })?;
         let password = password.trim_end_matches(['\n', '\r']).to_owned();
         if password.is_empty() {
-            return Err(CommandError::config("--password-stdin read an empty password"));
+            return Err(CommandError::config(
+                "--password-stdin read an empty password",
+            ));
         }
         return Ok(Credentials::Basic {
             username: username.clone(),
@@ -204,7 +209,9 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         limits: ReadLimits::default(),
     };
     let progress = Progress::new();
-    let bundle_bytes = std::fs::metadata(&args.bundle).map(|m| m.len()).unwrap_or(0);
+    let bundle_bytes = std::fs::metadata(&args.bundle)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let display = report::progress::Display::start(progress.clone(), bundle_bytes, args.quiet);
     let result = import::run(request, keys, &progress).await;
     display.finish();

@@ -26,7 +26,13 @@ Exit codes:
 #[command(name = "airlock", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Log format: text for people, json for log collectors.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "AIRLOCK_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "AIRLOCK_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG.
@@ -182,7 +188,12 @@ pub struct RegistryAccessArgs {
     pub insecure_skip_tls_verify: bool,
 
     /// User name for the registry; the password is read from stdin.
-    #[arg(long, value_name = "U", requires = "password_stdin", conflicts_with = "auth_file")]
+    #[arg(
+        long,
+        value_name = "U",
+        requires = "password_stdin",
+        conflicts_with = "auth_file"
+    )]
     pub username: Option<String>,
 
     /// Read the password (or token) from standard input.

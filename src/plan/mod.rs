@@ -30,7 +30,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Two different images in the bundle want the same tag.
-    #[error("two different images in the bundle would both be tagged {target} ({first} and {second})")]
+    #[error(
+        "two different images in the bundle would both be tagged {target} ({first} and {second})"
+    )]
     ConflictingTags {
         /// The contested target reference.
         target: String,
@@ -168,7 +170,11 @@ impl Plan {
             let subject = image.subject.clone();
             let home = images
                 .iter()
-                .find(|p| p.manifests.iter().any(|m| Some(&m.digest) == subject.as_ref()))
+                .find(|p| {
+                    p.manifests
+                        .iter()
+                        .any(|m| Some(&m.digest) == subject.as_ref())
+                })
                 .map(|p| (p.placement.repository.clone(), p.source_ref.clone()));
             match home {
                 Some((repository, subject_source)) => {
@@ -188,8 +194,9 @@ impl Plan {
                 None => skipped.push(Skipped {
                     position,
                     digest: image.descriptor.digest.clone(),
-                    reason: "it refers to a manifest that is not imported and has no name of its own"
-                        .into(),
+                    reason:
+                        "it refers to a manifest that is not imported and has no name of its own"
+                            .into(),
                 }),
             }
         }
@@ -264,7 +271,12 @@ impl Plan {
     }
 }
 
-fn planned(index: &BundleIndex, position: usize, source_ref: String, placement: Placement) -> PlannedImage {
+fn planned(
+    index: &BundleIndex,
+    position: usize,
+    source_ref: String,
+    placement: Placement,
+) -> PlannedImage {
     let image = &index.images()[position];
     PlannedImage {
         source_ref,
@@ -351,7 +363,10 @@ mod tests {
         let target: Target = "127.0.0.1:5000".parse().expect("target");
         let source: oci_client::Reference = "nginx:1.25".parse().expect("ref");
         let placement = place(&target, &source).expect("placement");
-        assert_eq!(placement.target_ref, "127.0.0.1:5000/docker.io/library/nginx:1.25");
+        assert_eq!(
+            placement.target_ref,
+            "127.0.0.1:5000/docker.io/library/nginx:1.25"
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl FromStr for Target {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
         if !host_ok {
-            return Err(invalid("the registry host has characters a host name cannot have"));
+            return Err(invalid(
+                "the registry host has characters a host name cannot have",
+            ));
         }
         if !prefix.is_empty() && !prefix.split('/').all(is_path_component) {
             return Err(invalid(
@@ -94,7 +96,9 @@ pub fn is_path_component(part: &str) -> bool {
     !bytes.is_empty()
         && bytes.first().is_some_and(alnum)
         && bytes.last().is_some_and(alnum)
-        && bytes.iter().all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
+        && bytes
+            .iter()
+            .all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl fmt::Display for Target {

@@ -81,7 +81,9 @@ impl LayoutWriter {
 
     /// Whether the blob is already in the layout with the right size.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
+        std::fs::metadata(self.blob_path(digest))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Starts writing a blob; chunks are appended with [`BlobWrite::write`].
@@ -164,7 +166,10 @@ impl LayoutWriter {
             let name = entry.annotations.get(OCI_REF_NAME).cloned();
             index.manifests.retain(|existing| match &name {
                 Some(name) => existing.annotations.get(OCI_REF_NAME) != Some(name),
-                None => existing.digest != entry.digest || existing.annotations.contains_key(OCI_REF_NAME),
+                None => {
+                    existing.digest != entry.digest
+                        || existing.annotations.contains_key(OCI_REF_NAME)
+                }
             });
             index.manifests.push(entry);
         }

@@ -30,8 +30,8 @@ use crate::digest::Digest;
 use crate::plan::{Plan, PlannedImage, Target};
 use crate::progress::Progress;
 
-pub use layout::write_atomic;
 use layout::LayoutWriter;
+pub use layout::write_atomic;
 use registry::{RegistryClient, RegistryConfig};
 use transfer::{BlobChunks, Fanout};
 
@@ -377,12 +377,18 @@ async fn upload_monolithic(
 
 /// `POST`, a `PATCH` per chunk, and the final `PUT ?digest=` carrying the last
 /// chunk.
-async fn upload_chunked(client: &RegistryClient, repository: &str, blob: &mut BlobChunks) -> Result<()> {
+async fn upload_chunked(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &mut BlobChunks,
+) -> Result<()> {
     let mut session = client.start_upload(repository).await?;
     let mut pending: Option<Bytes> = None;
     while let Some(chunk) = blob.next().await {
         if let Some(previous) = pending.replace(chunk) {
-            client.send_chunk(repository, &mut session, previous).await?;
+            client
+                .send_chunk(repository, &mut session, previous)
+                .await?;
         }
     }
     blob.verify()?;
@@ -422,7 +428,9 @@ struct TallyCounters {
 impl Tally {
     fn uploaded(&self, bytes: u64) {
         self.inner.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
-        self.inner.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
+        self.inner
+            .bytes_uploaded
+            .fetch_add(bytes, Ordering::Relaxed);
     }
     fn mounted(&self) {
         self.inner.blobs_mounted.fetch_add(1, Ordering::Relaxed);
@@ -479,7 +487,10 @@ pub struct PushedImage {
 }
 
 mod seconds {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -500,7 +511,11 @@ pub async fn push(
     let by_repository = plan.blobs_by_repository();
     let checks: Vec<(String, Digest, u64)> = by_repository
         .iter()
-        .flat_map(|(repo, blobs)| blobs.iter().map(move |(d, s)| (repo.clone(), d.clone(), *s)))
+        .flat_map(|(repo, blobs)| {
+            blobs
+                .iter()
+                .map(move |(d, s)| (repo.clone(), d.clone(), *s))
+        })
         .collect();
     let presence: Vec<(String, Digest, bool)> = futures::stream::iter(checks)
         .map(|(repo, digest, size)| {
@@ -563,7 +578,10 @@ pub async fn push(
     )
     .await?;
     if !declined.is_empty() {
-        tracing::info!(blobs = declined.len(), "registry declined some mounts; uploading those blobs again");
+        tracing::info!(
+            blobs = declined.len(),
+            "registry declined some mounts; uploading those blobs again"
+        );
         transfer::stream_uploads(
             plan,
             &destination,
@@ -578,8 +596,10 @@ pub async fn push(
 
     // 4. Manifests and tags: named images first, then referrers.
     progress.set_stage(crate::progress::Stage::Tagging);
-    let (named, referrers): (Vec<&PlannedImage>, Vec<&PlannedImage>) =
-        plan.images().iter().partition(|i| i.subject.is_none() || i.placement.tag.is_some());
+    let (named, referrers): (Vec<&PlannedImage>, Vec<&PlannedImage>) = plan
+        .images()
+        .iter()
+        .partition(|i| i.subject.is_none() || i.placement.tag.is_some());
     let mut pushed = Vec::new();
     for wave in [named, referrers] {
         let results: Vec<PushedImage> = futures::stream::iter(wave)

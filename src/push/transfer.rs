@@ -195,7 +195,9 @@ pub async fn stream_uploads(
 
 type JobOutcome = (Digest, Vec<String>);
 
-fn flatten(done: std::result::Result<Result<JobOutcome>, tokio::task::JoinError>) -> Result<JobOutcome> {
+fn flatten(
+    done: std::result::Result<Result<JobOutcome>, tokio::task::JoinError>,
+) -> Result<JobOutcome> {
     done.map_err(|e| Error::Task(e.to_string()))?
 }
 

@@ -152,7 +152,11 @@ pub fn text(inspection: &Inspection) -> String {
     let _ = writeln!(out, "Digest:    {}", inspection.digest);
     match &inspection.verified_by {
         Some(key) => {
-            let _ = writeln!(out, "Signature: verified by {} ({})", key.label, key.algorithm);
+            let _ = writeln!(
+                out,
+                "Signature: verified by {} ({})",
+                key.label, key.algorithm
+            );
         }
         None => {
             let _ = writeln!(out, "Signature: not checked (give --public-key to verify)");

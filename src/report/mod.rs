@@ -55,7 +55,11 @@ pub fn import_text(report: &ImportReport) -> String {
         push.duration.as_secs_f64()
     );
     for image in &push.images {
-        let _ = writeln!(out, "  {} -> {}  {}", image.source, image.target, image.digest);
+        let _ = writeln!(
+            out,
+            "  {} -> {}  {}",
+            image.source, image.target, image.digest
+        );
     }
     let _ = writeln!(
         out,

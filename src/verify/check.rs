@@ -9,6 +9,7 @@
 use ecdsa::signature::hazmat::PrehashVerifier;
 use ed25519_dalek::StreamVerifier;
 use rsa::Pkcs1v15Sign;
+use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
 
 use super::keys::{KeyAlgorithm, PublicKey, TrustedKey};
@@ -19,6 +20,7 @@ enum Check<'a> {
     P256(&'a p256::ecdsa::VerifyingKey, p256::ecdsa::Signature),
     P384(&'a p384::ecdsa::VerifyingKey, p384::ecdsa::Signature),
     Rsa(&'a rsa::RsaPublicKey, &'a [u8]),
+    // Boxed: a SHA-512 state plus an expanded point dwarfs the other variants.
     Ed25519(Box<StreamVerifier>),
 }
 
@@ -72,7 +74,6 @@ fn check_for<'a>(key: &'a TrustedKey, signature: &'a [u8]) -> Option<Check<'a>> 
             p384::ecdsa::Signature::from_der(signature).ok()?,
         )),
         PublicKey::Rsa(public) => {
-            use rsa::traits::PublicKeyParts;
             (signature.len() == public.size()).then_some(Check::Rsa(public, signature))
         }
         PublicKey::Ed25519(public) => {

@@ -108,7 +108,7 @@ impl TrustedKey {
     pub fn from_pem(label: impl Into<String>, pem: &str) -> Result<Self> {
         let label = label.into();
         let block = first_pem_block(pem)
-            .ok_or_else(|| malformed(&label, "no -----BEGIN ...----- / -----END ...----- block"))?;
+            .ok_or_else(|| malformed(&label, "no complete -----BEGIN/-----END PEM block"))?;
         let (kind, der) = spki::der::pem::decode_vec(block.as_bytes())
             // pem-rfc7468 is built without `std` here, so its error is not a
             // `std::error::Error` and can only be carried as text.

@@ -147,12 +147,11 @@ impl RegistryClient {
             reason: e.to_string(),
         })?;
         let scheme = if config.plain_http { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{}/", config.host)).map_err(|e| {
-            Error::InvalidUrl {
+        let base =
+            Url::parse(&format!("{scheme}://{}/", config.host)).map_err(|e| Error::InvalidUrl {
                 url: config.host.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(RegistryClient {
             http,
             base,
@@ -248,7 +247,9 @@ impl RegistryClient {
         let scope = Scope::push(repository);
         let response = self
             .send(&scope, true, || {
-                self.http.post(url.clone()).header(header::CONTENT_LENGTH, 0)
+                self.http
+                    .post(url.clone())
+                    .header(header::CONTENT_LENGTH, 0)
             })
             .await?;
         if response.status() != StatusCode::ACCEPTED {
@@ -362,7 +363,11 @@ impl RegistryClient {
     }
 
     /// The digest a tag or digest reference currently resolves to.
-    pub async fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<Digest>> {
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
         let scope = Scope::push(repository);
         let accept = [
@@ -513,7 +518,8 @@ impl RegistryClient {
             .find_map(auth::parse_challenge)
             .ok_or_else(|| Error::Unauthorized {
                 host: self.host.clone(),
-                detail: "the registry asked for authentication in a way airlock does not know".into(),
+                detail: "the registry asked for authentication in a way airlock does not know"
+                    .into(),
             })?;
         let token = match &challenge {
             Challenge::Basic => {
@@ -538,7 +544,12 @@ impl RegistryClient {
         Ok(())
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &Scope) -> Result<String> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<String> {
         let mut url = Url::parse(realm).map_err(|e| Error::InvalidUrl {
             url: realm.to_owned(),
             reason: e.to_string(),
