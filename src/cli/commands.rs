@@ -41,13 +41,17 @@ impl CommandError {
     }
 }
 
+/// Longest cause text shown; parsers sometimes quote whole headers.
+const MAX_CAUSE_CHARS: usize = 160;
+
 /// An error and its causes on one line, without repeating a cause that the
-/// message already includes.
+/// message already includes. Control characters from quoted input become
+/// spaces so the reason always fits on one line.
 pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
+    let mut message = one_line(&error.to_string(), usize::MAX);
     let mut source = error.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
+        let text = one_line(&cause.to_string(), MAX_CAUSE_CHARS);
         if !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
@@ -55,6 +59,18 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut words = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.chars().count() > max_chars {
+        words = words.chars().take(max_chars).collect::<String>() + "…";
+    }
+    words
 }
 
 macro_rules! classed {

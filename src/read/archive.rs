@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest as _, Sha256};
 use zstd::stream::read::Decoder;
@@ -25,7 +27,33 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// The decompressed tar stream of a bundle, with the compressed bytes hashed as
 /// they are read so the caller can prove it read the bytes that were verified.
-pub type TarStream = tar::Archive<Decoder<'static, BufReader<HashingFile>>>;
+pub type TarStream = tar::Archive<Decompressor>;
+
+/// The zstd decoder, recording whether it (rather than the tar parser above
+/// it) failed, so a truncated stream is not reported as "not a tar".
+pub struct Decompressor {
+    decoder: Decoder<'static, BufReader<HashingFile>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Read for Decompressor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.decoder
+            .read(buf)
+            .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))
+    }
+}
+
+/// Tells whether the zstd layer of an opened bundle has failed.
+#[derive(Debug, Clone)]
+pub struct DecompressionHealth(Arc<AtomicBool>);
+
+impl DecompressionHealth {
+    /// True once the compressed data turned out truncated or corrupt.
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// A file reader that hashes (SHA-256) and counts everything read through it.
 pub struct HashingFile {
@@ -52,7 +80,7 @@ impl HashingFile {
 }
 
 /// Opens `path` as a zstd-compressed tar stream.
-pub fn open(path: &Path, progress: &Progress) -> Result<TarStream> {
+pub fn open(path: &Path, progress: &Progress) -> Result<(TarStream, DecompressionHealth)> {
     let display = path.display().to_string();
     let mut file = File::open(path).map_err(|source| Error::Open {
         path: display.clone(),
@@ -88,9 +116,11 @@ pub fn open(path: &Path, progress: &Progress) -> Result<TarStream> {
             path: display,
             source,
         })?;
-    let mut archive = tar::Archive::new(decoder);
+    let failed = Arc::new(AtomicBool::new(false));
+    let health = DecompressionHealth(Arc::clone(&failed));
+    let mut archive = tar::Archive::new(Decompressor { decoder, failed });
     archive.set_ignore_zeros(false);
-    Ok(archive)
+    Ok((archive, health))
 }
 
 fn read_prefix(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -111,9 +141,10 @@ pub fn finish(archive: TarStream, path: &Path) -> Result<String> {
         path: path.display().to_string(),
         source,
     };
-    let mut decoder = archive.into_inner();
-    io::copy(&mut decoder, &mut io::sink()).map_err(corrupt)?;
-    decoder
+    let mut decompressor = archive.into_inner();
+    io::copy(&mut decompressor, &mut io::sink()).map_err(corrupt)?;
+    decompressor
+        .decoder
         .finish()
         .into_inner()
         .finish()

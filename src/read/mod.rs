@@ -358,7 +358,7 @@ impl<B: BundleSource> BundleIndex<B> {
         mut on_blob: impl FnMut(&Digest, u64, &mut dyn Read) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), StreamError<E>> {
         let path = self.bundle.path();
-        let mut archive = archive::open(path, progress).map_err(StreamError::Read)?;
+        let (mut archive, _) = archive::open(path, progress).map_err(StreamError::Read)?;
         let mut remaining: HashSet<&Digest> = wanted.iter().collect();
         let entries = archive
             .entries()
@@ -457,7 +457,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
     let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
-    let mut archive = archive::open(path, progress)?;
+    let (mut archive, health) = archive::open(path, progress)?;
     let mut scan = Scan {
         sha256: String::new(),
         roots: BTreeMap::new(),
@@ -470,7 +470,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
     })?;
     for (seen_entries, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|source| {
-            if seen_entries == 0 {
+            if seen_entries == 0 && !health.failed() {
                 Error::NotTar {
                     path: display.clone(),
                     source,

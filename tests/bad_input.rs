@@ -1,0 +1,188 @@
+//! Every bad input gets a one-line reason naming the file and the problem,
+//! exit code 3, and leaves the registry exactly as it was.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::airlock;
+use support::bundle::{Breakage, BuiltBundle, BundleBuilder, Image, broken_bundle};
+use support::keys::{KeyKind, TestKey};
+use support::registry::Registry;
+
+/// Imports `bundle` and asserts: exit 3, one line on stderr containing every
+/// fragment, and nothing at all stored in the registry.
+fn assert_rejected(bundle: &BuiltBundle, public_key: &Path, fragments: &[&str]) {
+    let registry = Registry::start();
+    let output = import(bundle, public_key, &registry);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "expected exit 3 (integrity), got {}: {stderr}",
+        output.status
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected a one-line reason, got:\n{stderr}");
+    for fragment in fragments {
+        assert!(
+            lines[0].contains(fragment),
+            "the reason should mention {fragment:?}: {}",
+            lines[0]
+        );
+    }
+    assert!(
+        output.stdout.is_empty(),
+        "nothing should be reported as imported"
+    );
+    assert!(
+        registry.catalog().is_empty(),
+        "the registry catalog changed: {:?}",
+        registry.catalog()
+    );
+    assert!(
+        registry.stored_blobs().is_empty(),
+        "blobs reached the registry: {:?}",
+        registry.stored_blobs()
+    );
+    let writes: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "airlock wrote to the registry: {writes:?}"
+    );
+}
+
+fn import(bundle: &BuiltBundle, public_key: &Path, registry: &Registry) -> Output {
+    airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(public_key)
+        .args(["--registry", &format!("{}/mirror", registry.host())])
+        .args(["--plain-http", "--quiet"])
+        .output()
+        .expect("run airlock import")
+}
+
+fn one_image(name: &str) -> (TestKey, BuiltBundle) {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new(name)
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    (key, bundle)
+}
+
+fn rejected_breakage(breakage: Breakage, fragments: &[&str]) {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = broken_bundle(breakage, &key);
+    let name = bundle.zst().display().to_string();
+    let mut all = vec![name.as_str()];
+    all.extend_from_slice(fragments);
+    assert_rejected(&bundle, bundle.public_key_pem(), &all);
+}
+
+#[test]
+fn missing_signature_is_rejected() {
+    let (_key, bundle) = one_image("unsigned");
+    std::fs::remove_file(bundle.sig()).expect("remove signature");
+    let sig = bundle.sig().display().to_string();
+    assert_rejected(&bundle, bundle.public_key_pem(), &[&sig, "missing"]);
+}
+
+#[test]
+fn signature_from_another_key_is_rejected() {
+    let (_key, bundle) = one_image("wrong-key");
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    assert_rejected(&bundle, stranger.public_pem(), &["does not verify"]);
+}
+
+#[test]
+fn one_flipped_byte_is_rejected() {
+    let (_key, bundle) = one_image("tampered");
+    bundle.tamper();
+    let name = bundle.zst().display().to_string();
+    assert_rejected(
+        &bundle,
+        bundle.public_key_pem(),
+        &[&name, "does not verify"],
+    );
+}
+
+#[test]
+fn truncated_zstd_is_rejected() {
+    rejected_breakage(Breakage::TruncatedZstd, &["truncated or corrupt"]);
+}
+
+#[test]
+fn a_file_that_is_not_zstd_is_rejected() {
+    rejected_breakage(Breakage::NotZstd, &["not zstd-compressed"]);
+}
+
+#[test]
+fn zstd_content_that_is_not_a_tar_is_rejected() {
+    rejected_breakage(Breakage::ZstdOfNotTar, &["tar"]);
+}
+
+#[test]
+fn path_traversal_is_rejected() {
+    rejected_breakage(Breakage::ParentDirEntry, &["unsafe entry", "'..'"]);
+}
+
+#[test]
+fn absolute_paths_are_rejected() {
+    rejected_breakage(Breakage::AbsolutePathEntry, &["unsafe entry", "absolute"]);
+}
+
+#[test]
+fn symlinks_are_rejected() {
+    rejected_breakage(Breakage::SymlinkEntry, &["unsafe entry", "links"]);
+}
+
+#[test]
+fn hard_links_are_rejected() {
+    rejected_breakage(Breakage::HardLinkEntry, &["unsafe entry", "links"]);
+}
+
+#[test]
+fn a_blob_whose_content_does_not_match_its_digest_is_rejected() {
+    rejected_breakage(Breakage::BlobDigestMismatch, &["does not match its digest"]);
+}
+
+#[test]
+fn a_manifest_whose_content_does_not_match_its_digest_is_rejected() {
+    rejected_breakage(
+        Breakage::ManifestDigestMismatch,
+        &["does not match its digest"],
+    );
+}
+
+#[test]
+fn a_manifest_naming_an_absent_blob_is_rejected() {
+    rejected_breakage(Breakage::MissingLayer, &["which is not in the bundle"]);
+}
+
+#[test]
+fn invalid_json_is_rejected() {
+    rejected_breakage(
+        Breakage::InvalidIndexJson,
+        &["index.json", "not valid JSON"],
+    );
+}
+
+#[test]
+fn a_bundle_with_no_importable_image_is_rejected() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("tag-only")
+        .image(Image::new("quay.io/acme/app:1.0").naming(support::bundle::Naming::TagOnlyRefName))
+        .build(&key);
+    assert_rejected(
+        &bundle,
+        bundle.public_key_pem(),
+        &["nothing in bundle", "only a tag"],
+    );
+}

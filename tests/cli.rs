@@ -1,0 +1,217 @@
+//! The command line as people use it: messages, exit codes, help, and the
+//! README's Quick start.
+
+mod support;
+
+use serde_json::Value;
+use support::airlock;
+use support::bundle::{BundleBuilder, Image, Naming};
+use support::keys::{KeyKind, TestKey};
+
+fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn verify_prints_verified_ok_and_the_key_that_verified() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let other = TestKey::generate(KeyKind::Rsa2048);
+    let bundle = BundleBuilder::new("ok")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let output = airlock()
+        .arg("verify")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(other.public_pem())
+        .arg("--public-key")
+        .arg(key.public_pem())
+        .output()
+        .expect("run airlock verify");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = stdout_of(&output);
+    assert!(stdout.starts_with("Verified OK\n"), "{stdout}");
+    assert!(
+        stdout.contains(&key.public_pem().display().to_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ECDSA P-256"), "{stdout}");
+}
+
+#[test]
+fn verify_failure_is_one_line_with_exit_code_3() {
+    let key = TestKey::generate(KeyKind::Ed25519);
+    let bundle = BundleBuilder::new("bad")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    bundle.tamper();
+    let output = airlock()
+        .arg("verify")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(key.public_pem())
+        .output()
+        .expect("run airlock verify");
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+}
+
+#[test]
+fn an_unreadable_key_file_is_a_usage_error_with_exit_code_2() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("nokey")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let output = airlock()
+        .arg("verify")
+        .arg(bundle.zst())
+        .args(["--public-key", "/nonexistent/key.pem"])
+        .output()
+        .expect("run airlock verify");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_exit_with_code_2() {
+    let output = airlock()
+        .args(["import", "x.zst", "--registry", "oci:./m"])
+        .output()
+        .expect("run airlock");
+    assert_eq!(output.status.code(), Some(2), "--public-key is required");
+    let output = airlock()
+        .args([
+            "import",
+            "x.zst",
+            "--public-key",
+            "k.pem",
+            "--registry",
+            "https://reg.local",
+        ])
+        .output()
+        .expect("run airlock");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a scheme in the target is refused"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--plain-http"));
+}
+
+#[test]
+fn help_documents_exit_codes_and_examples() {
+    let output = airlock()
+        .arg("--help")
+        .output()
+        .expect("run airlock --help");
+    let help = stdout_of(&output);
+    for needle in [
+        "Exit codes",
+        "verify",
+        "inspect",
+        "import",
+        "3  verification",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    let output = airlock()
+        .args(["import", "--help"])
+        .output()
+        .expect("run help");
+    let help = stdout_of(&output);
+    assert!(
+        help.contains("Examples:") && help.contains("--password-stdin"),
+        "{help}"
+    );
+}
+
+#[test]
+fn inspect_lists_images_with_refs_platforms_and_totals() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("look")
+        .image(Image::new("quay.io/acme/app:1.0").naming(Naming::ContainerdName))
+        .image(Image::new("nginx:1.25").platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&key);
+    let output = airlock()
+        .arg("inspect")
+        .arg(bundle.zst())
+        .args([
+            "--registry",
+            "harbor.local/spectro-images",
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("run airlock inspect");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inspection: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let images = inspection["images"].as_array().expect("images");
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0]["sourceRef"], "quay.io/acme/app:1.0");
+    assert_eq!(
+        images[0]["targetRef"],
+        "harbor.local/spectro-images/quay.io/acme/app:1.0"
+    );
+    assert_eq!(images[0]["digest"], bundle.images()[0].digest.as_str());
+    assert_eq!(images[1]["sourceRef"], "docker.io/library/nginx:1.25");
+    assert_eq!(
+        images[1]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(inspection["verifiedBy"], Value::Null);
+    assert_eq!(
+        inspection["totals"]["blobs"].as_u64(),
+        Some(bundle.unique_blob_count() as u64)
+    );
+
+    let text = airlock()
+        .arg("inspect")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(key.public_pem())
+        .output()
+        .expect("run airlock inspect");
+    let text = stdout_of(&text);
+    assert!(text.contains("Signature: verified by"), "{text}");
+    assert!(
+        text.contains("platforms:  linux/amd64, linux/arm64"),
+        "{text}"
+    );
+    assert!(text.contains("Total: 2 image(s)"), "{text}");
+}
+
+#[test]
+fn quick_start_example_bundle_imports_into_an_oci_layout() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let output = airlock()
+        .arg("import")
+        .arg(examples.join("example.zst"))
+        .arg("--public-key")
+        .arg(examples.join("example-public-key.pem"))
+        .arg("--registry")
+        .arg(format!("oci:{}", mirror.path().join("mirror").display()))
+        .output()
+        .expect("run airlock import");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let raw = support::skopeo::inspect_oci_layout(
+        &mirror.path().join("mirror"),
+        "quay.io/airlock/example:1.0",
+    );
+    assert!(!raw.is_empty());
+}
