@@ -99,12 +99,6 @@ impl Digest {
         &self.hex
     }
 
-    /// The tag the OCI referrers tag scheme and cosign use for this digest:
-    /// `sha256-<hex>`.
-    pub fn as_tag(&self) -> String {
-        format!("{}-{}", self.algorithm.as_str(), self.hex)
-    }
-
     /// The first 12 hex characters, for humans.
     pub fn short(&self) -> &str {
         &self.hex[..12]
@@ -204,7 +198,6 @@ mod tests {
         let digest: Digest = text.parse().expect("valid digest");
         assert_eq!(digest.to_string(), text);
         assert_eq!(digest, Digest::sha256_of(b""));
-        assert_eq!(digest.as_tag(), format!("sha256-{EMPTY_SHA256}"));
     }
 
     #[test]

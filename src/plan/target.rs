@@ -32,16 +32,6 @@ pub struct InvalidTarget {
     pub reason: String,
 }
 
-impl Target {
-    /// The registry host, if this is a registry target.
-    pub fn host(&self) -> Option<&str> {
-        match self {
-            Target::Registry { host, .. } => Some(host),
-            Target::Layout { .. } => None,
-        }
-    }
-}
-
 impl FromStr for Target {
     type Err = InvalidTarget;
 

@@ -162,11 +162,6 @@ impl RegistryClient {
         })
     }
 
-    /// The registry's `host[:port]`.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     fn url(&self, path: &str) -> Result<Url> {
         self.base.join(path).map_err(|e| Error::InvalidUrl {
             url: path.to_owned(),
