@@ -28,3 +28,4 @@ pub mod progress;
 pub mod push;
 pub mod read;
 pub mod report;
+pub mod state;

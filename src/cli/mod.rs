@@ -36,7 +36,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG.
-    #[arg(long, global = true, env = "AIRLOCK_LOG")]
+    #[arg(long, global = true)]
     pub log: Option<String>,
 
     /// What to do.

@@ -59,7 +59,7 @@ impl VerifiedBundle {
 
 /// The key that verified a bundle, as reports and audit logs show it; with
 /// several rotated keys configured this says which one is still in use.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifiedBy {
     /// The key's label: its file path as configured.
     pub label: String,

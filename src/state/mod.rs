@@ -1,0 +1,6 @@
+//! The daemon's durable memory: one record per bundle, keyed by content digest.
+
+mod record;
+pub mod time;
+
+pub use record::{BundleRecord, Failure, Pushed, PushedImageRecord, Status};

@@ -1,0 +1,125 @@
+//! What airlock remembers about each bundle, keyed by its content digest.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::push::PushedImage;
+use crate::verify::VerifiedBy;
+
+/// Where a bundle is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Seen, settled, waiting for a free import slot.
+    Queued,
+    /// Being verified and pushed (also what a crash leaves behind).
+    Importing,
+    /// A transient failure; will be retried after a backoff.
+    Retrying,
+    /// Everything is in the target.
+    Imported,
+    /// A permanent failure (signature, integrity); never retried.
+    Rejected,
+}
+
+impl Status {
+    /// Whether nothing more will happen to the bundle.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Imported | Status::Rejected)
+    }
+
+    /// A short label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Importing => "importing",
+            Status::Retrying => "retrying",
+            Status::Imported => "imported",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// What was pushed by an import.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pushed {
+    /// Images and where they landed.
+    pub images: Vec<PushedImageRecord>,
+    /// Blobs uploaded.
+    pub blobs_uploaded: u64,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: u64,
+    /// Blobs already present.
+    pub blobs_present: u64,
+}
+
+/// One image as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushedImageRecord {
+    /// The source reference.
+    pub source: String,
+    /// The target reference.
+    pub target: String,
+    /// The manifest digest.
+    pub digest: String,
+}
+
+impl From<&PushedImage> for PushedImageRecord {
+    fn from(image: &PushedImage) -> Self {
+        PushedImageRecord {
+            source: image.source.clone(),
+            target: image.target.clone(),
+            digest: image.digest.to_string(),
+        }
+    }
+}
+
+/// Why a bundle failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// `config`, `integrity` or `transport`.
+    pub class: String,
+    /// The one-line reason.
+    pub message: String,
+    /// When it happened.
+    #[serde(with = "crate::state::time")]
+    pub at: SystemTime,
+}
+
+/// The durable record of one bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleRecord {
+    /// The bundle's id: the hex SHA-256 of its `.zst` file.
+    pub id: String,
+    /// The file names it arrived under (a bundle dropped again under
+    /// another name adds a name, not a record).
+    pub names: Vec<String>,
+    /// Size of the `.zst` file.
+    pub size: u64,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Import attempts so far.
+    pub attempts: u32,
+    /// When it was first seen settled.
+    #[serde(with = "crate::state::time")]
+    pub first_seen: SystemTime,
+    /// When the current or last attempt started.
+    #[serde(with = "crate::state::time::option", default)]
+    pub started: Option<SystemTime>,
+    /// When it reached its final state.
+    #[serde(with = "crate::state::time::option", default)]
+    pub finished: Option<SystemTime>,
+    /// Which key verified it.
+    pub verified_by: Option<VerifiedBy>,
+    /// What was pushed (once imported).
+    pub pushed: Option<Pushed>,
+    /// The last failure, if any.
+    pub error: Option<Failure>,
+}
