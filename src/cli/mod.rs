@@ -26,13 +26,7 @@ Exit codes:
 #[command(name = "airlock", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Log format: text for people, json for log collectors.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "AIRLOCK_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG.
