@@ -11,9 +11,9 @@ use crate::FailureClass;
 use crate::plan::{Plan, Skipped, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
-use crate::push::{Destination, PushOptions, PushReport};
+use crate::push::{PushOptions, PushReport};
 use crate::read::{BundleIndex, ExtraFile, ReadLimits};
-use crate::verify::{self, TrustedKeys, VerifiedBy};
+use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy};
 
 /// Result type of an import.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -97,16 +97,46 @@ pub async fn run(
     keys: Arc<TrustedKeys>,
     progress: &Progress,
 ) -> Result<ImportReport> {
-    let ImportRequest {
-        bundle,
-        signature,
-        target,
-        registry,
-        push,
-        limits,
-    } = request;
-    let signature = signature.unwrap_or_else(|| verify::signature_path_for(&bundle));
+    let signature = request
+        .signature
+        .clone()
+        .unwrap_or_else(|| verify::signature_path_for(&request.bundle));
+    let verified = verify(request.bundle.clone(), signature, keys, progress).await?;
+    run_verified(verified, request.into(), progress).await
+}
 
+/// Where and how a verified bundle is written.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// Where to write.
+    pub target: Target,
+    /// How to reach a registry target.
+    pub registry: RegistryConfig,
+    /// Concurrency, chunking, upload mode.
+    pub push: PushOptions,
+    /// Memory limits of the index pass.
+    pub limits: ReadLimits,
+}
+
+impl From<ImportRequest> for Destination {
+    fn from(request: ImportRequest) -> Self {
+        Destination {
+            target: request.target,
+            registry: request.registry,
+            push: request.push,
+            limits: request.limits,
+        }
+    }
+}
+
+/// Verifies a bundle's detached signature on a blocking thread, counting the
+/// bytes hashed into `progress`.
+pub async fn verify(
+    bundle: PathBuf,
+    signature: PathBuf,
+    keys: Arc<TrustedKeys>,
+    progress: &Progress,
+) -> Result<VerifiedBundle> {
     progress.set_stage(Stage::Verifying);
     progress.reset_bundle_bytes();
     let verify_progress = progress.clone();
@@ -116,14 +146,28 @@ pub async fn run(
         })
     })
     .await??;
-    let verified_by = verified.key().clone();
     tracing::info!(
         bundle = %verified.path().display(),
         digest = %verified.digest(),
-        key = %verified_by.label,
+        key = %verified.key().label,
         "signature verified"
     );
+    Ok(verified)
+}
 
+/// Indexes, plans and pushes a verified bundle.
+pub async fn run_verified(
+    verified: VerifiedBundle,
+    destination: Destination,
+    progress: &Progress,
+) -> Result<ImportReport> {
+    let Destination {
+        target,
+        registry,
+        push,
+        limits,
+    } = destination;
+    let verified_by = verified.key().clone();
     progress.set_stage(Stage::Indexing);
     let index_progress = progress.clone();
     let index = blocking(move || BundleIndex::build(verified, limits, &index_progress)).await??;
@@ -137,8 +181,8 @@ pub async fn run(
         tracing::warn!(file = %extra.path, "outside the OCI layout; not imported by this version");
     }
 
-    let destination = Arc::new(Destination::open(&target, registry, &push)?);
-    let report = crate::push::push(&plan, destination, &push, progress).await?;
+    let writer = Arc::new(crate::push::Destination::open(&target, registry, &push)?);
+    let report = crate::push::push(&plan, writer, &push, progress).await?;
     progress.set_stage(Stage::Done);
 
     let verified = index.bundle();

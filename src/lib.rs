@@ -21,11 +21,17 @@ pub mod verify;
 
 pub use failure::FailureClass;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod digest;
+pub mod durable;
+pub mod http;
 pub mod import;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod push;
 pub mod read;
 pub mod report;
 pub mod state;
+pub mod watch;

@@ -7,7 +7,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use airlock::cli::{Cli, LogFormat};
+use airlock::FailureClass;
+use airlock::cli::{Cli, Command, CommandError, LogFormat};
+use airlock::config::DaemonConfig;
+
+/// Default log filter for the one-shot commands: warnings only, so the
+/// result is what a person reads.
+const CLI_LOG_FILTER: &str = "warn";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -15,13 +21,17 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(airlock::FailureClass::Config.exit_code())
+                ExitCode::from(FailureClass::Config.exit_code())
             } else {
                 ExitCode::SUCCESS
             };
         }
     };
-    init_logging(cli.log_format, cli.log.as_deref());
+    let Cli {
+        log_format,
+        log,
+        command,
+    } = cli;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,10 +39,34 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(airlock::FailureClass::Transport.exit_code());
+            return ExitCode::from(FailureClass::Transport.exit_code());
         }
     };
-    match runtime.block_on(airlock::cli::run(cli.command)) {
+    let outcome = match command {
+        Command::Watch(args) => match DaemonConfig::load(args.config.as_deref(), &args) {
+            Ok(config) => {
+                init_logging(
+                    log_format.unwrap_or(config.log.format),
+                    log.as_deref().unwrap_or(&config.log.level),
+                );
+                runtime.block_on(airlock::cli::run_watch(&config))
+            }
+            Err(e) => Err(CommandError {
+                class: e.class(),
+                message: airlock::report::error_chain(&e),
+            }),
+        },
+        command => {
+            init_logging(
+                log_format.unwrap_or(LogFormat::Text),
+                log.as_deref()
+                    .or(std::env::var("RUST_LOG").ok().as_deref())
+                    .unwrap_or(CLI_LOG_FILTER),
+            );
+            runtime.block_on(airlock::cli::run(command))
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -41,13 +75,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: Option<&str>) {
-    let filter = filter
-        .map(EnvFilter::new)
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("warn,airlock=warn"));
+fn init_logging(format: LogFormat, filter: &str) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -29,7 +29,7 @@ impl CommandError {
     fn new(class: FailureClass, error: &dyn std::error::Error) -> Self {
         CommandError {
             class,
-            message: chain(error),
+            message: report::error_chain(error),
         }
     }
 
@@ -39,38 +39,6 @@ impl CommandError {
             message: message.into(),
         }
     }
-}
-
-/// Longest cause text shown; parsers sometimes quote whole headers.
-const MAX_CAUSE_CHARS: usize = 160;
-
-/// An error and its causes on one line, without repeating a cause that the
-/// message already includes. Control characters from quoted input become
-/// spaces so the reason always fits on one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = one_line(&error.to_string(), usize::MAX);
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = one_line(&cause.to_string(), MAX_CAUSE_CHARS);
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-fn one_line(text: &str, max_chars: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let mut words = flat.split_whitespace().collect::<Vec<_>>().join(" ");
-    if words.chars().count() > max_chars {
-        words = words.chars().take(max_chars).collect::<String>() + "…";
-    }
-    words
 }
 
 macro_rules! classed {
@@ -85,7 +53,21 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Verify(args) => run_verify(args).await,
         Command::Inspect(args) => run_inspect(args).await,
         Command::Import(args) => run_import(args).await,
+        Command::Watch(args) => {
+            let config = crate::config::DaemonConfig::load(args.config.as_deref(), &args)
+                .map_err(|e| CommandError::new(e.class(), &e))?;
+            run_watch(&config).await
+        }
     }
+}
+
+/// Runs the daemon with an already loaded configuration.
+pub async fn run_watch(config: &crate::config::DaemonConfig) -> Result<(), CommandError> {
+    let settings = crate::daemon::DaemonSettings::from_config(config)
+        .map_err(|e| CommandError::new(e.class(), &e))?;
+    crate::daemon::run(settings)
+        .await
+        .map_err(|e| CommandError::new(e.class(), &e))
 }
 
 async fn load_keys(paths: Vec<PathBuf>) -> Result<Arc<TrustedKeys>, CommandError> {
@@ -209,6 +191,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
             credentials: credentials(&args.access, host)?,
             retry: RetryPolicy::default(),
+            observer: None,
         },
         Target::Layout { .. } => RegistryConfig::default(),
     };

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::push::{DEFAULT_CONCURRENCY, UploadMode};
 use crate::report::OutputFormat;
 
-pub use commands::{CommandError, run};
+pub use crate::config::LogFormat;
+pub use commands::{CommandError, run, run_watch};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -25,26 +26,19 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "airlock", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Log format: text for people, json for log collectors.
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    /// Log format: text for people (default), json for log collectors.
+    /// For `watch`, overrides `log.format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 
-    /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG.
+    /// Log filter (e.g. `info`, `airlock=debug`); overrides RUST_LOG and,
+    /// for `watch`, `log.level`.
     #[arg(long, global = true)]
     pub log: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The subcommands.
@@ -59,6 +53,10 @@ pub enum Command {
     /// Verify a bundle, then push its images into a registry or OCI layout.
     #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
     Import(ImportArgs),
+    /// Run as a service: watch drop folders and import every signed bundle
+    /// that arrives, exactly once, with metrics, health checks and an API.
+    #[command(after_help = crate::config::WATCH_EXAMPLES)]
+    Watch(crate::config::WatchArgs),
 }
 
 /// Which signature and keys to check.

@@ -95,7 +95,7 @@ impl LayoutWriter {
             .unwrap_or_else(|| self.dir.clone());
         std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
         let file = tempfile::Builder::new()
-            .prefix(".airlock-")
+            .prefix(crate::durable::TEMP_PREFIX)
             .suffix(".partial")
             .tempfile_in(&parent)
             .map_err(|e| io_error(&parent, e))?;
@@ -221,16 +221,7 @@ impl BlobWrite {
     }
 }
 
-/// Writes a small file through a temporary sibling and a rename, so a crash
-/// leaves either the old or the new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".airlock-")
-        .tempfile_in(parent)
-        .map_err(|e| io_error(parent, e))?;
-    file.write_all(bytes).map_err(|e| io_error(path, e))?;
-    file.as_file().sync_all().map_err(|e| io_error(path, e))?;
-    file.persist(path).map_err(|e| io_error(path, e.error))?;
-    Ok(())
+/// Writes a small file atomically (see [`crate::durable`]).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::durable::write_atomic(path, bytes).map_err(|e| io_error(path, e))
 }

@@ -31,7 +31,6 @@ use crate::plan::{Plan, PlannedImage, Target};
 use crate::progress::Progress;
 
 use layout::LayoutWriter;
-pub use layout::write_atomic;
 use registry::{RegistryClient, RegistryConfig};
 use transfer::{BlobChunks, Fanout};
 
@@ -602,8 +601,13 @@ pub async fn push(
         .partition(|i| i.subject.is_none() || i.placement.tag.is_some());
     let mut pushed = Vec::new();
     for wave in [named, referrers] {
-        let results: Vec<PushedImage> = futures::stream::iter(wave)
+        // Collected first so the stream holds plain futures, not a closure
+        // (which would make the whole push future lose `Send`).
+        let pushes: Vec<_> = wave
+            .into_iter()
             .map(|image| push_manifests(plan, &destination, image, &tally))
+            .collect();
+        let results: Vec<PushedImage> = futures::stream::iter(pushes)
             .buffer_unordered(concurrency)
             .try_collect()
             .await?;

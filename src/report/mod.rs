@@ -21,6 +21,38 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Longest cause text shown; parsers sometimes quote whole headers.
+const MAX_CAUSE_CHARS: usize = 160;
+
+/// An error and its causes on one line, without repeating a cause that the
+/// message already includes. Control characters from quoted input become
+/// spaces so the reason always fits on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = one_line(&error.to_string(), usize::MAX);
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = one_line(&cause.to_string(), MAX_CAUSE_CHARS);
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut words = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.chars().count() > max_chars {
+        words = words.chars().take(max_chars).collect::<String>() + "…";
+    }
+    words
+}
+
 /// Formats a byte count with binary units (`1.5 MiB`).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod bundle;
+pub mod daemon;
 pub mod keys;
 pub mod registry;
 pub mod skopeo;

@@ -563,7 +563,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
     listener.local_addr().expect("read the bound port").port()
 }

@@ -12,8 +12,9 @@ pub mod auth;
 pub mod retry;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +52,36 @@ pub struct RegistryConfig {
     pub credentials: Credentials,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// Told about every HTTP exchange with the registry (default none).
+    pub observer: Option<ObserverHandle>,
+}
+
+/// Told about every HTTP exchange with the registry, e.g. to count requests
+/// by method and status for metrics.
+pub trait RequestObserver: Send + Sync {
+    /// One exchange ended: `method` as sent (`GET`, `PUT`, …) and the
+    /// response status, or `None` when no response arrived (connection
+    /// error, timeout). Called once per attempt, including 401 challenges,
+    /// token requests and attempts that are retried.
+    fn observe(&self, method: &str, status: Option<u16>);
+}
+
+/// A shared [`RequestObserver`] as [`RegistryConfig`] holds it (its `Debug`
+/// prints just `RequestObserver`).
+#[derive(Clone)]
+pub struct ObserverHandle(Arc<dyn RequestObserver>);
+
+impl ObserverHandle {
+    /// Wraps an observer.
+    pub fn new(observer: Arc<dyn RequestObserver>) -> Self {
+        ObserverHandle(observer)
+    }
+}
+
+impl fmt::Debug for ObserverHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestObserver")
+    }
 }
 
 /// The access a request needs, as token scopes.
@@ -100,6 +131,7 @@ pub struct RegistryClient {
     credentials: Credentials,
     retry: RetryPolicy,
     auth: Mutex<AuthState>,
+    observer: Option<ObserverHandle>,
 }
 
 /// An open upload session: where to send the next request, and how far the
@@ -159,7 +191,15 @@ impl RegistryClient {
             credentials: config.credentials,
             retry: config.retry,
             auth: Mutex::new(AuthState::default()),
+            observer: config.observer,
         })
+    }
+
+    /// Reports one exchange to the observer, if any.
+    fn observe(&self, method: &Method, outcome: std::result::Result<&Response, &reqwest::Error>) {
+        if let Some(ObserverHandle(observer)) = &self.observer {
+            observer.observe(method.as_str(), outcome.ok().map(|r| r.status().as_u16()));
+        }
     }
 
     fn url(&self, path: &str) -> Result<Url> {
@@ -173,12 +213,9 @@ impl RegistryClient {
     /// as alive.
     pub async fn ping(&self) -> Result<()> {
         let url = self.url("v2/")?;
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|source| http_error(&Method::GET, &url, source))?;
+        let response = self.http.get(url.clone()).send().await;
+        self.observe(&Method::GET, response.as_ref());
+        let response = response.map_err(|source| http_error(&Method::GET, &url, source))?;
         match response.status() {
             s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
             _ => Err(status_error(Method::GET, &url, response).await),
@@ -339,10 +376,9 @@ impl RegistryClient {
         if let Some(value) = header {
             request = request.header(header::AUTHORIZATION, value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| http_error(&Method::PUT, &url, source))?;
+        let response = request.send().await;
+        self.observe(&Method::PUT, response.as_ref());
+        let response = response.map_err(|source| http_error(&Method::PUT, &url, source))?;
         if response.status() != StatusCode::CREATED {
             return Err(status_error(Method::PUT, &url, response).await);
         }
@@ -464,7 +500,9 @@ impl RegistryClient {
             })?;
             let method = request.method().clone();
             let url = request.url().clone();
-            match self.http.execute(request).await {
+            let outcome = self.http.execute(request).await;
+            self.observe(&method, outcome.as_ref());
+            match outcome {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
                     attempt -= 1;
@@ -562,10 +600,9 @@ impl RegistryClient {
         if let Some(basic) = self.credentials.basic_header() {
             request = request.header(header::AUTHORIZATION, basic);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| http_error(&Method::GET, &url, source))?;
+        let response = request.send().await;
+        self.observe(&Method::GET, response.as_ref());
+        let response = response.map_err(|source| http_error(&Method::GET, &url, source))?;
         if !response.status().is_success() {
             return Err(Error::Unauthorized {
                 host: self.host.clone(),

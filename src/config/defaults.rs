@@ -1,0 +1,99 @@
+//! The default of every daemon setting that has one, each with its reason.
+//!
+//! Settings without a default here are either required (`drop.dirs`,
+//! `trust.public_keys`, `registry.target`) or optional and off when absent
+//! (`registry.ca_cert`, `registry.username`, `registry.password_file`,
+//! `registry.auth_file`).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use super::schema::{LogFormat, OnReject, OnSuccess};
+use crate::push::UploadMode;
+
+/// `drop.recursive`: only the drop directory itself is watched. Transfer
+/// tools drop bundles flat, and a subdirectory is more often someone's
+/// scratch space than a delivery.
+pub const DEFAULT_RECURSIVE: bool = false;
+
+/// `drop.poll`: inotify. It reports a finished write at once and costs
+/// nothing while idle; polling is only needed where inotify sees nothing
+/// (NFS written by another host, some USB and FUSE mounts).
+pub const DEFAULT_POLL: bool = false;
+
+/// `drop.poll_interval`: a directory listing every 2 s is cheap even on NFS,
+/// and small next to the settle time that follows anyway.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `drop.rescan_interval`: inotify drops events when its queue overflows or
+/// a mount is replaced underneath it; a full listing once a minute bounds how
+/// long such a bundle waits, at negligible cost.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `drop.settle_time`: a file whose size and mtime have not changed for 5 s
+/// is complete. Copies from USB sticks and SMB/NFS shares stall for a second
+/// or two between writes; 5 s rides that out without delaying imports
+/// noticeably. Raise it for slow or bursty transfers.
+pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(5);
+
+/// `registry.plain_http`: HTTPS, unless the operator says otherwise.
+pub const DEFAULT_PLAIN_HTTP: bool = false;
+
+/// `registry.insecure_skip_tls_verify`: certificates are checked. Skipping
+/// the check is for tests and emergencies only.
+pub const DEFAULT_INSECURE_SKIP_TLS_VERIFY: bool = false;
+
+/// `registry.upload_mode`: chunked uploads keep every request bounded, which
+/// proxies with body limits accept; monolithic is for registries that break
+/// chunked uploads (ECR).
+pub const DEFAULT_UPLOAD_MODE: UploadMode = UploadMode::Chunked;
+
+/// `registry.blob_concurrency`: the same as `airlock import`
+/// ([`crate::push::DEFAULT_CONCURRENCY`]), which keeps a 1 Gbit/s link busy
+/// without nearing registry rate limits.
+pub const DEFAULT_BLOB_CONCURRENCY: usize = crate::push::DEFAULT_CONCURRENCY;
+
+/// The most blobs in flight per import, as `airlock import --concurrency`
+/// allows: beyond this a registry throttles rather than speeds up.
+pub const MAX_BLOB_CONCURRENCY: usize = 64;
+
+/// `imports.concurrency`: one bundle at a time. Bundles are 10–100 GB and an
+/// import is bound by the disk or the link; two at once each take twice as
+/// long, so nothing finishes sooner.
+pub const DEFAULT_IMPORT_CONCURRENCY: usize = 1;
+
+/// `imports.on_success`: keep the bundle where it is. Deleting or moving
+/// files on a share someone else owns is a choice to make explicitly; the
+/// state directory already remembers the bundle is imported.
+pub const DEFAULT_ON_SUCCESS: OnSuccess = OnSuccess::Keep;
+
+/// `imports.on_reject`: keep a rejected bundle where it is, for the same
+/// reason as [`DEFAULT_ON_SUCCESS`]; it is never retried either way.
+pub const DEFAULT_ON_REJECT: OnReject = OnReject::Keep;
+
+/// `imports.retry_initial_backoff`: the first wait after a transient failure
+/// (registry down, network gone). Long enough not to hammer a registry that
+/// is restarting, short enough that a blip costs seconds.
+pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `imports.retry_max_backoff`: the longest wait between attempts. An outage
+/// is retried without limit; 10 minutes keeps the load on a broken registry
+/// trivial while an import still resumes soon after it recovers.
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// `state_dir`: the conventional place for a daemon's durable state (and the
+/// mount point of the volume in the container image).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
+
+/// `http.listen`: all interfaces, so Prometheus and the kubelet's probes
+/// reach it from outside the pod; 9090 is airlock's documented port.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9090));
+
+/// `log.format`: text, readable in `kubectl logs` and a terminal alike;
+/// choose `json` when a log collector parses the lines.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// `log.level`: `info` logs each bundle's arrival and outcome, not each
+/// request.
+pub const DEFAULT_LOG_LEVEL: &str = "info";

@@ -1,0 +1,208 @@
+//! The flags of `airlock watch`. A flag that is given overrides the file and
+//! the environment; one that is not leaves them alone (so every flag is an
+//! `Option`, a list that replaces when non-empty, or a switch that only ever
+//! turns a setting on).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::schema::{DaemonConfig, OnReject, OnSuccess};
+use crate::cli::UploadModeArg;
+
+/// Examples and precedence rules for `airlock watch --help`
+/// (`#[command(after_help = WATCH_EXAMPLES)]`).
+pub const WATCH_EXAMPLES: &str = "\
+Examples:
+  # Everything on the command line, no configuration file:
+  airlock watch --drop-dir d --public-key k.pem --registry 127.0.0.1:5000/mirror --plain-http --state-dir s
+
+  # A configuration file (a complete example is config/airlock.yaml):
+  airlock watch --config /etc/airlock/airlock.yaml
+
+  # The same, with a flag overriding the file for one run:
+  airlock watch --config /etc/airlock/airlock.yaml --settle-time 30s
+
+  # An NFS share written by another host, where inotify sees nothing:
+  airlock watch --config /etc/airlock/airlock.yaml --poll --poll-interval 5s
+
+Settings come from the configuration file, then AIRLOCK_* environment
+variables, then flags; each overrides the one before. A key's variable is its
+path in upper case with __ between levels: drop.settle_time is
+AIRLOCK_DROP__SETTLE_TIME, state_dir is AIRLOCK_STATE_DIR. Lists are
+comma-separated: AIRLOCK_DROP__DIRS=/drop/a,/drop/b. Durations are written
+like 500ms, 5s, 10m. Unknown keys and variables are errors.";
+
+/// `airlock watch`: flags that override the configuration file and the
+/// environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WatchArgs {
+    /// Configuration file (YAML). Optional: the environment and flags can
+    /// give every setting.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// A directory bundles are dropped into. Repeat to watch several; replaces
+    /// drop.dirs.
+    #[arg(long = "drop-dir", value_name = "DIR")]
+    pub drop_dirs: Vec<PathBuf>,
+
+    /// Also watch subdirectories of the drop directories (except processed/
+    /// and failed/).
+    #[arg(long)]
+    pub recursive: bool,
+
+    /// Poll instead of using inotify: for NFS written by another host and
+    /// USB/FUSE mounts where inotify sees nothing.
+    #[arg(long)]
+    pub poll: bool,
+
+    /// How often to list the drop directories when polling [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    /// How long a bundle's size and mtime must stay unchanged before it is
+    /// imported [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub settle_time: Option<Duration>,
+
+    /// A trusted public key (PEM), or a directory of them. Repeat for key
+    /// rotation; replaces trust.public_keys.
+    #[arg(long = "public-key", value_name = "PEM")]
+    pub public_keys: Vec<PathBuf>,
+
+    /// Where to push: `host[:port][/prefix]`, or `oci:DIR` for an OCI image
+    /// layout directory.
+    #[arg(long, value_name = "TARGET")]
+    pub registry: Option<String>,
+
+    /// Use HTTP instead of HTTPS.
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// Trust this CA certificate (PEM) in addition to the system's. Repeat
+    /// for several; replaces registry.ca_cert.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
+
+    /// Accept any TLS certificate. Dangerous: for tests only.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+
+    /// User name for the registry; the password is read from --password-file.
+    #[arg(long, value_name = "U")]
+    pub username: Option<String>,
+
+    /// File holding the registry password or token (one trailing newline is
+    /// ignored). Secrets are never given inline.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Docker client config with credentials [default:
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json when present].
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub auth_file: Option<PathBuf>,
+
+    /// How blobs are uploaded: chunked PATCHes, or one streaming PUT per blob
+    /// (for registries that break chunked uploads, such as ECR) [default:
+    /// chunked].
+    #[arg(long, value_enum)]
+    pub upload_mode: Option<UploadModeArg>,
+
+    /// Blobs transferred at once within one import [default: 4].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub blob_concurrency: Option<usize>,
+
+    /// Bundles imported at once [default: 1].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub concurrency: Option<usize>,
+
+    /// What to do with a bundle once imported [default: keep].
+    #[arg(long, value_enum)]
+    pub on_success: Option<OnSuccess>,
+
+    /// What to do with a bundle that fails verification [default: keep].
+    #[arg(long, value_enum)]
+    pub on_reject: Option<OnReject>,
+
+    /// Where the daemon keeps its per-bundle records [default:
+    /// /var/lib/airlock].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Address for /metrics, /healthz, /readyz and /api/v1 [default:
+    /// 0.0.0.0:9090].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl WatchArgs {
+    /// Writes every flag that was given over `config`.
+    pub(super) fn apply(&self, config: &mut DaemonConfig) {
+        fn set<T: Clone>(field: &mut T, flag: Option<&T>) {
+            if let Some(value) = flag {
+                *field = value.clone();
+            }
+        }
+        fn replace<T: Clone>(field: &mut Vec<T>, flag: &[T]) {
+            if !flag.is_empty() {
+                *field = flag.to_vec();
+            }
+        }
+        fn switch_on(field: &mut bool, flag: bool) {
+            *field |= flag;
+        }
+
+        let drop = &mut config.drop;
+        replace(&mut drop.dirs, &self.drop_dirs);
+        switch_on(&mut drop.recursive, self.recursive);
+        switch_on(&mut drop.poll, self.poll);
+        set(&mut drop.poll_interval, self.poll_interval.as_ref());
+        set(&mut drop.settle_time, self.settle_time.as_ref());
+
+        replace(&mut config.trust.public_keys, &self.public_keys);
+
+        let registry = &mut config.registry;
+        set(&mut registry.target, self.registry.as_ref());
+        switch_on(&mut registry.plain_http, self.plain_http);
+        replace(&mut registry.ca_cert, &self.ca_certs);
+        switch_on(
+            &mut registry.insecure_skip_tls_verify,
+            self.insecure_skip_tls_verify,
+        );
+        if self.username.is_some() {
+            registry.username = self.username.clone();
+        }
+        if self.password_file.is_some() {
+            registry.password_file = self.password_file.clone();
+        }
+        if self.auth_file.is_some() {
+            registry.auth_file = self.auth_file.clone();
+        }
+        if let Some(mode) = self.upload_mode {
+            registry.upload_mode = mode.into();
+        }
+        set(
+            &mut registry.blob_concurrency,
+            self.blob_concurrency.as_ref(),
+        );
+
+        let imports = &mut config.imports;
+        set(&mut imports.concurrency, self.concurrency.as_ref());
+        set(&mut imports.on_success, self.on_success.as_ref());
+        set(&mut imports.on_reject, self.on_reject.as_ref());
+
+        set(&mut config.state_dir, self.state_dir.as_ref());
+        set(&mut config.http.listen, self.listen.as_ref());
+    }
+}

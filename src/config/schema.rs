@@ -1,0 +1,299 @@
+//! The shape of the daemon's configuration: what `airlock.yaml` holds.
+//!
+//! Every struct denies unknown fields, and every field defaults (see
+//! [`super::defaults`]) so that a setting may come from the file, the
+//! environment or a flag; required settings are checked after all three are
+//! merged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::defaults::*;
+use crate::push::UploadMode;
+
+/// The subdirectory of a drop directory that `on_success: move` moves
+/// imported bundles (and their signatures) into. Never watched.
+pub const PROCESSED_SUBDIR: &str = "processed";
+
+/// The subdirectory of a drop directory that `on_reject: move` moves rejected
+/// bundles (and their signatures) into. Never watched.
+pub const FAILED_SUBDIR: &str = "failed";
+
+/// The whole configuration of `airlock watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of airlock watch settings"
+)]
+pub struct DaemonConfig {
+    /// Where bundles arrive and how arrivals are noticed.
+    pub drop: DropSection,
+    /// Which keys may sign bundles.
+    pub trust: TrustSection,
+    /// Where images are pushed and how to reach it.
+    pub registry: RegistrySection,
+    /// How imports are scheduled and what happens to bundles afterwards.
+    pub imports: ImportsSection,
+    /// Where the daemon keeps its per-bundle records (default
+    /// [`DEFAULT_STATE_DIR`]).
+    pub state_dir: PathBuf,
+    /// The HTTP listener for metrics, probes and the API.
+    pub http: HttpSection,
+    /// Log output.
+    pub log: LogSection,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            drop: DropSection::default(),
+            trust: TrustSection::default(),
+            registry: RegistrySection::default(),
+            imports: ImportsSection::default(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            http: HttpSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// `drop`: the directories bundles are delivered to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the drop section)")]
+pub struct DropSection {
+    /// The drop directories. Required: at least one; no default.
+    pub dirs: Vec<PathBuf>,
+    /// Also watch subdirectories, except `processed/` and `failed/`
+    /// (default [`DEFAULT_RECURSIVE`]).
+    pub recursive: bool,
+    /// List the directories every `poll_interval` instead of using inotify
+    /// (default [`DEFAULT_POLL`]).
+    pub poll: bool,
+    /// How often to list the directories in polling mode (default
+    /// [`DEFAULT_POLL_INTERVAL`]).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often to list them even with inotify, to catch missed events
+    /// (default [`DEFAULT_RESCAN_INTERVAL`]).
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// How long a file's size and mtime must stay unchanged before it counts
+    /// as complete (default [`DEFAULT_SETTLE_TIME`]).
+    #[serde(with = "humantime_serde")]
+    pub settle_time: Duration,
+}
+
+impl Default for DropSection {
+    fn default() -> Self {
+        DropSection {
+            dirs: Vec::new(),
+            recursive: DEFAULT_RECURSIVE,
+            poll: DEFAULT_POLL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            settle_time: DEFAULT_SETTLE_TIME,
+        }
+    }
+}
+
+/// `trust`: the keys bundles must be signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the trust section)")]
+pub struct TrustSection {
+    /// PEM public keys, or directories of them; a bundle verified by any one
+    /// is accepted. Required: at least one; no default.
+    pub public_keys: Vec<PathBuf>,
+}
+
+/// `registry`: the import target and how to reach it. There is deliberately
+/// no `password` field: secrets are read from files, never given inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map (the registry section)"
+)]
+pub struct RegistrySection {
+    /// `host[:port][/prefix]` or `oci:DIR`. Required; no default.
+    pub target: String,
+    /// Use HTTP instead of HTTPS (default [`DEFAULT_PLAIN_HTTP`]).
+    pub plain_http: bool,
+    /// Extra CA certificates (PEM files) to trust (default: none).
+    pub ca_cert: Vec<PathBuf>,
+    /// Accept any TLS certificate (default
+    /// [`DEFAULT_INSECURE_SKIP_TLS_VERIFY`]).
+    pub insecure_skip_tls_verify: bool,
+    /// User name for the registry; needs `password_file` (default: none).
+    pub username: Option<String>,
+    /// File holding the password or token for `username` (default: none).
+    pub password_file: Option<PathBuf>,
+    /// Docker `config.json` to take credentials from (default:
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, when
+    /// present).
+    pub auth_file: Option<PathBuf>,
+    /// Chunked or monolithic blob uploads (default [`DEFAULT_UPLOAD_MODE`]).
+    #[serde(deserialize_with = "upload_mode")]
+    pub upload_mode: UploadMode,
+    /// Blobs in flight per import (default [`DEFAULT_BLOB_CONCURRENCY`]).
+    pub blob_concurrency: usize,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            target: String::new(),
+            plain_http: DEFAULT_PLAIN_HTTP,
+            ca_cert: Vec::new(),
+            insecure_skip_tls_verify: DEFAULT_INSECURE_SKIP_TLS_VERIFY,
+            username: None,
+            password_file: None,
+            auth_file: None,
+            upload_mode: DEFAULT_UPLOAD_MODE,
+            blob_concurrency: DEFAULT_BLOB_CONCURRENCY,
+        }
+    }
+}
+
+/// `imports`: scheduling, retries, and what happens to bundle files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map (the imports section)"
+)]
+pub struct ImportsSection {
+    /// Bundles imported at once (default [`DEFAULT_IMPORT_CONCURRENCY`]).
+    pub concurrency: usize,
+    /// What to do with a bundle once imported (default
+    /// [`DEFAULT_ON_SUCCESS`]).
+    #[serde(deserialize_with = "one_of")]
+    pub on_success: OnSuccess,
+    /// What to do with a bundle that failed verification or integrity checks
+    /// (default [`DEFAULT_ON_REJECT`]).
+    #[serde(deserialize_with = "one_of")]
+    pub on_reject: OnReject,
+    /// First wait after a transient failure; doubles, with jitter, on each
+    /// further failure (default [`DEFAULT_RETRY_INITIAL_BACKOFF`]).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Longest wait between attempts; attempts never stop (default
+    /// [`DEFAULT_RETRY_MAX_BACKOFF`]).
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+}
+
+impl Default for ImportsSection {
+    fn default() -> Self {
+        ImportsSection {
+            concurrency: DEFAULT_IMPORT_CONCURRENCY,
+            on_success: DEFAULT_ON_SUCCESS,
+            on_reject: DEFAULT_ON_REJECT,
+            retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
+            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+        }
+    }
+}
+
+/// `http`: the one listener for `/metrics`, `/healthz`, `/readyz` and
+/// `/api/v1/...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the http section)")]
+pub struct HttpSection {
+    /// `IP:PORT` to listen on (default [`DEFAULT_LISTEN`]).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: DEFAULT_LISTEN,
+        }
+    }
+}
+
+/// `log`: how the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the log section)")]
+pub struct LogSection {
+    /// Text or JSON lines (default [`DEFAULT_LOG_FORMAT`]).
+    #[serde(deserialize_with = "one_of")]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,airlock=debug` (default
+    /// [`DEFAULT_LOG_LEVEL`]).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: DEFAULT_LOG_FORMAT,
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+        }
+    }
+}
+
+/// What happens to a bundle (and its signature) after a successful import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSuccess {
+    /// Leave it in place; the state directory remembers it is imported.
+    Keep,
+    /// Move it to `processed/` inside its drop directory.
+    Move,
+    /// Delete it.
+    Delete,
+}
+
+/// What happens to a bundle (and its signature) that is rejected: bad or
+/// missing signature, corrupt or unsafe content. Rejected bundles are never
+/// retried and never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReject {
+    /// Leave it in place; the state directory remembers it is rejected.
+    Keep,
+    /// Move it to `failed/` inside its drop directory.
+    Move,
+}
+
+/// The daemon's log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Deserializes one of a fixed set of names, and when the value is none of
+/// them says which are allowed (`expected one of keep, move, delete`), which
+/// the `config` crate's own enum error does not.
+fn one_of<'de, D: Deserializer<'de>, T: ValueEnum>(deserializer: D) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    T::value_variants()
+        .iter()
+        .find(|v| {
+            v.to_possible_value()
+                .is_some_and(|p| p.matches(&text, false))
+        })
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value())
+                .map(|p| p.get_name().to_owned())
+                .collect();
+            serde::de::Error::custom(format!("{text:?} is not one of {}", names.join(", ")))
+        })
+}
+
+/// [`one_of`] for [`UploadMode`], by way of the command line's names.
+fn upload_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UploadMode, D::Error> {
+    one_of::<D, crate::cli::UploadModeArg>(deserializer).map(UploadMode::from)
+}

@@ -1,0 +1,408 @@
+//! `airlock watch`: the long-running service. It watches drop folders, hands
+//! settled bundles to the same import engine the CLI uses, remembers every
+//! outcome in the state directory, and serves metrics, health and an API.
+//!
+//! Depends on every pipeline stage through [`crate::import`], on
+//! [`crate::watch`] for arrivals, [`crate::state`] for memory, and
+//! [`crate::metrics`]/[`crate::http`] for reporting.
+//!
+//! Flow: watcher → bounded queue (arrival order) → at most
+//! `imports.concurrency` workers → record → dispose. Transient failures go
+//! back into the queue after an exponential backoff with jitter, without a
+//! limit in time; permanent ones are rejected once.
+
+pub mod disposal;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use crate::config::{OnReject, OnSuccess};
+use crate::http::{DaemonView, Readiness};
+use crate::import::Destination;
+use crate::metrics::Metrics;
+use crate::plan::Target;
+use crate::push::registry::RegistryClient;
+use crate::state::{BundleRecord, StateStore};
+use crate::verify::TrustedKeys;
+use crate::watch::{ReadyBundle, WatchControl, WatchOptions};
+use worker::Attempt;
+
+/// Bundles waiting for a worker, at most. Each waiting entry is two paths, so
+/// a flood of drops costs little memory, and the watcher simply waits when
+/// the queue is full.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// How long in-flight imports get to finish after SIGTERM. Kubernetes waits
+/// 30 s by default before SIGKILL; finishing a few seconds earlier lets the
+/// state be written cleanly. An import cut off here resumes on restart.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Everything the daemon needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// How to watch.
+    pub watch: WatchOptions,
+    /// Trusted public key files or directories.
+    pub public_keys: Vec<PathBuf>,
+    /// Where and how to import.
+    pub destination: Destination,
+    /// Bundles imported at once.
+    pub concurrency: usize,
+    /// What to do with imported bundles.
+    pub on_success: OnSuccess,
+    /// What to do with rejected bundles.
+    pub on_reject: OnReject,
+    /// First retry delay for transient failures.
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay.
+    pub retry_max_backoff: Duration,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The HTTP listener address.
+    pub listen: SocketAddr,
+    /// Time in-flight imports get after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl DaemonSettings {
+    /// Resolves a loaded configuration (reading password files now).
+    pub fn from_config(config: &crate::config::DaemonConfig) -> Result<Self, crate::config::Error> {
+        Ok(DaemonSettings {
+            watch: WatchOptions::from(&config.drop),
+            public_keys: config.public_key_paths().to_vec(),
+            destination: Destination {
+                target: config.target()?,
+                registry: config.registry_config()?,
+                push: config.push_options(),
+                limits: crate::read::ReadLimits::default(),
+            },
+            concurrency: config.imports.concurrency,
+            on_success: config.imports.on_success,
+            on_reject: config.imports.on_reject,
+            retry_initial_backoff: config.imports.retry_initial_backoff,
+            retry_max_backoff: config.imports.retry_max_backoff,
+            state_dir: config.state_dir.clone(),
+            listen: config.http.listen,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        })
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The trusted keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] crate::verify::Error),
+    /// The state directory is unusable.
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
+    /// The registry client could not be built (CA files, URL).
+    #[error(transparent)]
+    Registry(#[from] crate::push::Error),
+    /// A drop folder does not exist or is not a folder.
+    #[error("drop folder {path} is not a readable directory")]
+    DropFolder {
+        /// The folder.
+        path: String,
+    },
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Every start-up failure is a configuration problem.
+    pub fn class(&self) -> crate::FailureClass {
+        crate::FailureClass::Config
+    }
+}
+
+/// What the workers share.
+pub(crate) struct Shared {
+    store: StateStore,
+    keys: Arc<TrustedKeys>,
+    destination: Destination,
+    metrics: Arc<Metrics>,
+    on_success: OnSuccess,
+    on_reject: OnReject,
+    retry_initial_backoff: Duration,
+    retry_max_backoff: Duration,
+    watch_control: mpsc::UnboundedSender<WatchControl>,
+    in_progress: AtomicI64,
+}
+
+impl Shared {
+    fn in_progress_changed(&self, delta: i64) {
+        let now = self.in_progress.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.metrics
+            .set_in_progress(usize::try_from(now).unwrap_or(0));
+    }
+
+    /// Exponential backoff with full jitter: between half and all of
+    /// `initial × 2^(attempt-1)`, capped at the maximum.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let ceiling = self
+            .retry_initial_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.retry_max_backoff);
+        ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// Drops the file memo of a bundle whose files were moved or deleted.
+    fn forget_moved(&self, ready: &ReadyBundle) {
+        if self.on_success == OnSuccess::Keep {
+            return;
+        }
+        if let Err(e) = self.store.forget_file(&ready.bundle) {
+            tracing::warn!(error = %e, "cannot update the file memo");
+        }
+    }
+}
+
+/// The readiness and API view the HTTP server shows.
+struct View {
+    shared: Arc<Shared>,
+    watcher_running: Arc<AtomicBool>,
+    registry: Option<RegistryClient>,
+}
+
+impl DaemonView for View {
+    fn imports(&self, limit: usize) -> Vec<BundleRecord> {
+        self.shared.store.recent(limit)
+    }
+
+    fn import(&self, id: &str) -> Option<BundleRecord> {
+        self.shared.store.get(id)
+    }
+
+    fn readiness(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Readiness> + Send + '_>> {
+        Box::pin(async move {
+            let watcher_running = self.watcher_running.load(Ordering::Relaxed);
+            let state = self.shared.store.check_writable();
+            let registry = match &self.registry {
+                Some(client) => client
+                    .ping()
+                    .await
+                    .map_err(|e| crate::report::error_chain(&e)),
+                None => Ok(()),
+            };
+            let detail = [
+                state.as_ref().err().map(|e| e.to_string()),
+                registry.as_ref().err().cloned(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+            Readiness {
+                watcher_running,
+                state_writable: state.is_ok(),
+                registry_reachable: registry.is_ok(),
+                detail: (!detail.is_empty()).then(|| detail.join("; ")),
+            }
+        })
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
+    for dir in &settings.watch.dirs {
+        if !dir.is_dir() {
+            return Err(Error::DropFolder {
+                path: dir.display().to_string(),
+            });
+        }
+    }
+    let keys = TrustedKeys::load(&settings.public_keys)?;
+    tracing::info!(keys = keys.len(), "trusted keys loaded");
+    let store = StateStore::open(&settings.state_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let mut destination = settings.destination.clone();
+    let observer: Arc<dyn crate::push::registry::RequestObserver> = Arc::clone(&metrics) as _;
+    destination.registry.observer = Some(crate::push::registry::ObserverHandle::new(observer));
+    let registry = match &destination.target {
+        Target::Registry { .. } => Some(RegistryClient::new(destination.registry.clone())?),
+        Target::Layout { .. } => None,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            address: settings.listen,
+            source,
+        })?;
+    tracing::info!(address = %settings.listen, "serving /metrics, /healthz, /readyz and /api/v1/imports");
+
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        store,
+        keys: Arc::new(keys),
+        destination,
+        metrics: Arc::clone(&metrics),
+        on_success: settings.on_success,
+        on_reject: settings.on_reject,
+        retry_initial_backoff: settings.retry_initial_backoff,
+        retry_max_backoff: settings.retry_max_backoff,
+        watch_control: control_tx,
+        in_progress: AtomicI64::new(0),
+    });
+    let unfinished = shared.store.unfinished();
+    if !unfinished.is_empty() {
+        tracing::info!(
+            bundles = unfinished.len(),
+            "resuming imports interrupted by the last stop"
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher_running = Arc::new(AtomicBool::new(false));
+    let view = Arc::new(View {
+        shared: Arc::clone(&shared),
+        watcher_running: Arc::clone(&watcher_running),
+        registry,
+    });
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        Arc::clone(&metrics),
+        view,
+        async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        },
+    ));
+
+    let (ready_tx, ready_rx) = mpsc::channel::<ReadyBundle>(QUEUE_CAPACITY);
+    let watcher = tokio::spawn(crate::watch::run(
+        settings.watch.clone(),
+        ready_tx.clone(),
+        control_rx,
+        Arc::clone(&watcher_running),
+        stop_rx.clone(),
+    ));
+    metrics.set_watcher_up(true);
+    let dispatcher = tokio::spawn(dispatch(
+        Arc::clone(&shared),
+        ready_rx,
+        ready_tx,
+        settings.concurrency,
+        stop_rx,
+        settings.shutdown_grace,
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("stop requested; finishing in-flight imports");
+    let _ = stop_tx.send(true);
+    metrics.set_watcher_up(false);
+    let _ = dispatcher.await;
+    let _ = watcher.await;
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves once the daemon is asked to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// The queue: hands bundles to at most `concurrency` workers in arrival
+/// order, schedules retries, and on stop gives in-flight imports `grace` to
+/// finish.
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut ready: mpsc::Receiver<ReadyBundle>,
+    requeue: mpsc::Sender<ReadyBundle>,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let concurrency = concurrency.max(1);
+    let mut running: JoinSet<(ReadyBundle, Attempt)> = JoinSet::new();
+    let mut retries = JoinSet::new();
+    loop {
+        shared
+            .metrics
+            .set_queued(QUEUE_CAPACITY - requeue.capacity());
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok((bundle, Attempt::RetryAfter(delay))) = done {
+                    let requeue = requeue.clone();
+                    let mut stop = stop.clone();
+                    retries.spawn(async move {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {
+                                let _ = requeue.send(bundle).await;
+                            }
+                            () = stopped(&mut stop) => {}
+                        }
+                    });
+                }
+                while retries.try_join_next().is_some() {}
+            }
+            bundle = ready.recv(), if running.len() < concurrency => {
+                let Some(bundle) = bundle else { break };
+                let worker_shared = Arc::clone(&shared);
+                running.spawn(async move {
+                    let attempt = worker::handle(worker_shared, bundle.clone()).await;
+                    (bundle, attempt)
+                });
+            }
+        }
+    }
+    retries.abort_all();
+    if running.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() { break },
+            () = &mut deadline => {
+                tracing::warn!(imports = running.len(), "grace period over; in-flight imports resume at the next start");
+                running.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,43 @@
+//! What the endpoints answer when a request cannot be served.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why a request failed; each variant is one status and a JSON body
+/// `{"error": "…"}`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Error {
+    /// The query string could not be read (e.g. `?limit=many`).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// An import id that is not 64 lowercase hex characters.
+    #[error("invalid import id: expected the 64 lowercase hex characters of the bundle's SHA-256")]
+    InvalidId,
+    /// No record with this (well-formed) id.
+    #[error("no import with id {0}")]
+    UnknownImport(String),
+    /// No such path.
+    #[error("no such endpoint")]
+    NoRoute,
+    /// The view failed (panicked); details are in the log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidQuery(_) | Error::InvalidId => StatusCode::BAD_REQUEST,
+            Error::UnknownImport(_) | Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,176 @@
+//! The daemon's HTTP listener: Prometheus metrics, liveness and readiness
+//! probes, and a read-only JSON view of the imports.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | every metric, Prometheus text format |
+//! | `GET /healthz` | `200 ok` while the process runs |
+//! | `GET /readyz` | `200` when every check passes, `503` otherwise; JSON naming each check |
+//! | `GET /api/v1/imports?limit=N` | the newest `N` bundle records (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) |
+//! | `GET /api/v1/imports/{id}` | one bundle record; `400` for an id that is not 64 lowercase hex characters, `404` when unknown |
+//!
+//! The daemon supplies the data through [`DaemonView`]. Errors are JSON
+//! (`{"error": "…"}`), and no request can bring the server down: a view that
+//! panics costs that request a `500`, nothing more.
+
+mod error;
+mod handlers;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::FutureExt as _;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::state::BundleRecord;
+
+/// Records listed by `/api/v1/imports` without `?limit=`.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The most records `/api/v1/imports` lists; larger limits are capped.
+pub const MAX_LIMIT: usize = 1000;
+/// How long `/readyz` waits for [`DaemonView::readiness`] before answering
+/// `503`.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections may finish their requests once shutdown is
+/// asked for; the server stops waiting for them after this.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the daemon shows the HTTP endpoints.
+///
+/// [`imports`](DaemonView::imports) and [`import`](DaemonView::import) are
+/// called on a blocking thread, so they may read files; `readiness` is
+/// awaited with a [`READINESS_TIMEOUT`] bound and should keep its own checks
+/// (such as pinging the registry) short or cached, as probes call it often.
+pub trait DaemonView: Send + Sync + 'static {
+    /// Up to `limit` records, newest first.
+    fn imports(&self, limit: usize) -> Vec<BundleRecord>;
+    /// The record of bundle `id` (64 lowercase hex characters), if known.
+    fn import(&self, id: &str) -> Option<BundleRecord>;
+    /// Checks whether the daemon can do its work now.
+    fn readiness(&self) -> Pin<Box<dyn Future<Output = Readiness> + Send + '_>>;
+}
+
+/// The readiness checks, as `/readyz` reports them (field names in
+/// camelCase, like the rest of the API).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// The drop-directory watcher is running.
+    pub watcher_running: bool,
+    /// The state directory accepts writes.
+    pub state_writable: bool,
+    /// The registry answers its API.
+    pub registry_reachable: bool,
+    /// Why a check failed, for people reading the probe.
+    pub detail: Option<String>,
+}
+
+impl Readiness {
+    /// Whether every check passes.
+    pub fn is_ready(&self) -> bool {
+        self.watcher_running && self.state_writable && self.registry_reachable
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    view: Arc<dyn DaemonView>,
+}
+
+/// Serves the endpoints on `listener` until `shutdown` completes; then stops
+/// accepting, lets open requests finish for up to [`SHUTDOWN_GRACE`], and
+/// returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    view: Arc<dyn DaemonView>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::debug!(%address, "HTTP endpoints listening");
+    }
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        // The receiver lives as long as this function; nothing to do if not.
+        let _ = stopping.send(());
+    };
+    let server = axum::serve(listener, router(metrics, view)).with_graceful_shutdown(signal);
+    let grace = async {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            // The signal future was dropped, which only happens once the
+            // server itself has finished: let the other branch win.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace => {
+            tracing::warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; leaving them");
+            Ok(())
+        }
+    }
+}
+
+/// The routes, with panics in handlers turned into `500` answers.
+fn router(metrics: Arc<Metrics>, view: Arc<dyn DaemonView>) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/api/v1/imports", get(handlers::imports))
+        .route("/api/v1/imports/{id}", get(handlers::import))
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn(contain_panics))
+        .with_state(AppState { metrics, view })
+}
+
+/// Answers `500` instead of dropping the connection when a handler (or the
+/// view it calls) panics.
+async fn contain_panics(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%path, "HTTP handler panicked");
+            error::Error::Internal.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_check_passes() {
+        let all = Readiness {
+            watcher_running: true,
+            state_writable: true,
+            registry_reachable: true,
+            detail: None,
+        };
+        assert!(all.is_ready());
+        for i in 0..3 {
+            let mut one_down = all.clone();
+            match i {
+                0 => one_down.watcher_running = false,
+                1 => one_down.state_writable = false,
+                _ => one_down.registry_reachable = false,
+            }
+            assert!(!one_down.is_ready());
+        }
+    }
+}

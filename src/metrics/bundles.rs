@@ -1,0 +1,225 @@
+//! Bundle families: outcomes, signature checks, import durations, the queue
+//! and the time of the last success.
+
+use std::time::{Duration, SystemTime};
+
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Registry};
+
+use super::{LabelValue, gauge_value, labelled_counter};
+
+/// Upper bounds of `airlock_import_duration_seconds`: imports take from a
+/// second (everything already present) to hours (100 GB over a slow link).
+const DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 10800.0,
+    21600.0,
+];
+
+/// How a bundle ended up, the `outcome` label of `airlock_bundles_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Everything is in the target.
+    Imported,
+    /// A permanent failure (signature, integrity); never retried.
+    Rejected,
+    /// A transient failure; the bundle will be retried.
+    Failed,
+    /// The same content dropped again under another name; nothing to do.
+    Duplicate,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        LabelValue::as_str(self)
+    }
+}
+
+impl LabelValue for Outcome {
+    const ALL: &'static [Self] = &[
+        Outcome::Imported,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Duplicate,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Imported => "imported",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The result of one signature check, the `result` label of
+/// `airlock_signature_verifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerificationResult {
+    /// A trusted key verified the signature.
+    Verified,
+    /// No trusted key verified it (bad, missing or unreadable signature).
+    Rejected,
+}
+
+impl VerificationResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        LabelValue::as_str(self)
+    }
+}
+
+impl LabelValue for VerificationResult {
+    const ALL: &'static [Self] = &[VerificationResult::Verified, VerificationResult::Rejected];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            VerificationResult::Verified => "verified",
+            VerificationResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// The bundle families.
+#[derive(Clone)]
+pub(super) struct BundleMetrics {
+    outcomes: IntCounterVec,
+    verifications: IntCounterVec,
+    duration: Histogram,
+    queued: IntGauge,
+    in_progress: IntGauge,
+    last_success: Gauge,
+}
+
+impl BundleMetrics {
+    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let outcomes = labelled_counter::<Outcome>(
+            registry,
+            "airlock_bundles_total",
+            "Bundles that reached an outcome: imported, rejected (permanent), failed (transient, will be retried) or duplicate (same content under another name).",
+            "outcome",
+        )?;
+        let verifications = labelled_counter::<VerificationResult>(
+            registry,
+            "airlock_signature_verifications_total",
+            "Bundle signature checks by result.",
+            "result",
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "airlock_import_duration_seconds",
+                "Time from the start of an import attempt to its end.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        let queued = IntGauge::new(
+            "airlock_bundles_queued",
+            "Bundles waiting for an import slot.",
+        )?;
+        registry.register(Box::new(queued.clone()))?;
+        let in_progress = IntGauge::new("airlock_imports_in_progress", "Imports running now.")?;
+        registry.register(Box::new(in_progress.clone()))?;
+        let last_success = Gauge::new(
+            "airlock_last_success_timestamp_seconds",
+            "Unix time at which the last successful import finished (0 before the first).",
+        )?;
+        registry.register(Box::new(last_success.clone()))?;
+        Ok(BundleMetrics {
+            outcomes,
+            verifications,
+            duration,
+            queued,
+            in_progress,
+            last_success,
+        })
+    }
+
+    pub(super) fn finished(&self, outcome: Outcome) {
+        self.outcomes.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    pub(super) fn verification(&self, result: VerificationResult) {
+        self.verifications
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    pub(super) fn observe_duration(&self, duration: Duration) {
+        self.duration.observe(duration.as_secs_f64());
+    }
+
+    pub(super) fn set_queued(&self, queued: usize) {
+        self.queued.set(gauge_value(queued));
+    }
+
+    pub(super) fn set_in_progress(&self, running: usize) {
+        self.in_progress.set(gauge_value(running));
+    }
+
+    pub(super) fn mark_success(&self, at: SystemTime) {
+        let seconds = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if seconds > self.last_success.get() {
+            self.last_success.set(seconds);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Metrics;
+    use super::super::tests::sample;
+    use super::*;
+
+    #[test]
+    fn duration_buckets_span_a_second_to_six_hours() {
+        assert_eq!(DURATION_BUCKETS.first(), Some(&1.0));
+        assert_eq!(DURATION_BUCKETS.last(), Some(&(6.0 * 3600.0)));
+        assert!(DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn durations_land_in_their_buckets() {
+        let metrics = Metrics::new();
+        metrics.observe_import_duration(Duration::from_millis(500));
+        metrics.observe_import_duration(Duration::from_secs(90));
+        metrics.observe_import_duration(Duration::from_secs(8 * 3600));
+        let text = metrics.render();
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(r#"airlock_import_duration_seconds_bucket{{le="{le}"}}"#),
+            )
+        };
+        assert_eq!(bucket("1"), Some(1.0));
+        assert_eq!(bucket("60"), Some(1.0));
+        assert_eq!(bucket("120"), Some(2.0));
+        assert_eq!(bucket("21600"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(3.0));
+        assert_eq!(
+            sample(&text, "airlock_import_duration_seconds_count"),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn a_time_before_the_epoch_does_not_move_the_gauge() {
+        let metrics = Metrics::new();
+        metrics.mark_success(SystemTime::UNIX_EPOCH - Duration::from_secs(5));
+        assert_eq!(
+            sample(&metrics.render(), "airlock_last_success_timestamp_seconds"),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn label_values() {
+        let outcomes: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(outcomes, ["imported", "rejected", "failed", "duplicate"]);
+        let results: Vec<_> = VerificationResult::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(results, ["verified", "rejected"]);
+    }
+}

@@ -1,0 +1,448 @@
+//! `airlock watch` as a real process against the real registry: bundles
+//! dropped into a folder land in the registry, exactly once, whatever happens
+//! around them.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer, Naming};
+use support::daemon::{Daemon, DaemonSetup};
+use support::keys::{KeyKind, TestKey};
+use support::registry::Registry;
+use support::skopeo;
+
+struct Site {
+    drop: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site {
+            drop: tempfile::tempdir().expect("drop dir"),
+            state: tempfile::tempdir().expect("state dir"),
+        }
+    }
+
+    fn setup(&self, extra: &[&str]) -> DaemonSetup {
+        DaemonSetup {
+            drop_dir: self.drop.path().to_owned(),
+            state_dir: self.state.path().to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            envs: Vec::new(),
+        }
+    }
+
+    fn drop_path(&self, name: &str) -> std::path::PathBuf {
+        self.drop.path().join(name)
+    }
+}
+
+fn small_bundle(key: &TestKey, name: &str, reference: &str) -> BuiltBundle {
+    BundleBuilder::new(name)
+        .image(Image::new(reference).naming(Naming::ContainerdName))
+        .build(key)
+}
+
+fn assert_landed(bundle: &BuiltBundle, registry: &Registry) {
+    for image in bundle.images() {
+        let reference = format!("mirror/{}", image.full_ref);
+        assert_eq!(
+            skopeo::manifest_digest(registry, &reference),
+            image.digest,
+            "{reference}"
+        );
+    }
+}
+
+fn imported(daemon: &Daemon) -> f64 {
+    daemon.metric(r#"airlock_bundles_total{outcome="imported"}"#)
+}
+
+/// Completed blob uploads per digest, from the registry's access log.
+fn completed_uploads(registry: &Registry) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for request in registry.requests() {
+        let completed = request.method == "PUT"
+            && request.path.contains("/blobs/uploads/")
+            && request.status == 201;
+        if let Some(digest) = request.path.split("digest=").nth(1).filter(|_| completed) {
+            let digest = digest
+                .split('&')
+                .next()
+                .unwrap_or(digest)
+                .replace("%3A", ":");
+            *counts.entry(digest).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_dropped_bundle_lands_and_is_counted() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "first", "quay.io/acme/app:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+
+    assert_landed(&bundle, &registry);
+    assert_eq!(
+        daemon.metric(r#"airlock_signature_verifications_total{result="verified"}"#),
+        1.0
+    );
+    assert_eq!(
+        daemon.metric(r#"airlock_bundles_total{outcome="rejected"}"#),
+        0.0
+    );
+    assert!(daemon.metric("airlock_blobs_pushed_total") >= 2.0);
+    assert!(daemon.metric("airlock_last_success_timestamp_seconds") > 0.0);
+    let imports = daemon.imports();
+    let records = imports.as_array().expect("a list");
+    assert_eq!(records.len(), 1, "{imports}");
+    assert_eq!(records[0]["status"], "imported");
+    assert_eq!(
+        records[0]["pushed"]["images"][0]["digest"],
+        bundle.images()[0].digest.as_str()
+    );
+    let id = records[0]["id"].as_str().expect("id");
+    let (status, _) = daemon
+        .get(&format!("/api/v1/imports/{id}"))
+        .expect("GET one import");
+    assert_eq!(status, 200);
+    assert!(
+        site.drop_path("first.zst").exists(),
+        "on_success defaults to keep"
+    );
+}
+
+#[test]
+fn the_signature_may_arrive_first_and_the_bundle_later() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "late", "quay.io/acme/late:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+
+    std::fs::copy(bundle.sig(), site.drop_path("late.sig.bin")).expect("copy signature");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(imported(&daemon), 0.0);
+    std::fs::copy(bundle.zst(), site.drop_path("late.zst")).expect("copy bundle");
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+    assert_landed(&bundle, &registry);
+}
+
+#[test]
+fn a_bundle_copied_slowly_is_not_touched_until_complete() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("slow")
+        .image(Image::new("quay.io/acme/slow:1.0").layers(&[Layer::uncompressed(5, 2 << 20)]))
+        .build(&key);
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+
+    std::fs::copy(bundle.sig(), site.drop_path("slow.sig.bin")).expect("copy signature");
+    let content = std::fs::read(bundle.zst()).expect("read bundle");
+    let mut file = std::fs::File::create(site.drop_path("slow.zst")).expect("create");
+    // Pieces every 400 ms with a 1 s settle time: never still long enough.
+    for piece in content.chunks(content.len() / 8 + 1) {
+        file.write_all(piece).expect("write piece");
+        file.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(imported(&daemon), 0.0);
+        assert!(
+            registry.catalog().is_empty(),
+            "something was pushed mid-copy"
+        );
+        assert_eq!(
+            daemon.metric(r#"airlock_bundles_total{outcome="rejected"}"#),
+            0.0
+        );
+    }
+    drop(file);
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+    assert_landed(&bundle, &registry);
+    assert_eq!(
+        daemon.metric(r#"airlock_bundles_total{outcome="rejected"}"#),
+        0.0
+    );
+}
+
+#[test]
+fn a_tampered_bundle_is_rejected_with_a_reason_file_and_nothing_pushed() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "evil", "quay.io/acme/evil:1.0");
+    bundle.tamper();
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the rejection", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= 1.0
+    });
+
+    let reason =
+        std::fs::read_to_string(site.drop_path("evil.zst.error.json")).expect("reason file");
+    assert!(reason.contains("does not verify"), "{reason}");
+    assert_eq!(
+        daemon.metric(r#"airlock_signature_verifications_total{result="rejected"}"#),
+        1.0
+    );
+    assert!(registry.catalog().is_empty());
+    assert!(registry.stored_blobs().is_empty());
+    let imports = daemon.imports();
+    assert_eq!(imports[0]["status"], "rejected", "{imports}");
+    // Rejected once, never retried.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        daemon.metric(r#"airlock_bundles_total{outcome="rejected"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn the_same_bundle_dropped_again_under_another_name_is_not_pushed_twice() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "orig", "quay.io/acme/dup:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+    let writes_before = registry
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .count();
+
+    std::fs::copy(bundle.sig(), site.drop_path("copy.sig.bin")).expect("copy signature");
+    std::fs::copy(bundle.zst(), site.drop_path("copy.zst")).expect("copy bundle");
+    daemon.wait_until("the duplicate", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="duplicate"}"#) >= 1.0
+    });
+
+    let writes_after = registry
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .count();
+    assert_eq!(
+        writes_before, writes_after,
+        "the duplicate wrote to the registry"
+    );
+    assert_eq!(imported(&daemon), 1.0);
+    let imports = daemon.imports();
+    assert_eq!(
+        imports.as_array().map(Vec::len),
+        Some(1),
+        "one record per content: {imports}"
+    );
+    assert_eq!(
+        imports[0]["names"],
+        serde_json::json!(["orig.zst", "copy.zst"])
+    );
+}
+
+#[test]
+fn polling_mode_imports_and_moves_finished_bundles() {
+    let key = TestKey::generate(KeyKind::Ed25519);
+    let bundle = small_bundle(&key, "polled", "quay.io/acme/polled:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(
+        &site.setup(&["--poll", "--poll-interval", "200ms", "--on-success", "move"]),
+        &registry,
+        key.public_pem(),
+    );
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+    assert_landed(&bundle, &registry);
+    daemon.wait_until("the move to processed/", |_| {
+        site.drop_path("processed/polled.zst").exists() && !site.drop_path("polled.zst").exists()
+    });
+    assert!(site.drop_path("processed/polled.sig.bin").exists());
+}
+
+#[test]
+fn restart_after_import_does_not_import_again_and_sigterm_exits_cleanly() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "once", "quay.io/acme/once:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+
+    let status = daemon.terminate();
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    let requests_before = registry.requests().len();
+    daemon.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(imported(&daemon), 0.0, "a fresh process imported again");
+    assert_eq!(
+        registry.requests().len(),
+        requests_before,
+        "the restarted daemon talked to the registry about a finished bundle"
+    );
+    assert_eq!(daemon.imports()[0]["status"], "imported");
+}
+
+#[test]
+fn kill_9_during_an_import_then_restart_completes_without_pushing_twice() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("big")
+        .image(Image::new("quay.io/acme/big:1.0").layers(&[
+            Layer::uncompressed(21, 48 << 20),
+            Layer::uncompressed(22, 48 << 20),
+        ]))
+        .image(Image::new("quay.io/acme/small:1.0"))
+        .build(&key);
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+    bundle.copy_into(site.drop.path());
+    let started = Instant::now();
+    daemon.wait_until("the upload to start", |_| {
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" || r.method == "PUT")
+            || started.elapsed() > Duration::from_secs(60)
+    });
+    daemon.kill9();
+    let state = std::fs::read_dir(site.state.path().join("bundles"))
+        .expect("state records")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).expect("readable record after kill -9"))
+        .collect::<Vec<_>>();
+    assert!(!state.is_empty(), "the import was recorded before pushing");
+    for record in &state {
+        serde_json::from_str::<serde_json::Value>(record).expect("a whole JSON record");
+    }
+
+    daemon.restart();
+    daemon.wait_until("the resumed import", |d| imported(d) >= 1.0);
+    assert_landed(&bundle, &registry);
+    let twice: Vec<_> = completed_uploads(&registry)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "blobs uploaded completely more than once: {twice:?}"
+    );
+}
+
+#[test]
+fn a_registry_down_for_a_while_is_retried_until_the_import_completes() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "patient", "quay.io/acme/patient:1.0");
+    let mut registry = Registry::start();
+    registry.stop();
+    let site = Site::new();
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("a retry", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="failed"}"#) >= 1.0
+    });
+    assert_eq!(daemon.imports()[0]["status"], "retrying");
+    registry.restart();
+    daemon.wait_until("the import after the registry came back", |d| {
+        imported(d) >= 1.0
+    });
+    assert_landed(&bundle, &registry);
+    assert_eq!(
+        daemon.metric(r#"airlock_bundles_total{outcome="rejected"}"#),
+        0.0
+    );
+}
+
+#[test]
+fn a_read_only_drop_folder_works_and_nothing_is_written_there() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "usb", "quay.io/acme/usb:1.0");
+    let bad = small_bundle(&key, "bad", "quay.io/acme/bad:1.0");
+    bad.tamper();
+    let registry = Registry::start();
+    let site = Site::new();
+    bundle.copy_into(site.drop.path());
+    bad.copy_into(site.drop.path());
+    let Some(_mount) = ReadOnlyMount::new(site.drop.path()) else {
+        eprintln!(
+            "skipping: cannot make a read-only bind mount here (needs root and mount privileges)"
+        );
+        return;
+    };
+    let before = listing(site.drop.path());
+    let daemon = Daemon::start(
+        &site.setup(&["--on-success", "move", "--on-reject", "move"]),
+        &registry,
+        key.public_pem(),
+    );
+    daemon.wait_until("both outcomes", |d| {
+        imported(d) >= 1.0 && d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= 1.0
+    });
+    assert_landed(&bundle, &registry);
+    assert_eq!(
+        listing(site.drop.path()),
+        before,
+        "the read-only volume changed"
+    );
+    assert_eq!(daemon.imports().as_array().map(Vec::len), Some(2));
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A read-only bind mount of a folder onto itself, undone on drop. Root
+/// ignores permission bits, so a real read-only mount is the honest test.
+struct ReadOnlyMount {
+    path: std::path::PathBuf,
+}
+
+impl ReadOnlyMount {
+    fn new(path: &Path) -> Option<ReadOnlyMount> {
+        let mount = |args: &[&str]| {
+            std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let target = path.to_str()?;
+        if !mount(&["--bind", target, target]) {
+            return None;
+        }
+        if !mount(&["-o", "remount,bind,ro", target]) {
+            let _ = std::process::Command::new("umount").arg(target).status();
+            return None;
+        }
+        Some(ReadOnlyMount {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}

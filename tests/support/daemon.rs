@@ -1,0 +1,237 @@
+//! `airlock watch` as a real process: started with flags, observed through its
+//! HTTP endpoints, stopped with SIGTERM or killed with SIGKILL.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::registry::{Registry, free_port};
+
+/// How long any wait in these tests may take before it fails.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(90);
+
+/// A running `airlock watch`.
+pub struct Daemon {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// What a daemon watches and where it writes.
+pub struct DaemonSetup {
+    /// The drop folder.
+    pub drop_dir: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Extra flags (`--poll`, `--on-success move`, ...).
+    pub extra: Vec<String>,
+    /// Extra environment (`AIRLOCK_...`).
+    pub envs: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Starts `airlock watch` against `registry` (prefix `mirror`), trusting
+    /// `public_key`, with a 1 s settle time and fast retries.
+    pub fn start(setup: &DaemonSetup, registry: &Registry, public_key: &Path) -> Daemon {
+        let port = free_port();
+        let mut args = vec![
+            "watch".to_owned(),
+            "--drop-dir".to_owned(),
+            setup.drop_dir.display().to_string(),
+            "--public-key".to_owned(),
+            public_key.display().to_string(),
+            "--registry".to_owned(),
+            format!("{}/mirror", registry.host()),
+            "--plain-http".to_owned(),
+            "--state-dir".to_owned(),
+            setup.state_dir.display().to_string(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--settle-time".to_owned(),
+            "1s".to_owned(),
+        ];
+        args.extend(setup.extra.iter().cloned());
+        let mut envs = vec![
+            (
+                "AIRLOCK_IMPORTS__RETRY_INITIAL_BACKOFF".to_owned(),
+                "300ms".to_owned(),
+            ),
+            (
+                "AIRLOCK_IMPORTS__RETRY_MAX_BACKOFF".to_owned(),
+                "2s".to_owned(),
+            ),
+            (
+                "AIRLOCK_LOG__LEVEL".to_owned(),
+                "info,airlock=debug".to_owned(),
+            ),
+        ];
+        envs.extend(setup.envs.iter().cloned());
+        let log_dir = tempfile::tempdir().expect("tempdir for the daemon log");
+        let log = log_dir.path().join("airlock.log");
+        let mut daemon = Daemon {
+            child: None,
+            port,
+            args,
+            envs,
+            log,
+            _log_dir: log_dir,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the daemon log");
+        let err = log.try_clone().expect("clone the log handle");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().expect("start airlock watch"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_status() {
+                panic!(
+                    "airlock watch exited early ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            if self
+                .get("/healthz")
+                .is_some_and(|(status, _)| status == 200)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "airlock watch did not answer /healthz:\n{}",
+            self.log_text()
+        );
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("poll the daemon"))
+    }
+
+    /// Starts the daemon again with the same flags (after a kill or stop).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the daemon first");
+        self.spawn();
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path on the daemon's listener: (status, body), or None if it
+    /// does not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+        Some((status, body))
+    }
+
+    /// The value of one metric series, e.g.
+    /// `airlock_bundles_total{outcome="imported"}`; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics").expect("scrape /metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// `/api/v1/imports` as JSON.
+    pub fn imports(&self) -> Value {
+        let (status, body) = self.get("/api/v1/imports").expect("GET /api/v1/imports");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("imports JSON")
+    }
+
+    /// Waits until `condition` holds, failing with the daemon's log after
+    /// [`WAIT_LIMIT`].
+    pub fn wait_until(&self, what: &str, mut condition: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while Instant::now() < deadline {
+            if condition(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}; daemon log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("daemon running");
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_status() {
+                self.child = None;
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "airlock watch did not exit after SIGTERM:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// SIGKILL, like a crash or an OOM kill.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
