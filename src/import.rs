@@ -11,7 +11,7 @@ use crate::FailureClass;
 use crate::plan::{Plan, Skipped, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
-use crate::push::{PushOptions, PushReport};
+use crate::push::{PushOptions, PushReport, SharedJournal};
 use crate::read::{BundleIndex, ExtraFile, ReadLimits};
 use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy};
 
@@ -116,6 +116,9 @@ pub struct Destination {
     pub push: PushOptions,
     /// Memory limits of the index pass.
     pub limits: ReadLimits,
+    /// Where sessions of large uploads are recorded so a later attempt can
+    /// continue them (`None`: an interrupted blob starts over).
+    pub upload_journal: Option<SharedJournal>,
 }
 
 impl From<ImportRequest> for Destination {
@@ -125,6 +128,7 @@ impl From<ImportRequest> for Destination {
             registry: request.registry,
             push: request.push,
             limits: request.limits,
+            upload_journal: None,
         }
     }
 }
@@ -166,6 +170,7 @@ pub async fn run_verified(
         registry,
         push,
         limits,
+        upload_journal,
     } = destination;
     let verified_by = verified.key().clone();
     progress.set_stage(Stage::Indexing);
@@ -181,7 +186,12 @@ pub async fn run_verified(
         tracing::warn!(file = %extra.path, "outside the OCI layout; not imported by this version");
     }
 
-    let writer = Arc::new(crate::push::Destination::open(&target, registry, &push)?);
+    let writer = Arc::new(crate::push::Destination::open(
+        &target,
+        registry,
+        &push,
+        upload_journal,
+    )?);
     let report = crate::push::push(&plan, writer, &push, progress).await?;
     progress.set_stage(Stage::Done);
 

@@ -129,11 +129,13 @@ pub struct ImportArgs {
     pub access: RegistryAccessArgs,
 
     /// Blobs transferred at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=crate::config::defaults::MAX_BLOB_CONCURRENCY as u64))]
     pub concurrency: u64,
 
-    /// How blobs are uploaded: chunked PATCHes (default) or one streaming PUT
-    /// per blob (for registries that break chunked uploads, such as ECR).
+    /// How blobs are uploaded first: chunked PATCHes (default) or one streaming
+    /// PUT per blob (for registries that break chunked uploads, such as ECR).
+    /// airlock switches to the other mode by itself when the registry refuses
+    /// PATCH, or answers 413 to a large PUT.
     #[arg(long, value_enum, default_value = "chunked")]
     pub upload_mode: UploadModeArg,
 

@@ -45,7 +45,8 @@ pub const DEFAULT_INSECURE_SKIP_TLS_VERIFY: bool = false;
 
 /// `registry.upload_mode`: chunked uploads keep every request bounded, which
 /// proxies with body limits accept; monolithic is for registries that break
-/// chunked uploads (ECR).
+/// chunked uploads (ECR). It is the starting mode: a registry that refuses
+/// one mode makes the import switch to the other.
 pub const DEFAULT_UPLOAD_MODE: UploadMode = UploadMode::Chunked;
 
 /// `registry.blob_concurrency`: the same as `airlock import`

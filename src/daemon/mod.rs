@@ -82,6 +82,7 @@ impl DaemonSettings {
                 registry: config.registry_config()?,
                 push: config.push_options(),
                 limits: crate::read::ReadLimits::default(),
+                upload_journal: None,
             },
             concurrency: config.imports.concurrency,
             on_success: config.imports.on_success,
@@ -234,6 +235,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     let store = StateStore::open(&settings.state_dir)?;
     let metrics = Arc::new(Metrics::new());
     let mut destination = settings.destination.clone();
+    // Sessions of large uploads, so an import cut off mid-blob continues
+    // from the offset the registry acknowledges.
+    destination.upload_journal = Some(Arc::new(crate::state::UploadSessions::open(
+        &settings.state_dir,
+    )?));
     let observer: Arc<dyn crate::push::registry::RequestObserver> = Arc::clone(&metrics) as _;
     destination.registry.observer = Some(crate::push::registry::ObserverHandle::new(observer));
     let registry = match &destination.target {

@@ -9,12 +9,18 @@
 //! 1. ask the target which blobs each repository already has (in parallel);
 //! 2. mount blobs present in another repository of the target;
 //! 3. stream the rest from the bundle in one pass ([`transfer`]), uploading
-//!    each blob once and mounting it into the other repositories needing it;
+//!    each blob once and mounting it into the other repositories needing it
+//!    ([`upload`]: chunked uploads resume from the offset the registry
+//!    acknowledges, and a refused upload mode falls back to the other one);
+//!    blobs whose mount was declined, or whose upload must restart in the
+//!    other mode, are streamed again in a further pass;
 //! 4. push manifests and tags, images in parallel, referrers after subjects.
 
+mod journal;
 mod layout;
 pub mod registry;
 mod transfer;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,9 +36,11 @@ use crate::digest::Digest;
 use crate::plan::{Plan, PlannedImage, Target};
 use crate::progress::Progress;
 
+pub use journal::{RESUMABLE_BLOB_BYTES, SharedJournal, UploadJournal, UploadKey, UploadRecord};
 use layout::LayoutWriter;
 use registry::{RegistryClient, RegistryConfig};
-use transfer::{BlobChunks, Fanout};
+use transfer::{BlobChunks, Delivery, Fanout, Left, Leftover};
+pub use upload::{ModeSwitch, Sent};
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,17 +54,38 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 /// multi-megabyte chunks.
 pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 
-/// How blobs are sent to a registry.
+/// Passes over the bundle at most: the first, one for blobs whose upload
+/// restarts in the other mode (their stream was consumed by the refused
+/// attempt), and one for mounts the registry declined after that upload.
+const MAX_STREAM_PASSES: usize = 3;
+
+/// How blobs are sent to a registry: the mode each import starts in. Either
+/// mode falls back to the other for the rest of the import when the registry
+/// refuses it (see [`ModeSwitch`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadMode {
     /// `POST`, then one `PATCH` per chunk, then `PUT ?digest=` (the default:
-    /// bounded requests that proxies with body limits accept).
+    /// bounded requests that proxies with body limits accept, resumable from
+    /// the offset the registry acknowledges). Falls back to monolithic when
+    /// the registry refuses the first `PATCH` (405, 404, 400, 501, or a
+    /// `Content-Range` complaint).
     #[default]
     Chunked,
     /// `POST`, then the whole blob in one streaming `PUT ?digest=` (for
-    /// registries that break chunked uploads, such as ECR).
+    /// registries that break chunked uploads, such as ECR). Falls back to
+    /// chunked when the `PUT` of a blob larger than a chunk is answered 413
+    /// (a proxy's body limit).
     Monolithic,
+}
+
+impl std::fmt::Display for UploadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UploadMode::Chunked => "chunked",
+            UploadMode::Monolithic => "monolithic",
+        })
+    }
 }
 
 /// How a push runs.
@@ -182,6 +211,30 @@ pub enum Error {
     /// The transfer was stopped because another part of it failed.
     #[error("transfer cancelled")]
     Cancelled,
+    /// An upload was interrupted and the registry no longer holds its
+    /// session (or holds bytes that do not match what was sent), so it cannot
+    /// continue mid-stream. Transient: the next attempt starts the blob over.
+    #[error(
+        "registry {host} lost the upload session of blob {digest} in {repository} at byte {offset}; the blob starts over at the next attempt"
+    )]
+    UploadSessionLost {
+        /// The registry.
+        host: String,
+        /// The repository.
+        repository: String,
+        /// The blob.
+        digest: Digest,
+        /// Where the interrupted request started.
+        offset: u64,
+    },
+    /// Blobs were still not uploaded after the last pass over the bundle.
+    #[error("{blobs} blobs were still not uploaded after {passes} passes over the bundle")]
+    PassesExhausted {
+        /// Blobs left.
+        blobs: usize,
+        /// Passes made.
+        passes: usize,
+    },
 }
 
 impl Error {
@@ -204,23 +257,33 @@ pub enum Destination {
     Registry {
         /// The client.
         client: Box<RegistryClient>,
-        /// Chunked or monolithic uploads.
-        mode: UploadMode,
+        /// Chunked or monolithic uploads, switched once if refused.
+        modes: ModeSwitch,
         /// Bytes per chunk.
         chunk_bytes: usize,
+        /// Where sessions of large uploads are recorded, if anywhere.
+        journal: Option<SharedJournal>,
     },
     /// An OCI image layout directory.
     Layout(LayoutWriter),
 }
 
 impl Destination {
-    /// Connects to (or creates) the target.
-    pub fn open(target: &Target, registry: RegistryConfig, options: &PushOptions) -> Result<Self> {
+    /// Connects to (or creates) the target. `journal` records where uploads
+    /// of large blobs stand so a later process can continue them (`None`:
+    /// interrupted blobs start over).
+    pub fn open(
+        target: &Target,
+        registry: RegistryConfig,
+        options: &PushOptions,
+        journal: Option<SharedJournal>,
+    ) -> Result<Self> {
         match target {
             Target::Registry { .. } => Ok(Destination::Registry {
                 client: Box::new(RegistryClient::new(registry)?),
-                mode: options.upload_mode,
-                chunk_bytes: options.chunk_bytes,
+                modes: ModeSwitch::new(options.upload_mode),
+                chunk_bytes: options.chunk_bytes.max(1),
+                journal,
             }),
             Target::Layout { dir } => Ok(Destination::Layout(LayoutWriter::open(dir)?)),
         }
@@ -233,6 +296,35 @@ impl Destination {
         }
     }
 
+    /// The upload mode uploads start in now (`None` for a layout).
+    pub fn upload_mode(&self) -> Option<UploadMode> {
+        match self {
+            Destination::Registry { modes, .. } => Some(modes.current()),
+            Destination::Layout(_) => None,
+        }
+    }
+
+    /// A blob is present: any journaled session of it is obsolete (left by
+    /// a process that stopped between the final `PUT` and removing it).
+    fn forget_upload(&self, repository: &str, digest: &Digest, size: u64) {
+        if let Destination::Registry {
+            client,
+            journal: Some(journal),
+            ..
+        } = self
+            && size >= RESUMABLE_BLOB_BYTES
+        {
+            let key = UploadKey {
+                registry: client.host().to_owned(),
+                repository: repository.to_owned(),
+                digest: digest.clone(),
+            };
+            if let Err(error) = tokio::task::block_in_place(|| journal.forget(&key)) {
+                tracing::warn!(%digest, %repository, %error, "cannot remove the upload record");
+            }
+        }
+    }
+
     async fn mount(&self, repository: &str, from: &str, digest: &Digest) -> Result<bool> {
         match self {
             Destination::Registry { client, .. } => client.mount(repository, from, digest).await,
@@ -241,18 +333,21 @@ impl Destination {
         }
     }
 
-    async fn upload(&self, repository: &str, blob: &mut BlobChunks) -> Result<()> {
+    async fn upload(&self, repository: &str, blob: &mut BlobChunks) -> Result<Sent> {
         match self {
             Destination::Registry {
                 client,
-                mode,
+                modes,
                 chunk_bytes,
+                journal,
             } => {
-                if *mode == UploadMode::Monolithic || blob.size() <= *chunk_bytes as u64 {
-                    upload_monolithic(client, repository, blob).await
-                } else {
-                    upload_chunked(client, repository, blob).await
-                }
+                let upload = upload::RegistryUpload {
+                    client,
+                    modes,
+                    chunk_bytes: *chunk_bytes,
+                    journal: journal.as_ref(),
+                };
+                upload.run(repository, blob).await
             }
             Destination::Layout(layout) => {
                 let mut write = layout.begin_blob(blob.digest())?;
@@ -260,7 +355,8 @@ impl Destination {
                     tokio::task::block_in_place(|| write.write(&chunk))?;
                 }
                 blob.verify()?;
-                tokio::task::block_in_place(|| write.commit())
+                tokio::task::block_in_place(|| write.commit())?;
+                Ok(Sent::Done { bytes: blob.size() })
             }
         }
     }
@@ -317,97 +413,6 @@ impl Destination {
     }
 }
 
-/// One request per small blob; one streaming request per large blob in
-/// monolithic mode.
-async fn upload_monolithic(
-    client: &RegistryClient,
-    repository: &str,
-    blob: &mut BlobChunks,
-) -> Result<()> {
-    let session = client.start_upload(repository).await?;
-    let mut parts = Vec::new();
-    let mut buffered = 0usize;
-    while let Some(chunk) = blob.next().await {
-        buffered += chunk.len();
-        parts.push(chunk);
-        if buffered > DEFAULT_CHUNK_BYTES * 2 {
-            break;
-        }
-    }
-    if blob.is_complete() {
-        blob.verify()?;
-        let body = concat(parts);
-        return client
-            .finish_upload(repository, &session, &blob.digest().clone(), body)
-            .await;
-    }
-    // Too large to buffer: stream the rest as the request body. The registry
-    // checks the digest; the hash here also guards against a changed bundle.
-    let digest = blob.digest().clone();
-    let size = blob.size();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    let send = client.put_stream(repository, &session, &digest, size, body);
-    let feed = async move {
-        for part in parts {
-            if tx.send(Ok(part)).await.is_err() {
-                return Ok(());
-            }
-        }
-        while let Some(chunk) = blob.next().await {
-            if tx.send(Ok(chunk)).await.is_err() {
-                return Ok(());
-            }
-        }
-        if let Err(e) = blob.verify() {
-            let _ = tx
-                .send(Err(std::io::Error::other("blob digest mismatch")))
-                .await;
-            return Err(e);
-        }
-        Ok(())
-    };
-    let (sent, fed) = tokio::join!(send, feed);
-    fed?;
-    sent
-}
-
-/// `POST`, a `PATCH` per chunk, and the final `PUT ?digest=` carrying the last
-/// chunk.
-async fn upload_chunked(
-    client: &RegistryClient,
-    repository: &str,
-    blob: &mut BlobChunks,
-) -> Result<()> {
-    let mut session = client.start_upload(repository).await?;
-    let mut pending: Option<Bytes> = None;
-    while let Some(chunk) = blob.next().await {
-        if let Some(previous) = pending.replace(chunk) {
-            client
-                .send_chunk(repository, &mut session, previous)
-                .await?;
-        }
-    }
-    blob.verify()?;
-    let digest = blob.digest().clone();
-    client
-        .finish_upload(repository, &session, &digest, pending.unwrap_or_default())
-        .await
-}
-
-fn concat(parts: Vec<Bytes>) -> Bytes {
-    if parts.len() == 1 {
-        return parts.into_iter().next().unwrap_or_default();
-    }
-    let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-    for part in parts {
-        all.extend_from_slice(&part);
-    }
-    all.freeze()
-}
-
 /// Counters of what a push did, shared by concurrent tasks.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
@@ -456,7 +461,8 @@ pub struct PushReport {
     pub images: Vec<PushedImage>,
     /// Blob uploads (a blob uploaded to two repositories counts twice).
     pub blobs_uploaded: u64,
-    /// Bytes uploaded.
+    /// Bytes sent in blob uploads: a blob resumed from an earlier attempt
+    /// counts only the bytes this import sent.
     pub bytes_uploaded: u64,
     /// Blobs linked from another repository instead of uploaded.
     pub blobs_mounted: u64,
@@ -532,6 +538,9 @@ pub async fn push(
     let mut missing: HashMap<Digest, Vec<String>> = HashMap::new();
     for (repo, digest, held) in presence {
         if held {
+            if let Some(size) = plan.index().blob_size(&digest) {
+                destination.forget_upload(&repo, &digest, size);
+            }
             tally.present();
             progress.add_blob_done();
             holders.entry(digest).or_default().push(repo);
@@ -560,37 +569,60 @@ pub async fn push(
             }
         }
     }
-    let bytes_to_push = uploads
-        .keys()
-        .filter_map(|digest| plan.index().blob_size(digest))
-        .sum();
-    progress.set_bytes_to_push(bytes_to_push);
+    let bytes_of = |digests: &mut dyn Iterator<Item = &Digest>| -> u64 {
+        digests
+            .filter_map(|digest| plan.index().blob_size(digest))
+            .sum()
+    };
+    let mut pending: HashMap<Digest, Delivery> = uploads
+        .into_iter()
+        .map(|(digest, repositories)| {
+            let delivery = Delivery {
+                repositories,
+                fanout: Fanout::UploadThenMount,
+            };
+            (digest, delivery)
+        })
+        .collect();
+    progress.set_bytes_to_push(bytes_of(&mut pending.keys()));
     progress.set_stage(crate::progress::Stage::Uploading);
-    let declined = transfer::stream_uploads(
-        plan,
-        &destination,
-        uploads,
-        Fanout::UploadThenMount,
-        options,
-        progress,
-        &tally,
-    )
-    .await?;
-    if !declined.is_empty() {
-        tracing::info!(
-            blobs = declined.len(),
-            "registry declined some mounts; uploading those blobs again"
-        );
-        transfer::stream_uploads(
-            plan,
-            &destination,
-            declined,
-            Fanout::UploadToAll,
-            options,
-            progress,
-            &tally,
-        )
-        .await?;
+    let mut pass = 1;
+    loop {
+        let left = transfer::stream_uploads(plan, &destination, pending, options, progress, &tally)
+            .await?;
+        if left.is_empty() {
+            break;
+        }
+        if pass >= MAX_STREAM_PASSES {
+            return Err(Error::PassesExhausted {
+                blobs: left.len(),
+                passes: pass,
+            });
+        }
+        let declined = left
+            .values()
+            .filter(|l| l.reason == Leftover::DeclinedMount)
+            .count();
+        if declined > 0 {
+            tracing::info!(
+                blobs = declined,
+                "registry declined some mounts; uploading those blobs again"
+            );
+        }
+        if left.len() > declined {
+            tracing::info!(
+                blobs = left.len() - declined,
+                mode = %destination.upload_mode().unwrap_or_default(),
+                "streaming the bundle again for blobs whose upload restarts in the other mode"
+            );
+        }
+        // The bytes of the blobs sent again count again.
+        progress.set_bytes_to_push(progress.bytes_to_push() + bytes_of(&mut left.keys()));
+        pending = left
+            .into_iter()
+            .map(|(digest, Left { delivery, .. })| (digest, delivery))
+            .collect();
+        pass += 1;
     }
 
     // 4. Manifests and tags: named images first, then referrers.

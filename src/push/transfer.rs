@@ -12,7 +12,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Destination, Error, PushOptions, Result, Tally};
+use super::{Destination, Error, PushOptions, Result, Sent, Tally};
 use crate::digest::{Digest, Hasher};
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -30,6 +30,33 @@ pub enum Fanout {
     UploadToAll,
 }
 
+/// Where one blob goes in a pass, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The repositories needing the blob.
+    pub repositories: Vec<String>,
+    /// How it reaches them.
+    pub fanout: Fanout,
+}
+
+/// Why a blob is left for another pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// The registry declined to mount it into some repositories.
+    DeclinedMount,
+    /// Its upload restarts in the other upload mode.
+    OtherMode,
+}
+
+/// A blob left for another pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// Where it still has to go.
+    pub delivery: Delivery,
+    /// Why.
+    pub reason: Leftover,
+}
+
 /// The chunks of one blob as they arrive from the reader, hashed as they pass
 /// so a blob that differs from its digest is never committed.
 pub struct BlobChunks {
@@ -42,7 +69,12 @@ pub struct BlobChunks {
 }
 
 impl BlobChunks {
-    fn new(rx: mpsc::Receiver<Bytes>, digest: Digest, size: u64, progress: Progress) -> Self {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Bytes>,
+        digest: Digest,
+        size: u64,
+        progress: Progress,
+    ) -> Self {
         BlobChunks {
             rx,
             hasher: Some(Hasher::new(digest.algorithm())),
@@ -105,21 +137,22 @@ struct Job {
 }
 
 /// Streams every blob in `uploads` from the bundle into the repositories listed
-/// for it. Returns the (blob, repository) pairs whose mount the registry
-/// declined; the caller sends those in another pass with [`Fanout::UploadToAll`].
+/// for it. Returns what is left for another pass: blobs whose mount the
+/// registry declined (to upload to each refusing repository with
+/// [`Fanout::UploadToAll`]) and blobs whose upload restarts in the other
+/// upload mode.
 pub async fn stream_uploads(
     plan: &Plan,
     destination: &Arc<Destination>,
-    uploads: HashMap<Digest, Vec<String>>,
-    fanout: Fanout,
+    uploads: HashMap<Digest, Delivery>,
     options: &PushOptions,
     progress: &Progress,
     tally: &Tally,
-) -> Result<HashMap<Digest, Vec<String>>> {
+) -> Result<HashMap<Digest, Left>> {
     let wanted: HashSet<Digest> = uploads.keys().cloned().collect();
-    let mut declined: HashMap<Digest, Vec<String>> = HashMap::new();
+    let mut leftovers: HashMap<Digest, Left> = HashMap::new();
     if wanted.is_empty() {
-        return Ok(declined);
+        return Ok(leftovers);
     }
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let index = Arc::clone(plan.index());
@@ -144,21 +177,23 @@ pub async fn stream_uploads(
                     .acquire_owned()
                     .await
                     .map_err(|_| Error::Cancelled)?;
-                let repositories = uploads.get(&job.digest).cloned().unwrap_or_default();
+                let delivery = uploads.get(&job.digest).cloned().unwrap_or(Delivery {
+                    repositories: Vec::new(),
+                    fanout: Fanout::UploadThenMount,
+                });
                 let destination = Arc::clone(destination);
                 let progress = progress.clone();
                 let tally = tally.clone();
                 running.push(tokio::spawn(async move {
-                    let result =
-                        upload_job(&destination, job, &repositories, fanout, &progress, &tally).await;
+                    let result = upload_job(&destination, job, delivery, &progress, &tally).await;
                     drop(permit);
                     result
                 }));
             }
             Some(done) = running.next(), if !running.is_empty() => {
                 match flatten(done) {
-                    Ok((digest, refused)) if !refused.is_empty() => {
-                        declined.insert(digest, refused);
+                    Ok((digest, Some(left))) => {
+                        leftovers.insert(digest, left);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -173,8 +208,8 @@ pub async fn stream_uploads(
     }
     while let Some(done) = running.next().await {
         match flatten(done) {
-            Ok((digest, refused)) if !refused.is_empty() => {
-                declined.insert(digest, refused);
+            Ok((digest, Some(left))) => {
+                leftovers.insert(digest, left);
             }
             Ok(_) => {}
             Err(e) => {
@@ -187,13 +222,13 @@ pub async fn stream_uploads(
         return Err(e);
     }
     match read_result {
-        Ok(()) => Ok(declined),
+        Ok(()) => Ok(leftovers),
         Err(StreamError::Read(e)) => Err(Error::Read(e)),
         Err(StreamError::Consumer(e)) => Err(e),
     }
 }
 
-type JobOutcome = (Digest, Vec<String>);
+type JobOutcome = (Digest, Option<Left>);
 
 fn flatten(
     done: std::result::Result<Result<JobOutcome>, tokio::task::JoinError>,
@@ -236,21 +271,25 @@ fn send_blob(
         chunk.truncate(filled);
         remaining -= filled as u64;
         let last = remaining == 0 || filled == 0;
-        tx.blocking_send(chunk.freeze())
-            .map_err(|_| Error::Cancelled)?;
+        if tx.blocking_send(chunk.freeze()).is_err() {
+            // The upload let go of this blob (it restarts in another pass,
+            // or the transfer is failing): skip the rest of it. A failing
+            // transfer stops at the next blob, when the jobs channel is shut.
+            return Ok(());
+        }
         if last {
             return Ok(());
         }
     }
 }
 
-/// Sends one blob where it is needed; returns the repositories that declined
-/// a mount.
+/// Sends one blob where it is needed; returns what is left of it for another
+/// pass (repositories that declined a mount, or an upload that restarts in
+/// the other mode).
 async fn upload_job(
     destination: &Destination,
     job: Job,
-    repositories: &[String],
-    fanout: Fanout,
+    delivery: Delivery,
     progress: &Progress,
     tally: &Tally,
 ) -> Result<JobOutcome> {
@@ -259,20 +298,50 @@ async fn upload_job(
         size,
         chunks,
     } = job;
+    let Delivery {
+        repositories,
+        fanout,
+    } = delivery;
     let Some((first, others)) = repositories.split_first() else {
-        return Ok((digest, Vec::new()));
+        return Ok((digest, None));
     };
     if fanout == Fanout::UploadToAll && !others.is_empty() {
-        tee_upload(destination, chunks, &digest, size, repositories, progress).await?;
-        for _ in repositories {
-            tally.uploaded(size);
+        let results =
+            tee_upload(destination, chunks, &digest, size, &repositories, progress).await?;
+        let mut again = Vec::new();
+        for (repository, sent) in results {
+            match sent {
+                Sent::Done { bytes } => tally.uploaded(bytes),
+                Sent::Again => again.push(repository),
+            }
         }
-        progress.add_blob_done();
-        return Ok((digest, Vec::new()));
+        if again.is_empty() {
+            progress.add_blob_done();
+            return Ok((digest, None));
+        }
+        let left = Left {
+            delivery: Delivery {
+                repositories: again,
+                fanout: Fanout::UploadToAll,
+            },
+            reason: Leftover::OtherMode,
+        };
+        return Ok((digest, Some(left)));
     }
     let mut blob = BlobChunks::new(chunks, digest.clone(), size, progress.clone());
-    destination.upload(first, &mut blob).await?;
-    tally.uploaded(size);
+    match destination.upload(first, &mut blob).await? {
+        Sent::Done { bytes } => tally.uploaded(bytes),
+        Sent::Again => {
+            let left = Left {
+                delivery: Delivery {
+                    repositories: repositories.clone(),
+                    fanout,
+                },
+                reason: Leftover::OtherMode,
+            };
+            return Ok((digest, Some(left)));
+        }
+    }
     progress.add_blob_done();
     let mut refused = Vec::new();
     for repository in others {
@@ -282,10 +351,22 @@ async fn upload_job(
             refused.push(repository.clone());
         }
     }
-    Ok((digest, refused))
+    if refused.is_empty() {
+        return Ok((digest, None));
+    }
+    let left = Left {
+        delivery: Delivery {
+            repositories: refused,
+            fanout: Fanout::UploadToAll,
+        },
+        reason: Leftover::DeclinedMount,
+    };
+    Ok((digest, Some(left)))
 }
 
-/// Uploads the same stream to several repositories at once.
+/// Uploads the same stream to several repositories at once. An upload that
+/// lets go of the stream early (its mode was refused) no longer holds up the
+/// others.
 async fn tee_upload(
     destination: &Destination,
     mut chunks: mpsc::Receiver<Bytes>,
@@ -293,21 +374,32 @@ async fn tee_upload(
     size: u64,
     repositories: &[String],
     progress: &Progress,
-) -> Result<()> {
+) -> Result<Vec<(String, Sent)>> {
     let mut senders = Vec::new();
     let mut uploads = FuturesUnordered::new();
     for repository in repositories {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        senders.push(tx);
+        senders.push(Some(tx));
         let mut blob = BlobChunks::new(rx, digest.clone(), size, progress.clone());
-        uploads.push(async move { destination.upload(repository, &mut blob).await });
+        uploads.push(async move {
+            let sent = destination.upload(repository, &mut blob).await;
+            (repository.clone(), sent)
+        });
     }
     let forward = async move {
         while let Some(chunk) = chunks.recv().await {
-            for tx in &senders {
-                if tx.send(chunk.clone()).await.is_err() {
-                    return;
+            let mut open = 0;
+            for slot in &mut senders {
+                if let Some(tx) = slot {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        *slot = None;
+                    } else {
+                        open += 1;
+                    }
                 }
+            }
+            if open == 0 {
+                return;
             }
         }
     };
@@ -318,5 +410,8 @@ async fn tee_upload(
         }
         results
     });
-    results.into_iter().collect()
+    results
+        .into_iter()
+        .map(|(repository, sent)| sent.map(|sent| (repository, sent)))
+        .collect()
 }

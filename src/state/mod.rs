@@ -1,8 +1,11 @@
-//! The daemon's durable memory: one record per bundle, keyed by content digest.
+//! The daemon's durable memory: one record per bundle, keyed by content digest,
+//! and the sessions of large uploads in progress.
 
 mod record;
 mod store;
 pub mod time;
+mod uploads;
 
 pub use record::{BundleRecord, Failure, Pushed, PushedImageRecord, Status};
 pub use store::{Error, FileMemo, Result, StateStore};
+pub use uploads::{UPLOAD_RECORD_MAX_AGE, UPLOADS_DIR, UploadSessions};

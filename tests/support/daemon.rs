@@ -40,6 +40,12 @@ impl Daemon {
     /// Starts `airlock watch` against `registry` (prefix `mirror`), trusting
     /// `public_key`, with a 1 s settle time and fast retries.
     pub fn start(setup: &DaemonSetup, registry: &Registry, public_key: &Path) -> Daemon {
+        Daemon::start_at(setup, &registry.host(), public_key)
+    }
+
+    /// [`Daemon::start`] against a plain-HTTP registry at `registry_host`
+    /// (`127.0.0.1:PORT`), e.g. a proxy in front of the test registry.
+    pub fn start_at(setup: &DaemonSetup, registry_host: &str, public_key: &Path) -> Daemon {
         let port = free_port();
         let mut args = vec![
             "watch".to_owned(),
@@ -48,7 +54,7 @@ impl Daemon {
             "--public-key".to_owned(),
             public_key.display().to_string(),
             "--registry".to_owned(),
-            format!("{}/mirror", registry.host()),
+            format!("{registry_host}/mirror"),
             "--plain-http".to_owned(),
             "--state-dir".to_owned(),
             setup.state_dir.display().to_string(),

@@ -9,6 +9,9 @@
 //! * [`bundle`]: builds real signed bundles (zstd tar of an OCI image layout)
 //!   deterministically from seeds, including deliberately broken ones.
 //! * [`tools`]: running the external tools with clear failure messages.
+//! * [`process`]: a command in the background, waited for with a limit.
+//! * [`proxy`]: a misbehaving HTTP proxy in front of a registry (refuses
+//!   `PATCH`, limits `PUT` bodies, holds a chosen `PATCH`).
 //!
 //! Everything is synchronous and per test: each test gets its own temporary
 //! directories and its own registry, so tests can run in parallel threads.
@@ -17,6 +20,8 @@
 pub mod bundle;
 pub mod daemon;
 pub mod keys;
+pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod skopeo;
 pub mod tools;

@@ -99,6 +99,65 @@ pub struct LoggedRequest {
     pub user_agent: String,
 }
 
+/// What distribution's signed `_state` query of an upload URL says: the
+/// session and the bytes it held when that URL was issued. For a `PATCH` or
+/// the final `PUT`, `offset` is where the request's body starts (its
+/// `Content-Range` start), which the access log does not show otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    pub uuid: String,
+    pub offset: u64,
+}
+
+impl LoggedRequest {
+    /// The upload state in this request's `_state` query (base64url of a
+    /// 32-byte HMAC followed by JSON), if it has one.
+    pub fn upload_state(&self) -> Option<UploadState> {
+        use base64::Engine as _;
+        let query = self.path.split_once('?')?.1;
+        let value = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("_state="))?;
+        let value = percent_decode(value);
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(raw.get(32..)?).ok()?;
+        Some(UploadState {
+            uuid: json["UUID"].as_str()?.to_owned(),
+            offset: json["Offset"].as_u64()?,
+        })
+    }
+
+    /// The `digest=` query value of a final `PUT`, decoded.
+    pub fn digest_param(&self) -> Option<String> {
+        let query = self.path.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("digest="))
+            .map(percent_decode)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A running `docker-registry`, killed when dropped.
 pub struct Registry {
     dir: TempDir,

@@ -385,6 +385,51 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Where an upload session stands (`GET` on its latest `Location`): the
+    /// bytes the registry holds and the `Location` to continue with. `None`
+    /// when the registry no longer knows the session (404, or 400 for a
+    /// `Location` that is not the latest) or cannot say how far it got.
+    /// Transient failures are retried per the [`RetryPolicy`].
+    pub async fn upload_status(
+        &self,
+        repository: &str,
+        location: &Url,
+    ) -> Result<Option<UploadSession>> {
+        let scope = Scope::push(repository);
+        let response = self
+            .send(&scope, true, || self.http.get(location.clone()))
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            let Some(offset) = acknowledged_bytes(response.headers()) else {
+                tracing::debug!(url = %redact(location), %status, "upload status without a Range header");
+                return Ok(None);
+            };
+            let next = self
+                .location(location, &response)
+                .unwrap_or_else(|_| location.clone());
+            return Ok(Some(UploadSession {
+                location: next,
+                offset,
+            }));
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
+            tracing::debug!(url = %redact(location), %status, "upload session unknown to the registry");
+            return Ok(None);
+        }
+        Err(status_error(Method::GET, location, response).await)
+    }
+
+    /// The registry this client talks to (`host[:port]`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The retry policy for transient failures.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// Abandons an upload session.
     pub async fn cancel(&self, repository: &str, location: &Url) -> Result<()> {
         let scope = Scope::push(repository);
@@ -624,6 +669,21 @@ impl RegistryClient {
     }
 }
 
+/// Bytes an upload session holds, from its `Range: 0-<last byte>` header
+/// (`bytes=0-N` is accepted too). `0-0` is read as nothing held: registries
+/// send it for an empty session, and airlock never resumes a session of one
+/// byte.
+fn acknowledged_bytes(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let value = value.strip_prefix("bytes=").unwrap_or(value);
+    let (start, end) = value.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    let end: u64 = end.trim().parse().ok()?;
+    Some(if end == 0 { 0 } else { end + 1 })
+}
+
 /// A URL fit for logs: no query (upload state, tokens) and no user info.
 pub fn redact(url: &Url) -> String {
     let mut clean = url.clone();
@@ -678,5 +738,26 @@ async fn registry_message(response: Response) -> String {
             .collect::<Vec<_>>()
             .join("; "),
         _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str) -> Option<u64> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, value.parse().expect("header value"));
+        acknowledged_bytes(&headers)
+    }
+
+    #[test]
+    fn range_headers_give_the_bytes_held() {
+        assert_eq!(range("0-1048575"), Some(1 << 20));
+        assert_eq!(range("bytes=0-99"), Some(100));
+        assert_eq!(range("0-0"), Some(0));
+        assert_eq!(range("5-10"), None);
+        assert_eq!(range("0-x"), None);
+        assert_eq!(acknowledged_bytes(&HeaderMap::new()), None);
     }
 }
