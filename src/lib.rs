@@ -15,11 +15,15 @@
 //! * [`push`] streams the blobs from the bundle into the target (a registry or
 //!   an OCI layout directory), then writes manifests and tags.
 //! * [`report`] turns the outcome into what people and programs read.
+//!
+//! [`bundle`] is the producer side, outside the pipeline: it makes the signed
+//! bundles the pipeline consumes.
 
 pub mod failure;
 pub mod verify;
 
 pub use failure::FailureClass;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -4,7 +4,10 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Command, ImportArgs, InspectArgs, RegistryAccessArgs, VerifyArgs};
+use super::{
+    BundleCommand, BundleCreateArgs, Command, ImportArgs, InspectArgs, RegistryAccessArgs,
+    VerifyArgs,
+};
 use crate::FailureClass;
 use crate::import::{self, ImportRequest};
 use crate::plan::Target;
@@ -53,6 +56,9 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Verify(args) => run_verify(args).await,
         Command::Inspect(args) => run_inspect(args).await,
         Command::Import(args) => run_import(args).await,
+        Command::Bundle(args) => match args.command {
+            BundleCommand::Create(args) => run_bundle_create(args).await,
+        },
         Command::Watch(args) => {
             let config = crate::config::DaemonConfig::load(args.config.as_deref(), &args)
                 .map_err(|e| CommandError::new(e.class(), &e))?;
@@ -219,5 +225,24 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         OutputFormat::Text => print!("{}", report::import_text(&report)),
         OutputFormat::Json => print_json(&report)?,
     }
+    Ok(())
+}
+
+async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
+    let options = crate::bundle::CreateOptions {
+        output: args.output,
+        signing_key: args.signing_key,
+        layouts: args.layouts,
+        files: args.files,
+        compression: crate::bundle::Compression {
+            level: args.zstd_level,
+            long: args.long,
+        },
+    };
+    let created = tokio::task::spawn_blocking(move || crate::bundle::create(&options))
+        .await
+        .map_err(|e| CommandError::config(e.to_string()))?;
+    let created = classed!(created)?;
+    print!("{}", created.report());
     Ok(())
 }

@@ -57,6 +57,56 @@ pub enum Command {
     /// that arrives, exactly once, with metrics, health checks and an API.
     #[command(after_help = crate::config::WATCH_EXAMPLES)]
     Watch(crate::config::WatchArgs),
+    /// Make signed bundles (the producer side of `import`).
+    Bundle(BundleArgs),
+}
+
+/// `airlock bundle`.
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// What to do with bundles.
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+/// The `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Pack OCI image layouts (and plain files) into NAME.zst and sign it
+    /// into NAME.sig.bin, ready for `airlock import` on the other side.
+    #[command(after_help = crate::bundle::CREATE_HELP)]
+    Create(BundleCreateArgs),
+}
+
+/// `airlock bundle create`.
+#[derive(Debug, Args)]
+pub struct BundleCreateArgs {
+    /// The bundle to write, `DIR/NAME.zst`; the signature goes beside it.
+    #[arg(long, short, value_name = "NAME.zst")]
+    pub output: PathBuf,
+
+    /// Private key (PEM) to sign with.
+    #[arg(long, value_name = "KEY.pem")]
+    pub signing_key: PathBuf,
+
+    /// An OCI image layout directory (as `skopeo copy … oci:DIR:REF` writes
+    /// it). Repeat to merge several into one bundle.
+    #[arg(long = "layout", value_name = "OCI_DIR", required = true)]
+    pub layouts: Vec<PathBuf>,
+
+    /// A plain file (installer, ISO) to carry as `files/<name>`. Repeatable.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+
+    /// zstd level: 3 is fast, 19 is smallest.
+    #[arg(long, value_name = "N", default_value_t = crate::bundle::DEFAULT_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=crate::bundle::MAX_ZSTD_LEVEL as i64))]
+    pub zstd_level: i32,
+
+    /// Long-distance matching with a 128 MiB window (`zstd --long=27`);
+    /// smaller bundles when layers repeat content, more memory to compress.
+    #[arg(long)]
+    pub long: bool,
 }
 
 /// Which signature and keys to check.
