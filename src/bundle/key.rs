@@ -15,6 +15,7 @@ use rsa::traits::PublicKeyParts as _;
 use spki::der::Decode as _;
 
 use super::error::{Error, Result};
+use crate::verify::first_pem_block;
 use crate::verify::{KeyAlgorithm, TrustedKey};
 
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -295,17 +296,6 @@ pub(super) fn public_pem(label: &str, secret: &Secret) -> Result<String> {
             .map_err(|e| e.to_string()),
     };
     encoded.map_err(|e| malformed(label, &format!("its public half cannot be encoded: {e}")))
-}
-
-/// The first PEM block in `text`, trimmed of anything after its END line,
-/// because the strict RFC 7468 decoder rejects text OpenSSL tolerates.
-fn first_pem_block(text: &str) -> Option<&str> {
-    let start = text.find("-----BEGIN ")?;
-    let rest = &text[start..];
-    let end_line = rest.find("-----END ")?;
-    let after_end = &rest[end_line + "-----END ".len()..];
-    let close = after_end.find("-----")?;
-    Some(&rest[..end_line + "-----END ".len() + close + "-----".len()])
 }
 
 fn malformed(label: &str, reason: &str) -> Error {

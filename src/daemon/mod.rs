@@ -28,7 +28,7 @@ use crate::http::{DaemonView, Readiness};
 use crate::import::Destination;
 use crate::metrics::Metrics;
 use crate::plan::Target;
-use crate::push::registry::RegistryClient;
+use crate::push::registry::{RegistryClient, RetryPolicy};
 use crate::state::{BundleRecord, StateStore};
 use crate::verify::TrustedKeys;
 use crate::watch::{ReadyBundle, WatchControl, WatchOptions};
@@ -140,8 +140,7 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     on_success: OnSuccess,
     on_reject: OnReject,
-    retry_initial_backoff: Duration,
-    retry_max_backoff: Duration,
+    retry: RetryPolicy,
     watch_control: mpsc::UnboundedSender<WatchControl>,
     in_progress: AtomicI64,
 }
@@ -153,15 +152,12 @@ impl Shared {
             .set_in_progress(usize::try_from(now).unwrap_or(0));
     }
 
-    /// Exponential backoff with full jitter: between half and all of
-    /// `initial × 2^(attempt-1)`, capped at the maximum.
+    /// The delay before retrying a bundle after its `attempt`-th failure:
+    /// the import retry policy (exponential with jitter, capped, no limit).
     fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let ceiling = self
-            .retry_initial_backoff
-            .saturating_mul(1 << exponent)
-            .min(self.retry_max_backoff);
-        ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+        self.retry
+            .delay(attempt.max(1), None)
+            .unwrap_or(self.retry.max_backoff)
     }
 
     /// Drops the file memo of a bundle whose files were moved or deleted.
@@ -262,8 +258,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         metrics: Arc::clone(&metrics),
         on_success: settings.on_success,
         on_reject: settings.on_reject,
-        retry_initial_backoff: settings.retry_initial_backoff,
-        retry_max_backoff: settings.retry_max_backoff,
+        retry: RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: settings.retry_initial_backoff,
+            max_backoff: settings.retry_max_backoff,
+        },
         watch_control: control_tx,
         in_progress: AtomicI64::new(0),
     });

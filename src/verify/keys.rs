@@ -236,8 +236,9 @@ fn fingerprint(spki_der: &[u8]) -> String {
 
 /// The first PEM block in `text`, trimmed of anything after its END line,
 /// because the strict RFC 7468 decoder rejects trailing text and additional
-/// blocks that OpenSSL tolerates.
-fn first_pem_block(text: &str) -> Option<&str> {
+/// blocks that OpenSSL tolerates. Shared with the signing side
+/// ([`crate::bundle`]), which reads private keys the same way.
+pub(crate) fn first_pem_block(text: &str) -> Option<&str> {
     let start = text.find("-----BEGIN ")?;
     let rest = &text[start..];
     let end_line = rest.find("-----END ")?;
