@@ -12,7 +12,7 @@
 
 mod target;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -104,6 +104,19 @@ pub struct PlannedImage {
     /// For referrers: the digest of the manifest this one refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+}
+
+impl PlannedImage {
+    /// Where the image's top manifest is looked up: its repository and its
+    /// tag, or its digest when it has no tag.
+    pub fn digest_ref(&self) -> (String, String) {
+        let reference = self
+            .placement
+            .tag
+            .clone()
+            .unwrap_or_else(|| self.digest.to_string());
+        (self.placement.repository.clone(), reference)
+    }
 }
 
 /// An `index.json` entry that will not be imported, and why.
@@ -243,10 +256,19 @@ impl Plan {
         &self.skipped
     }
 
-    /// The blobs each repository needs, each once, in first-use order.
-    pub fn blobs_by_repository(&self) -> BTreeMap<String, Vec<(Digest, u64)>> {
+    /// The blobs each repository needs, each once, in first-use order,
+    /// leaving out the images in `complete` (as [`PlannedImage::digest_ref`]
+    /// pairs), which the target already holds whole.
+    pub fn blobs_by_repository_except(
+        &self,
+        complete: &HashSet<(String, String)>,
+    ) -> BTreeMap<String, Vec<(Digest, u64)>> {
         let mut by_repo: BTreeMap<String, Vec<(Digest, u64)>> = BTreeMap::new();
-        for image in &self.images {
+        for image in self
+            .images
+            .iter()
+            .filter(|image| !complete.contains(&image.digest_ref()))
+        {
             let blobs = by_repo
                 .entry(image.placement.repository.clone())
                 .or_default();

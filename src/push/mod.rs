@@ -22,7 +22,7 @@ pub mod registry;
 mod transfer;
 mod upload;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -511,9 +511,15 @@ pub async fn push(
     let tally = Tally::default();
     let concurrency = options.concurrency.max(1);
 
-    // 1. What does each repository already hold?
+    // 0. Which images are already complete? A tag is only ever set once
+    //    everything it references is present, so an image whose tag (or, for
+    //    referrers, digest) already resolves to the right manifest needs
+    //    neither blob checks nor manifest pushes.
     progress.set_stage(crate::progress::Stage::Checking);
-    let by_repository = plan.blobs_by_repository();
+    let complete = complete_images(plan, &destination, concurrency).await?;
+
+    // 1. What does each repository already hold?
+    let by_repository = plan.blobs_by_repository_except(&complete);
     let checks: Vec<(String, Digest, u64)> = by_repository
         .iter()
         .flat_map(|(repo, blobs)| {
@@ -633,9 +639,16 @@ pub async fn push(
         .partition(|i| i.subject.is_none() || i.placement.tag.is_some());
     let mut pushed = Vec::new();
     for wave in [named, referrers] {
+        let (done, todo): (Vec<&PlannedImage>, Vec<&PlannedImage>) = wave
+            .into_iter()
+            .partition(|image| complete.contains(&image.digest_ref()));
+        for image in done {
+            tally.manifest_present();
+            pushed.push(pushed_image(image));
+        }
         // Collected first so the stream holds plain futures, not a closure
         // (which would make the whole push future lose `Send`).
-        let pushes: Vec<_> = wave
+        let pushes: Vec<_> = todo
             .into_iter()
             .map(|image| push_manifests(plan, &destination, image, &tally))
             .collect();
@@ -666,34 +679,49 @@ pub async fn push(
     })
 }
 
-/// Pushes one image's manifests, children first, and its tag last. Skips the
-/// lot when the tag already points at the right digest.
+/// Which images already resolve to the right manifest in the target, as
+/// `(repository, tag or digest)` pairs.
+async fn complete_images(
+    plan: &Plan,
+    destination: &Arc<Destination>,
+    concurrency: usize,
+) -> Result<HashSet<(String, String)>> {
+    let checks: Vec<_> = plan
+        .images()
+        .iter()
+        .map(|image| {
+            let destination = Arc::clone(destination);
+            let (repository, reference) = image.digest_ref();
+            let digest = image.digest.clone();
+            async move {
+                let current = destination.manifest_digest(&repository, &reference).await?;
+                Ok::<_, Error>((current == Some(digest)).then_some((repository, reference)))
+            }
+        })
+        .collect();
+    let found: Vec<Option<(String, String)>> = futures::stream::iter(checks)
+        .buffer_unordered(concurrency * 2)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+fn pushed_image(image: &PlannedImage) -> PushedImage {
+    PushedImage {
+        source: image.source_ref.clone(),
+        target: image.placement.target_ref.clone(),
+        digest: image.digest.clone(),
+        media_type: image.media_type.clone(),
+    }
+}
+
+/// Pushes one image's manifests, children first, and its tag last.
 async fn push_manifests(
     plan: &Plan,
     destination: &Destination,
     image: &PlannedImage,
     tally: &Tally,
 ) -> Result<PushedImage> {
-    let pushed = PushedImage {
-        source: image.source_ref.clone(),
-        target: image.placement.target_ref.clone(),
-        digest: image.digest.clone(),
-        media_type: image.media_type.clone(),
-    };
-    let reference = image
-        .placement
-        .tag
-        .clone()
-        .unwrap_or_else(|| image.digest.to_string());
-    if destination
-        .manifest_digest(&image.placement.repository, &reference)
-        .await?
-        .as_ref()
-        == Some(&image.digest)
-    {
-        tally.manifest_present();
-        return Ok(pushed);
-    }
     let count = image.manifests.len();
     for (position, manifest) in image.manifests.iter().enumerate() {
         let bytes = plan
@@ -710,5 +738,5 @@ async fn push_manifests(
             .await?;
         tally.manifest_pushed();
     }
-    Ok(pushed)
+    Ok(pushed_image(image))
 }
