@@ -186,6 +186,19 @@ impl Hasher {
     }
 }
 
+/// Lets a hasher be the sink of `std::io::copy`, so hashing a reader needs
+/// no loop of its own.
+impl std::io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

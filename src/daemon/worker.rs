@@ -287,16 +287,9 @@ fn save(shared: &Arc<Shared>, record: &BundleRecord) {
 
 /// The hex SHA-256 of a file, for identifying bundles whose signature failed.
 fn content_id(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
+    // 1 MiB reads, as the signature check does: this may be a large file.
+    let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
     let mut hasher = Hasher::new(Algorithm::Sha256);
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
+    std::io::copy(&mut file, &mut hasher)?;
     Ok(hasher.finish().hex().to_owned())
 }

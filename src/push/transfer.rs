@@ -57,6 +57,18 @@ pub struct Left {
     pub reason: Leftover,
 }
 
+impl Left {
+    fn new(repositories: Vec<String>, fanout: Fanout, reason: Leftover) -> Self {
+        Left {
+            delivery: Delivery {
+                repositories,
+                fanout,
+            },
+            reason,
+        }
+    }
+}
+
 /// The chunks of one blob as they arrive from the reader, hashed as they pass
 /// so a blob that differs from its digest is never committed.
 pub struct BlobChunks {
@@ -191,31 +203,16 @@ pub async fn stream_uploads(
                 }));
             }
             Some(done) = running.next(), if !running.is_empty() => {
-                match flatten(done) {
-                    Ok((digest, Some(left))) => {
-                        leftovers.insert(digest, left);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                        // The reader stops at its next send once the jobs end closes.
-                        jobs_rx.close();
-                    }
+                if !settle(done, &mut leftovers, &mut first_error) {
+                    // The reader stops at its next send once the jobs end closes.
+                    jobs_rx.close();
                 }
             }
             else => break,
         }
     }
     while let Some(done) = running.next().await {
-        match flatten(done) {
-            Ok((digest, Some(left))) => {
-                leftovers.insert(digest, left);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
+        settle(done, &mut leftovers, &mut first_error);
     }
     let read_result = reader.await.map_err(|e| Error::Task(e.to_string()))?;
     if let Some(e) = first_error {
@@ -230,10 +227,24 @@ pub async fn stream_uploads(
 
 type JobOutcome = (Digest, Option<Left>);
 
-fn flatten(
+/// Records a finished upload job: its leftover, or its error (only the first
+/// error is kept). Returns false when the job failed.
+fn settle(
     done: std::result::Result<Result<JobOutcome>, tokio::task::JoinError>,
-) -> Result<JobOutcome> {
-    done.map_err(|e| Error::Task(e.to_string()))?
+    leftovers: &mut HashMap<Digest, Left>,
+    first_error: &mut Option<Error>,
+) -> bool {
+    match done.map_err(|e| Error::Task(e.to_string())).and_then(|r| r) {
+        Ok((digest, Some(left))) => {
+            leftovers.insert(digest, left);
+            true
+        }
+        Ok(_) => true,
+        Err(e) => {
+            first_error.get_or_insert(e);
+            false
+        }
+    }
 }
 
 /// Runs on the reader thread: cuts one blob into chunks and sends them.
@@ -319,26 +330,16 @@ async fn upload_job(
             progress.add_blob_done();
             return Ok((digest, None));
         }
-        let left = Left {
-            delivery: Delivery {
-                repositories: again,
-                fanout: Fanout::UploadToAll,
-            },
-            reason: Leftover::OtherMode,
-        };
-        return Ok((digest, Some(left)));
+        return Ok((
+            digest,
+            Some(Left::new(again, Fanout::UploadToAll, Leftover::OtherMode)),
+        ));
     }
     let mut blob = BlobChunks::new(chunks, digest.clone(), size, progress.clone());
     match destination.upload(first, &mut blob).await? {
         Sent::Done { bytes } => tally.uploaded(bytes),
         Sent::Again => {
-            let left = Left {
-                delivery: Delivery {
-                    repositories: repositories.clone(),
-                    fanout,
-                },
-                reason: Leftover::OtherMode,
-            };
+            let left = Left::new(repositories.clone(), fanout, Leftover::OtherMode);
             return Ok((digest, Some(left)));
         }
     }
@@ -354,13 +355,7 @@ async fn upload_job(
     if refused.is_empty() {
         return Ok((digest, None));
     }
-    let left = Left {
-        delivery: Delivery {
-            repositories: refused,
-            fanout: Fanout::UploadToAll,
-        },
-        reason: Leftover::DeclinedMount,
-    };
+    let left = Left::new(refused, Fanout::UploadToAll, Leftover::DeclinedMount);
     Ok((digest, Some(left)))
 }
 
