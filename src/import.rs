@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::FailureClass;
-use crate::plan::{Plan, Skipped, Target};
+use crate::plan::{Plan, PlanOptions, Skipped, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
 use crate::push::{PushOptions, PushReport, SharedJournal};
@@ -60,6 +60,8 @@ pub struct ImportRequest {
     pub signature: Option<PathBuf>,
     /// Where to write.
     pub target: Target,
+    /// Choices that shape the plan (pack prefix).
+    pub plan: PlanOptions,
     /// How to reach a registry target.
     pub registry: RegistryConfig,
     /// Concurrency, chunking, upload mode.
@@ -110,6 +112,8 @@ pub async fn run(
 pub struct Destination {
     /// Where to write.
     pub target: Target,
+    /// Choices that shape the plan (pack prefix).
+    pub plan: PlanOptions,
     /// How to reach a registry target.
     pub registry: RegistryConfig,
     /// Concurrency, chunking, upload mode.
@@ -125,6 +129,7 @@ impl From<ImportRequest> for Destination {
     fn from(request: ImportRequest) -> Self {
         Destination {
             target: request.target,
+            plan: request.plan,
             registry: request.registry,
             push: request.push,
             limits: request.limits,
@@ -167,6 +172,7 @@ pub async fn run_verified(
 ) -> Result<ImportReport> {
     let Destination {
         target,
+        plan: plan_options,
         registry,
         push,
         limits,
@@ -178,12 +184,12 @@ pub async fn run_verified(
     let index = blocking(move || BundleIndex::build(verified, limits, &index_progress)).await??;
     let index = Arc::new(index);
 
-    let plan = Plan::new(Arc::clone(&index), target.clone())?;
+    let plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
     for skipped in plan.skipped() {
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
     }
     for extra in index.extra_files() {
-        tracing::warn!(file = %extra.path, "outside the OCI layout; not imported by this version");
+        tracing::warn!(file = %extra.path, "not imported: no format airlock reads claims this file");
     }
 
     let writer = Arc::new(crate::push::Destination::open(

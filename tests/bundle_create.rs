@@ -272,7 +272,7 @@ fn two_layouts_merge_into_one_bundle_and_both_sets_import() {
     let work = tempfile::tempdir().expect("work directory");
     let first = layout_of(&one, work.path(), "one");
     let second = layout_of(&two, work.path(), "two");
-    let iso = work.path().join("installer.iso");
+    let iso = work.path().join("edge-installer-1.2.0.iso");
     fs::write(&iso, b"not really an ISO").expect("write the extra file");
     let key = TestKey::generate(KeyKind::Ed25519);
     let zst = work.path().join("merged.zst");
@@ -291,7 +291,16 @@ fn two_layouts_merge_into_one_bundle_and_both_sets_import() {
     let report = import(&zst, key.public_pem(), &registry);
     assert_images_landed(&one, &registry);
     assert_images_landed(&two, &registry);
-    assert_eq!(report["extraFiles"][0]["path"], "files/installer.iso");
+    let installer = format!(
+        "{}/{PREFIX}/installers/edge-installer:1.2.0",
+        registry.host()
+    );
+    let pushed = report["push"]["images"].as_array().expect("pushed images");
+    assert!(
+        pushed.iter().any(|i| i["target"] == installer.as_str()),
+        "{installer} not among {pushed:?}"
+    );
+    assert_eq!(report["extraFiles"], serde_json::json!([]));
 }
 
 /// The layer blob file of the first image of `bundle` inside `layout`.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::digest::Digest;
 use crate::read::DEFAULT_MAX_DOCUMENT_BYTES;
 use crate::read::document::OCI_INDEX;
-use crate::read::names::{self, ImageName};
+use crate::read::names;
 
 use super::error::{Error, Result};
 use super::layout_source::{BlobFile, LayoutSource};
@@ -41,7 +41,7 @@ pub(super) fn merge(layouts: Vec<LayoutSource>) -> Result<Merged> {
     for layout in &layouts {
         for (position, entry) in layout.entries.iter().enumerate() {
             match names::resolve(Some(&entry.descriptor.annotations)) {
-                ImageName::Named(reference) => {
+                Ok(reference) => {
                     let name = reference.whole();
                     let digest = &entry.descriptor.digest;
                     if let Some((first, first_digest)) = named.get(&name) {
@@ -59,7 +59,7 @@ pub(super) fn merge(layouts: Vec<LayoutSource>) -> Result<Merged> {
                     }
                     named.insert(name, (layout.dir.clone(), digest.clone()));
                 }
-                ImageName::Unnamed { reason } => {
+                Err(reason) => {
                     if !unnamed_seen.insert(entry.raw.to_string()) {
                         continue;
                     }

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use super::*;
 use crate::FailureClass;
 use crate::progress::Progress;
-use crate::read::{BundleIndex, ReadLimits, UnverifiedBundle};
+use crate::read::{BundleIndex, ImageName, ReadLimits, UnverifiedBundle};
 use crate::verify::{TrustedKey, TrustedKeys, verify_bundle};
 
 /// A hand-written OCI layout with one single-layer image per reference.
@@ -139,7 +139,7 @@ fn a_created_bundle_verifies_and_reads_back_with_every_image() {
     ]);
     let key = key_files(&p256_pem());
     let out = tempfile::tempdir().unwrap();
-    let extra = out.path().join("installer.iso");
+    let extra = out.path().join("installer-1.0.iso");
     fs::write(&extra, b"iso bytes").unwrap();
     let bundle = out.path().join("acme.tar.zst");
     let mut opts = options(&bundle, &key.private, &[layout.path()]);
@@ -157,22 +157,21 @@ fn a_created_bundle_verifies_and_reads_back_with_every_image() {
         &Progress::new(),
     )
     .unwrap();
-    let digests: Vec<String> = index
-        .images()
+    let digests: Vec<String> = index.images()[..2]
         .iter()
         .map(|i| i.descriptor.digest.to_string())
         .collect();
     let expected: Vec<String> = layout.images.iter().map(|(_, d)| d.clone()).collect();
     assert_eq!(digests, expected);
-    let extras: Vec<&str> = index
-        .extra_files()
-        .iter()
-        .map(|f| f.path.as_str())
-        .collect();
-    assert_eq!(extras, ["files/installer.iso"]);
+    let installer = &index.images()[2].name;
+    assert!(
+        matches!(installer, ImageName::Artifact(name) if name.to_string() == "installers/installer:1.0"),
+        "{installer:?}"
+    );
+    assert!(index.extra_files().is_empty());
     assert_eq!(
         names_in(out.path()),
-        ["acme.tar.sig.bin", "acme.tar.zst", "installer.iso"]
+        ["acme.tar.sig.bin", "acme.tar.zst", "installer-1.0.iso"]
     );
 }
 

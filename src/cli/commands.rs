@@ -10,7 +10,7 @@ use super::{
 };
 use crate::FailureClass;
 use crate::import::{self, ImportRequest};
-use crate::plan::Target;
+use crate::plan::{PlanOptions, Target};
 use crate::progress::Progress;
 use crate::push::registry::auth::{self, Credentials};
 use crate::push::registry::{RegistryConfig, RetryPolicy};
@@ -128,7 +128,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), None)
+        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), None)
     } else {
         let keys = load_keys(args.public_keys).await?;
         let verified = verify_blocking(args.bundle, args.signature, keys).await?;
@@ -139,7 +139,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), Some(key))
+        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), Some(key))
     };
     match args.output {
         OutputFormat::Text => print!("{}", report::inspect::text(&inspection)),
@@ -202,6 +202,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         Target::Layout { .. } => RegistryConfig::default(),
     };
     let request = ImportRequest {
+        plan: PlanOptions::default(),
         bundle: args.bundle.clone(),
         signature: args.signature.signature.clone(),
         target,

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::FailureClass;
 use crate::digest::Digest;
-use crate::read::{BundleIndex, ImageKind, ImageName, ManifestRef};
+use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
 pub use target::{InvalidTarget, Target, is_path_component};
 
@@ -64,6 +64,14 @@ impl Error {
     pub fn class(&self) -> FailureClass {
         FailureClass::Integrity
     }
+}
+
+/// Choices that shape a plan beyond the target itself.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The prefix of the pack area, when packs land apart from the target's
+    /// prefix (Palette's `OCI_PACK_BASE`). Default: the target's prefix.
+    pub pack_prefix: Option<String>,
 }
 
 /// Where one image goes.
@@ -136,20 +144,25 @@ pub struct Skipped {
 pub struct Plan {
     index: Arc<BundleIndex>,
     target: Target,
+    options: PlanOptions,
     images: Vec<PlannedImage>,
     skipped: Vec<Skipped>,
 }
 
 impl Plan {
     /// Plans the import of `index` into `target`.
-    pub fn new(index: Arc<BundleIndex>, target: Target) -> Result<Self> {
+    pub fn new(index: Arc<BundleIndex>, target: Target, options: PlanOptions) -> Result<Self> {
         let mut images: Vec<PlannedImage> = Vec::new();
         let mut skipped = Vec::new();
         let mut by_target: HashMap<String, Digest> = HashMap::new();
         let mut referrers = Vec::new();
         for (position, image) in index.images().iter().enumerate() {
-            let source = match &image.name {
-                ImageName::Named(reference) => reference.clone(),
+            let (placement, source_ref) = match &image.name {
+                ImageName::Named(reference) => (place(&target, reference)?, reference.whole()),
+                ImageName::Artifact(name) => (
+                    place_artifact(&target, &options, name)?,
+                    format!("{} ({})", name, artifact_label(name.area)),
+                ),
                 ImageName::Unnamed { reason } => {
                     if image.subject.is_some() {
                         referrers.push(position);
@@ -163,7 +176,6 @@ impl Plan {
                     continue;
                 }
             };
-            let placement = place(&target, &source)?;
             let digest = image.descriptor.digest.clone();
             if let Some(first) = by_target.get(&placement.target_ref) {
                 if *first == digest {
@@ -176,7 +188,7 @@ impl Plan {
                 });
             }
             by_target.insert(placement.target_ref.clone(), digest.clone());
-            images.push(planned(&index, position, source.whole(), placement));
+            images.push(planned(&index, position, source_ref, placement));
         }
         for position in referrers {
             let image = &index.images()[position];
@@ -231,6 +243,7 @@ impl Plan {
         Ok(Plan {
             index,
             target,
+            options,
             images,
             skipped,
         })
@@ -244,6 +257,11 @@ impl Plan {
     /// The target.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The choices the plan was made with.
+    pub fn options(&self) -> &PlanOptions {
+        &self.options
     }
 
     /// Images and artifacts to write, referrers after their subjects.
@@ -318,9 +336,63 @@ fn planned(
     }
 }
 
-/// The target reference `source` would get in `target`.
-pub fn target_ref(target: &Target, source: &oci_client::Reference) -> Result<String> {
-    place(target, source).map(|p| p.target_ref)
+/// The target reference an image named `name` would get in `target`, if it
+/// has a name.
+pub fn target_ref(target: &Target, options: &PlanOptions, name: &ImageName) -> Option<String> {
+    match name {
+        ImageName::Named(reference) => place(target, reference).ok(),
+        ImageName::Artifact(name) => place_artifact(target, options, name).ok(),
+        ImageName::Unnamed { .. } => None,
+    }
+    .map(|p| p.target_ref)
+}
+
+/// How an area's content is described in reports.
+fn artifact_label(area: Area) -> &'static str {
+    match area {
+        Area::Packs => "pack",
+        Area::Installers => "file",
+        Area::Charts => "chart",
+    }
+}
+
+/// Packs, installers and charts land at `<prefix>/<repository>:<tag>`,
+/// packs below the pack prefix when one is set; in a layout target the
+/// repository and tag become the `ref.name`.
+fn place_artifact(
+    target: &Target,
+    options: &PlanOptions,
+    name: &ArtifactName,
+) -> Result<Placement> {
+    match target {
+        Target::Registry { host, prefix } => {
+            let prefix = match (name.area, &options.pack_prefix) {
+                (Area::Packs, Some(pack_prefix)) => pack_prefix.as_str(),
+                _ => prefix.as_str(),
+            };
+            let repository = if prefix.is_empty() {
+                name.repository.clone()
+            } else {
+                format!("{prefix}/{}", name.repository)
+            };
+            if !repository.split('/').all(is_path_component) {
+                return Err(Error::InvalidRepository {
+                    source_ref: name.to_string(),
+                    repository,
+                });
+            }
+            Ok(Placement {
+                target_ref: format!("{host}/{repository}:{}", name.tag),
+                repository,
+                tag: Some(name.tag.clone()),
+            })
+        }
+        Target::Layout { .. } => Ok(Placement {
+            repository: name.repository.clone(),
+            tag: Some(name.tag.clone()),
+            target_ref: name.to_string(),
+        }),
+    }
 }
 
 /// Palette's mirror convention for a registry; the source name for a layout.
@@ -366,6 +438,42 @@ fn place(target: &Target, source: &oci_client::Reference) -> Result<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packs_land_below_the_pack_prefix_and_files_below_the_target_prefix() {
+        let target: Target = "harbor.local/spectro".parse().expect("target");
+        let pack = ArtifactName::in_area(Area::Packs, "nginx", "1.2.0");
+        let file = ArtifactName::in_area(Area::Installers, "palette", "4.6.0");
+        let default = PlanOptions::default();
+        let apart = PlanOptions {
+            pack_prefix: Some("packs-base".into()),
+        };
+        assert_eq!(
+            place_artifact(&target, &default, &pack)
+                .expect("pack")
+                .target_ref,
+            "harbor.local/spectro/spectro-packs/archive/nginx:1.2.0"
+        );
+        assert_eq!(
+            place_artifact(&target, &apart, &pack)
+                .expect("pack")
+                .target_ref,
+            "harbor.local/packs-base/spectro-packs/archive/nginx:1.2.0"
+        );
+        assert_eq!(
+            place_artifact(&target, &apart, &file)
+                .expect("file")
+                .target_ref,
+            "harbor.local/spectro/installers/palette:4.6.0"
+        );
+        let layout: Target = "oci:/tmp/mirror".parse().expect("layout");
+        assert_eq!(
+            place_artifact(&layout, &default, &file)
+                .expect("file")
+                .target_ref,
+            "installers/palette:4.6.0"
+        );
+    }
 
     #[test]
     fn registry_placement_follows_the_palette_mirror_convention() {

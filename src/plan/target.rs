@@ -1,6 +1,7 @@
 //! Where an import writes: a registry (`host[:port][/prefix]`) or an OCI image
 //! layout directory (`oci:DIR`).
 
+pub use crate::read::names::is_path_component;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -76,19 +77,6 @@ impl FromStr for Target {
             prefix: prefix.to_owned(),
         })
     }
-}
-
-/// A repository path component per the distribution spec:
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-pub fn is_path_component(part: &str) -> bool {
-    let bytes = part.as_bytes();
-    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    !bytes.is_empty()
-        && bytes.first().is_some_and(alnum)
-        && bytes.last().is_some_and(alnum)
-        && bytes
-            .iter()
-            .all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl fmt::Display for Target {

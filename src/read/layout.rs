@@ -7,9 +7,11 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
-use super::names::{self, ImageName};
-use super::{BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
+use super::installer;
+use super::names::ImageName;
+use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
 use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
@@ -80,11 +82,13 @@ impl BundleImage {
 fn serialize_name<S: serde::Serializer>(name: &ImageName, s: S) -> Result<S::Ok, S::Error> {
     match name {
         ImageName::Named(reference) => s.collect_str(&reference.whole()),
+        ImageName::Artifact(name) => s.collect_str(name),
         ImageName::Unnamed { .. } => s.serialize_none(),
     }
 }
 
-/// Builds the index from a finished scan.
+/// Builds the index from a finished scan: the OCI layout, if there is one,
+/// then the content of every other format the bundle holds.
 pub(super) fn assemble<B: BundleSource>(
     bundle: B,
     scan: Scan,
@@ -102,8 +106,8 @@ pub(super) fn assemble<B: BundleSource>(
         .map(|(name, _)| name)
         .collect();
     let root_name = match layout_roots.as_slice() {
-        [] => return Err(Error::NoLayout { path }),
-        [one] => (*one).clone(),
+        [] => None,
+        [one] => Some((*one).clone()),
         many => {
             return Err(Error::SeveralLayouts {
                 path,
@@ -115,34 +119,82 @@ pub(super) fn assemble<B: BundleSource>(
             });
         }
     };
-    let mut extra_files = others;
+    let mut extra_files = Vec::new();
     let mut root = None;
     for (name, scanned) in roots {
-        if name == root_name {
+        if Some(&name) == root_name.as_ref() {
             root = Some(scanned);
         } else {
             // Blobs outside the layout root are listed, not silently dropped.
             for (digest, size) in scanned.blobs {
                 extra_files.push(super::ExtraFile {
-                    path: format!(
-                        "{name}/blobs/{}/{}",
-                        digest.algorithm().as_str(),
-                        digest.hex()
-                    ),
+                    path: blob_entry(&name, &digest),
                     size,
+                    digest,
                 });
             }
         }
     }
-    let Some(root) = root else {
+    let mut assembly = Assembly::default();
+    let mut images = Vec::new();
+    if let Some(root) = &root {
+        let root_name = root_name.as_deref().unwrap_or_default();
+        images = layout_images(&path, root, limits, &mut assembly)?;
+        for (digest, size) in &root.blobs {
+            assembly.blobs.insert(digest.clone(), *size);
+            assembly.sources.insert(
+                digest.clone(),
+                BlobSource::Entry(blob_entry(root_name, digest)),
+            );
+        }
+    }
+    let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
+    images.extend(installers);
+    used.sort();
+    extra_files.extend(
+        others
+            .into_iter()
+            .filter(|f| used.binary_search(&f.file.path).is_err())
+            .map(|f| f.file),
+    );
+    if root.is_none() && images.is_empty() {
         return Err(Error::NoLayout { path });
-    };
+    }
+    Ok(BundleIndex {
+        bundle,
+        content_sha256: sha256,
+        layout_root: root_name.unwrap_or_default(),
+        blobs: assembly.blobs,
+        sources: assembly.sources,
+        documents: assembly.documents,
+        images,
+        extra_files,
+    })
+}
+
+/// The tar path of a layout blob.
+fn blob_entry(root: &str, digest: &Digest) -> String {
+    let relative = format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex());
+    if root.is_empty() {
+        relative
+    } else {
+        format!("{root}/{relative}")
+    }
+}
+
+/// Walks every entry of the layout's `index.json`, keeping the manifests.
+fn layout_images(
+    path: &str,
+    root: &RootScan,
+    limits: ReadLimits,
+    assembly: &mut Assembly,
+) -> Result<Vec<BundleImage>> {
     if !root.has_oci_layout {
         tracing::warn!(bundle = %path, "the OCI layout has no oci-layout file; reading it anyway");
     }
     let mut walker = Walker {
-        path: &path,
-        root: &root,
+        path,
+        root,
         limits,
         kept: HashMap::new(),
     };
@@ -151,7 +203,7 @@ pub(super) fn assemble<B: BundleSource>(
         Document::Index { manifests, .. } => manifests,
         Document::Manifest { .. } => {
             return Err(Error::InvalidDocument {
-                path,
+                path: path.to_owned(),
                 what: "index.json".into(),
                 reason: "it is a manifest, not an index".into(),
             });
@@ -161,16 +213,8 @@ pub(super) fn assemble<B: BundleSource>(
     for (position, entry) in entries.into_iter().enumerate() {
         images.push(walker.image(position, entry)?);
     }
-    let documents = walker.kept;
-    Ok(BundleIndex {
-        bundle,
-        content_sha256: sha256,
-        layout_root: root_name,
-        blobs: root.blobs,
-        documents,
-        images,
-        extra_files,
-    })
+    assembly.documents.extend(walker.kept);
+    Ok(images)
 }
 
 struct Walker<'a> {
@@ -229,7 +273,7 @@ impl Walker<'_> {
             collected.platforms.insert(0, platform.clone());
         }
         Ok(BundleImage {
-            name: names::resolve(Some(&entry.annotations)),
+            name: ImageName::from_annotations(Some(&entry.annotations)),
             subject: top.subject().map(|s| s.digest.clone()),
             kind,
             platforms: collected.platforms,

@@ -10,9 +10,12 @@
 //! later streams the blobs it needs with [`BundleIndex::stream_blobs`].
 
 mod archive;
+pub mod artifact;
 pub mod document;
+mod installer;
 mod layout;
 pub mod names;
+pub mod peek;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -28,7 +31,8 @@ use crate::verify::VerifiedBundle;
 
 pub use document::Descriptor;
 pub use layout::{BundleImage, ImageKind, ManifestRef};
-pub use names::ImageName;
+pub use names::{Area, ArtifactName, ImageName};
+pub use peek::ScannedFile;
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -122,7 +126,7 @@ pub enum Error {
     },
     /// No `index.json` was found at the root or in a top-level directory.
     #[error(
-        "bundle {path} holds no OCI image layout (no index.json at its root or in a top-level directory)"
+        "bundle {path} holds nothing airlock can import (no OCI image layout index.json at its root or in a top-level directory, and nothing under files/)"
     )]
     NoLayout {
         /// The bundle file.
@@ -217,6 +221,17 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A pack, installer, chart or docker-save item cannot be imported as it
+    /// is; `item` names it so the producer can fix it.
+    #[error("bundle {path}: {item}: {reason}")]
+    InvalidContent {
+        /// The bundle file.
+        path: String,
+        /// The item's path in the bundle.
+        item: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The bytes read now are not the bytes whose signature was verified.
     #[error("bundle {path} changed after its signature was verified (now sha256:{actual})")]
     ChangedAfterVerification {
@@ -237,13 +252,25 @@ impl Error {
     }
 }
 
-/// A file in the bundle outside the OCI layout (packs, charts, installers).
+/// A file in the bundle outside the OCI layout.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExtraFile {
     /// Its path in the tar.
     pub path: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The digest of its content.
+    pub digest: Digest,
+}
+
+/// Where a blob's bytes come from when it is pushed.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    /// A file of the bundle, streamed from its tar entry (path as normalised
+    /// by the reader).
+    Entry(String),
+    /// Bytes airlock holds: a config it wrote, a chart taken out of a pack.
+    Memory(Bytes),
 }
 
 /// Where a bundle's bytes come from, and what they must hash to.
@@ -297,6 +324,7 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     content_sha256: String,
     layout_root: String,
     blobs: HashMap<Digest, u64>,
+    sources: HashMap<Digest, BlobSource>,
     documents: HashMap<Digest, Bytes>,
     images: Vec<BundleImage>,
     extra_files: Vec<ExtraFile>,
@@ -333,7 +361,7 @@ impl<B: BundleSource> BundleIndex<B> {
         &self.images
     }
 
-    /// Files outside the layout, which this version of airlock does not import.
+    /// Files no format claimed, which are not imported.
     pub fn extra_files(&self) -> &[ExtraFile] {
         &self.extra_files
     }
@@ -349,8 +377,9 @@ impl<B: BundleSource> BundleIndex<B> {
     }
 
     /// Streams the bundle again and hands each wanted blob's content to
-    /// `on_blob`, in tar order, each blob at most once. `on_blob` must read the
-    /// content to its end or return an error.
+    /// `on_blob`, each blob at most once: blobs airlock holds in memory first,
+    /// then the bundle's in tar order. `on_blob` must read the content to its
+    /// end or return an error.
     pub fn stream_blobs<E>(
         &self,
         wanted: &HashSet<Digest>,
@@ -358,13 +387,34 @@ impl<B: BundleSource> BundleIndex<B> {
         mut on_blob: impl FnMut(&Digest, u64, &mut dyn Read) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), StreamError<E>> {
         let path = self.bundle.path();
+        let mut by_entry: HashMap<&str, &Digest> = HashMap::new();
+        for digest in wanted {
+            match self.sources.get(digest) {
+                Some(BlobSource::Memory(bytes)) => {
+                    on_blob(digest, bytes.len() as u64, &mut &bytes[..])
+                        .map_err(StreamError::Consumer)?;
+                }
+                Some(BlobSource::Entry(entry)) => {
+                    by_entry.insert(entry.as_str(), digest);
+                }
+                None => {
+                    return Err(StreamError::Read(Error::MissingBlob {
+                        path: path.display().to_string(),
+                        digest: digest.clone(),
+                        referenced_by: "the plan".into(),
+                    }));
+                }
+            }
+        }
+        if by_entry.is_empty() {
+            return Ok(());
+        }
         let (mut archive, _) = archive::open(path, progress).map_err(StreamError::Read)?;
-        let mut remaining: HashSet<&Digest> = wanted.iter().collect();
         let entries = archive
             .entries()
             .map_err(|source| StreamError::Read(corrupt(path, source)))?;
         for entry in entries {
-            if remaining.is_empty() {
+            if by_entry.is_empty() {
                 break;
             }
             let mut entry = entry.map_err(|source| StreamError::Read(corrupt(path, source)))?;
@@ -372,16 +422,13 @@ impl<B: BundleSource> BundleIndex<B> {
             let Ok(checked) = archive::check_entry(entry.header(), &raw) else {
                 continue;
             };
-            let Some((root, digest)) = blob_path(&checked.normalized) else {
+            let Some(digest) = by_entry.remove(checked.normalized.as_str()) else {
                 continue;
             };
-            if root != self.layout_root || !remaining.remove(&digest) {
-                continue;
-            }
             let size = entry.size();
-            on_blob(&digest, size, &mut entry).map_err(StreamError::Consumer)?;
+            on_blob(digest, size, &mut entry).map_err(StreamError::Consumer)?;
         }
-        if let Some(missing) = remaining.into_iter().next() {
+        if let Some(missing) = by_entry.into_values().next() {
             return Err(StreamError::Read(Error::MissingBlob {
                 path: path.display().to_string(),
                 digest: missing.clone(),
@@ -416,8 +463,8 @@ struct Scan {
     sha256: String,
     /// Per candidate layout root: its files.
     roots: BTreeMap<String, RootScan>,
-    /// Entries that are not part of any layout.
-    others: Vec<ExtraFile>,
+    /// Files that are not part of any layout.
+    others: Vec<ScannedFile>,
 }
 
 #[derive(Default)]
@@ -522,7 +569,8 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
                 .or_default()
                 .has_oci_layout = true;
         } else {
-            scan.others.push(ExtraFile { path: name, size });
+            let file = peek::scan_file(&mut entry, name, size, limits, &mut retained, path)?;
+            scan.others.push(file);
         }
     }
     let actual = archive::finish(archive, path)?;

@@ -22,8 +22,12 @@ pub const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The outcome of naming one index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageName {
-    /// A full, normalised reference (`docker.io/library/nginx:1.25`).
+    /// A full, normalised reference (`docker.io/library/nginx:1.25`): an
+    /// image mirrored under its source name.
     Named(Reference),
+    /// Content that lands in one of airlock's areas of the target (packs,
+    /// installers, charts) rather than under a mirrored source name.
+    Artifact(ArtifactName),
     /// The annotations do not say which image this is.
     Unnamed {
         /// Why not, in words an operator can act on.
@@ -31,8 +35,71 @@ pub enum ImageName {
     },
 }
 
-/// Resolves the source reference of an index entry from its annotations.
-pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> ImageName {
+/// The areas of a target that hold content other than mirrored images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Area {
+    /// Palette packs: `<pack-prefix>/spectro-packs/archive/<name>:<version>`,
+    /// where Palette's OCI pack registry looks for them.
+    Packs,
+    /// Installers and other files: `<prefix>/installers/<name>:<version>`.
+    Installers,
+    /// Helm charts: `<prefix>/charts/<name>:<version>`, for
+    /// `helm pull oci://<host>/<prefix>/charts/<name>`.
+    Charts,
+}
+
+impl Area {
+    /// The area's path below the target's prefix.
+    pub fn path(self) -> &'static str {
+        match self {
+            Area::Packs => "spectro-packs/archive",
+            Area::Installers => "installers",
+            Area::Charts => "charts",
+        }
+    }
+}
+
+/// Where a pack, installer or chart lands: `<repository>:<tag>` below the
+/// target's prefix (or, for packs, below the pack prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArtifactName {
+    /// The area, which decides the prefix and how the content is listed.
+    pub area: Area,
+    /// The repository below the prefix (`spectro-packs/archive/nginx`,
+    /// `installers/palette-enterprise`): valid path components.
+    pub repository: String,
+    /// The tag (usually the version), valid per [`is_tag`].
+    pub tag: String,
+}
+
+impl ArtifactName {
+    /// The usual name in `area`: `<area path>/<name>:<tag>`.
+    pub fn in_area(area: Area, name: &str, tag: &str) -> Self {
+        ArtifactName {
+            area,
+            repository: format!("{}/{name}", area.path()),
+            tag: tag.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.repository, self.tag)
+    }
+}
+
+/// Turns a version into a tag the way Helm and oras do: `+` (semver build
+/// metadata), which tags cannot hold, becomes `_`.
+pub fn version_tag(version: &str) -> Option<String> {
+    let tag = version.replace('+', "_");
+    is_tag(&tag).then_some(tag)
+}
+
+/// Resolves the source reference of an index entry from its annotations;
+/// the error says, in words an operator can act on, why there is none.
+pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> Result<Reference, String> {
     let empty = BTreeMap::new();
     let annotations = annotations.unwrap_or(&empty);
     let containerd = annotations.get(CONTAINERD_NAME).map(String::as_str);
@@ -52,28 +119,36 @@ pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> ImageName {
                         tag.to_owned(),
                     );
                 }
-                ImageName::Named(reference)
+                Ok(reference)
             }
-            Err(reason) => ImageName::Unnamed {
-                reason: format!("{CONTAINERD_NAME} {name:?} is not a valid reference: {reason}"),
-            },
+            Err(reason) => Err(format!(
+                "{CONTAINERD_NAME} {name:?} is not a valid reference: {reason}"
+            )),
         };
     }
     match ref_name {
-        Some(name) if is_tag(name) => ImageName::Unnamed {
-            reason: format!(
-                "{OCI_REF_NAME} is only a tag ({name:?}) and no {CONTAINERD_NAME} names the image"
-            ),
-        },
+        Some(name) if is_tag(name) => Err(format!(
+            "{OCI_REF_NAME} is only a tag ({name:?}) and no {CONTAINERD_NAME} names the image"
+        )),
         Some(name) => match parse_full(name) {
+            Ok(reference) => Ok(reference),
+            Err(reason) => Err(format!(
+                "{OCI_REF_NAME} {name:?} is not a valid reference: {reason}"
+            )),
+        },
+        None => Err(format!(
+            "neither {CONTAINERD_NAME} nor {OCI_REF_NAME} is set"
+        )),
+    }
+}
+
+impl ImageName {
+    /// The name `index.json` annotations give an image.
+    pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Self {
+        match resolve(annotations) {
             Ok(reference) => ImageName::Named(reference),
-            Err(reason) => ImageName::Unnamed {
-                reason: format!("{OCI_REF_NAME} {name:?} is not a valid reference: {reason}"),
-            },
-        },
-        None => ImageName::Unnamed {
-            reason: format!("neither {CONTAINERD_NAME} nor {OCI_REF_NAME} is set"),
-        },
+            Err(reason) => ImageName::Unnamed { reason },
+        }
     }
 }
 
@@ -81,6 +156,19 @@ pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> ImageName {
 /// (`nginx:1.25` → `docker.io/library/nginx:1.25`).
 pub fn parse_full(name: &str) -> Result<Reference, String> {
     name.parse::<Reference>().map_err(|e| e.to_string())
+}
+
+/// A repository path component per the distribution spec:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+pub fn is_path_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes
+            .iter()
+            .all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A tag per the distribution spec: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -112,8 +200,8 @@ mod tests {
 
     fn named(a: &BTreeMap<String, String>) -> String {
         match resolve(Some(a)) {
-            ImageName::Named(r) => r.whole(),
-            ImageName::Unnamed { reason } => panic!("unnamed: {reason}"),
+            Ok(r) => r.whole(),
+            Err(reason) => panic!("unnamed: {reason}"),
         }
     }
 
@@ -148,7 +236,7 @@ mod tests {
     #[test]
     fn tag_only_without_containerd_name_is_unnamed() {
         let a = annotations(&[(OCI_REF_NAME, "1.25")]);
-        assert!(matches!(resolve(Some(&a)), ImageName::Unnamed { .. }));
-        assert!(matches!(resolve(None), ImageName::Unnamed { .. }));
+        assert!(resolve(Some(&a)).is_err());
+        assert!(resolve(None).is_err());
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::human_bytes;
 use crate::digest::Digest;
-use crate::plan::Target;
+use crate::plan::{PlanOptions, Target};
 use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName};
 use crate::verify::VerifiedBy;
 
@@ -80,6 +80,7 @@ pub struct Totals {
 pub fn inspect<B: BundleSource>(
     index: &BundleIndex<B>,
     target: Option<&Target>,
+    options: &PlanOptions,
     verified_by: Option<VerifiedBy>,
 ) -> Inspection {
     let placeholder = Target::Registry {
@@ -99,13 +100,11 @@ pub fn inspect<B: BundleSource>(
             for manifest in &image.manifests {
                 manifests.insert(manifest.digest.clone());
             }
-            let (source_ref, target_ref, unnamed_reason) = match &image.name {
-                ImageName::Named(reference) => (
-                    Some(reference.whole()),
-                    crate::plan::target_ref(target, reference).ok(),
-                    None,
-                ),
-                ImageName::Unnamed { reason } => (None, None, Some(reason.clone())),
+            let target_ref = crate::plan::target_ref(target, options, &image.name);
+            let (source_ref, unnamed_reason) = match &image.name {
+                ImageName::Named(reference) => (Some(reference.whole()), None),
+                ImageName::Artifact(name) => (Some(name.to_string()), None),
+                ImageName::Unnamed { reason } => (None, Some(reason.clone())),
             };
             InspectedImage {
                 source_ref,
