@@ -15,6 +15,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("curl", "curl"),
     ("tar", "tar"),
+    ("python3", "python3"),
+    ("helm", "helm (scripts/test fetches it into target/test-tools/bin)"),
 ];
 
 /// Full path of `tool` on `PATH`; panics with a message naming `scripts/test`
