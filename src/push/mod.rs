@@ -282,7 +282,7 @@ pub enum Destination {
         journal: Option<SharedJournal>,
     },
     /// An OCI image layout directory.
-    Layout(LayoutWriter),
+    Layout(Arc<LayoutWriter>),
 }
 
 impl Destination {
@@ -302,7 +302,7 @@ impl Destination {
                 chunk_bytes: options.chunk_bytes.max(1),
                 journal,
             }),
-            Target::Layout { dir } => Ok(Destination::Layout(LayoutWriter::open(dir)?)),
+            Target::Layout { dir } => Ok(Destination::Layout(Arc::new(LayoutWriter::open(dir)?))),
         }
     }
 
@@ -407,18 +407,23 @@ impl Destination {
                     .put_manifest(repository, &reference, media_type, bytes)
                     .await
             }
-            Destination::Layout(layout) => tokio::task::block_in_place(|| {
-                if top {
-                    let name = image
-                        .placement
-                        .tag
-                        .is_some()
-                        .then_some(image.placement.target_ref.as_str());
-                    layout.put_manifest(digest, media_type, &bytes, name)
-                } else {
-                    layout.put_blob(digest, &bytes)
-                }
-            }),
+            // On the blocking pool, so the manifests of many images are
+            // written (and synced) in parallel rather than one by one.
+            Destination::Layout(layout) => {
+                let layout = Arc::clone(layout);
+                let name = (top && image.placement.tag.is_some())
+                    .then(|| image.placement.target_ref.clone());
+                let (digest, media_type) = (digest.clone(), media_type.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    if top {
+                        layout.put_manifest(&digest, &media_type, &bytes, name.as_deref())
+                    } else {
+                        layout.put_blob(&digest, &bytes)
+                    }
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+            }
         }
     }
 
@@ -578,7 +583,11 @@ pub async fn push(
     for (digest, mut repos) in missing {
         repos.sort();
         match holders.get(&digest).and_then(|h| h.first()) {
-            Some(from) => mounts.extend(repos.into_iter().map(|repo| (repo, from.clone(), digest.clone()))),
+            Some(from) => mounts.extend(
+                repos
+                    .into_iter()
+                    .map(|repo| (repo, from.clone(), digest.clone())),
+            ),
             None => {
                 uploads.insert(digest, repos);
             }

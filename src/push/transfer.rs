@@ -49,7 +49,8 @@ impl BufferBudget {
 
     /// Waits (on the reader thread) until `len` bytes fit in the budget.
     fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit> {
-        let units = u32::try_from(len.div_ceil(BUDGET_UNIT).max(1)).map_err(|_| Error::Cancelled)?;
+        let units =
+            u32::try_from(len.div_ceil(BUDGET_UNIT).max(1)).map_err(|_| Error::Cancelled)?;
         self.runtime
             .block_on(Arc::clone(&self.units).acquire_many_owned(units))
             .map_err(|_| Error::Cancelled)
