@@ -285,3 +285,61 @@ fn a_broken_chart_inside_a_pack_is_refused_naming_the_pack_and_the_chart() {
         &["packs/x-1.0.tar.gz: x/charts/y-2.0.tgz", "has no version"],
     );
 }
+
+#[test]
+fn a_signed_chart_keeps_its_provenance_and_helm_verifies_it_after_pull() {
+    let helm = Helm::new();
+    let (chart, prov, pubring) = helm.package_signed("signed", "2.0.0", "A signed chart");
+    let prov_path = format!("charts/{}.prov", chart.file_name);
+    let bundle = chart_bundle("signed", |b| {
+        b.file(&format!("charts/{}", chart.file_name), &chart.bytes)
+            .file(&prov_path, &prov)
+    });
+    let registry = Registry::start();
+
+    let report = import_ok(&bundle, &registry);
+
+    let not_imported = report["extraFiles"].as_array().expect("extraFiles");
+    assert!(not_imported.is_empty(), "not imported: {not_imported:?}");
+    let dest = tempfile::tempdir_in(helm.dir()).expect("tempdir");
+    helm.run(
+        &[
+            "pull",
+            &format!("oci://{}/{PREFIX}/charts/signed", registry.host()),
+            "--version",
+            "2.0.0",
+            "--plain-http",
+            "--verify",
+            "--keyring",
+            &pubring.display().to_string(),
+            "--destination",
+            &dest.path().display().to_string(),
+        ],
+        "pull and verify the signed chart with helm",
+    );
+    assert!(std::fs::read(dest.path().join(&chart.file_name)).expect("pulled") == chart.bytes);
+
+    // `helm push` finds the .prov beside the chart and pushes it too.
+    let pushed_dir = tempfile::tempdir_in(helm.dir()).expect("tempdir");
+    let archive = pushed_dir.path().join(&chart.file_name);
+    std::fs::write(&archive, &chart.bytes).expect("write the chart");
+    std::fs::write(
+        pushed_dir.path().join(format!("{}.prov", chart.file_name)),
+        &prov,
+    )
+    .expect("write the provenance");
+    helm.run(
+        &[
+            "push",
+            &archive.display().to_string(),
+            &format!("oci://{}/by-helm/charts", registry.host()),
+            "--plain-http",
+        ],
+        "push the signed chart with helm",
+    );
+    let ours = manifest(&registry, &format!("{PREFIX}/charts/signed:2.0.0"));
+    let theirs = manifest(&registry, "by-helm/charts/signed:2.0.0");
+    assert_eq!(ours["config"], theirs["config"]);
+    assert_eq!(ours["layers"], theirs["layers"]);
+    assert_eq!(ours["layers"].as_array().map(Vec::len), Some(2), "{ours}");
+}

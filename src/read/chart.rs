@@ -10,6 +10,10 @@
 //! `org.opencontainers.image.created`, which would make every import of the
 //! same bundle write a new manifest.
 //!
+//! A provenance file beside a loose chart (`<chart>.tgz.prov`, from
+//! `helm package --sign`) becomes the second layer, as `helm push` adds it,
+//! so `helm pull --verify` works against the target.
+//!
 //! The same chart found twice (loose and in a pack) is pushed once; two
 //! different archives claiming the same name and version are an error naming
 //! both. Pack archives themselves are left to the packs format.
@@ -26,6 +30,7 @@ use super::layout::BundleImage;
 use super::names::{Area, ArtifactName, is_path_component, version_tag};
 use super::peek::{GZIP_MAGIC, Peek, ScannedFile};
 use super::{Error, ReadLimits, Result};
+use crate::digest::Digest;
 
 /// Where the bundle holds loose chart archives.
 pub const CHARTS_PREFIX: &str = "charts/";
@@ -38,6 +43,13 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
 
 /// The layer media type of a Helm OCI chart (the packaged `.tgz`).
 pub const CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+
+/// The layer media type of a chart's provenance file (`<chart>.tgz.prov`,
+/// written by `helm package --sign`), which `helm push` adds when present.
+pub const PROVENANCE_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.provenance.v1.prov";
+
+/// The suffix of a chart's provenance file beside it.
+pub const PROVENANCE_SUFFIX: &str = ".prov";
 
 const DESCRIPTION_ANNOTATION: &str = "org.opencontainers.image.description";
 const URL_ANNOTATION: &str = "org.opencontainers.image.url";
@@ -63,12 +75,32 @@ pub fn collect(
 ) -> Result<(Vec<BundleImage>, Vec<String>)> {
     let mut charts = Charts::default();
     let mut used = Vec::new();
+    let provenance: HashMap<&str, &ScannedFile> = files
+        .iter()
+        .filter_map(|f| {
+            f.file
+                .path
+                .strip_suffix(PROVENANCE_SUFFIX)
+                .filter(|chart| is_chart_path(chart))
+                .map(|chart| (chart, f))
+        })
+        .collect();
     for file in files.iter().filter(|f| is_chart_path(&f.file.path)) {
         let item = file.file.path.clone();
         let chart_yaml = loose_chart_yaml(bundle, file)?;
         let metadata = Metadata::parse(&chart_yaml).map_err(|r| invalid(bundle, &item, r))?;
-        let layer = assembly.file_blob(&file.file);
-        charts.add(bundle, item, metadata, layer, assembly)?;
+        let mut layers = vec![Written::new(
+            CHART_MEDIA_TYPE,
+            assembly.file_blob(&file.file),
+        )];
+        if let Some(prov) = provenance.get(file.file.path.as_str()) {
+            layers.push(Written::new(
+                PROVENANCE_MEDIA_TYPE,
+                assembly.file_blob(&prov.file),
+            ));
+            used.push(prov.file.path.clone());
+        }
+        charts.add(bundle, item, metadata, layers, assembly)?;
         used.push(file.file.path.clone());
     }
     for pack in files
@@ -80,8 +112,8 @@ pub fn collect(
             let chart_yaml =
                 packed_chart_yaml(&member.bytes, limits).map_err(|r| invalid(bundle, &item, r))?;
             let metadata = Metadata::parse(&chart_yaml).map_err(|r| invalid(bundle, &item, r))?;
-            let layer = assembly.memory_blob(member.bytes.clone());
-            charts.add(bundle, item, metadata, layer, assembly)?;
+            let layer = Written::new(CHART_MEDIA_TYPE, assembly.memory_blob(member.bytes.clone()));
+            charts.add(bundle, item, metadata, vec![layer], assembly)?;
         }
     }
     Ok((charts.images, used))
@@ -91,8 +123,10 @@ pub fn collect(
 #[derive(Default)]
 struct Charts {
     images: Vec<BundleImage>,
-    /// For each name: the manifest digest and the item that claimed it.
-    claimed: HashMap<ArtifactName, (crate::digest::Digest, String)>,
+    /// For each name: the chart archive's digest and the item that claimed
+    /// it. The same archive found again (in a pack, without the provenance
+    /// file beside the loose one) is the same chart.
+    claimed: HashMap<ArtifactName, (Digest, String)>,
 }
 
 impl Charts {
@@ -101,7 +135,7 @@ impl Charts {
         bundle: &str,
         item: String,
         metadata: Metadata,
-        layer: (crate::digest::Digest, u64),
+        layers: Vec<Written>,
         assembly: &mut Assembly,
     ) -> Result<()> {
         if !is_path_component(&metadata.name) {
@@ -126,28 +160,30 @@ impl Charts {
             )
         })?;
         let name = ArtifactName::in_area(Area::Charts, &metadata.name, &tag);
+        let archive = layers.first().map(|l| l.digest.clone());
+        match (self.claimed.get(&name), &archive) {
+            (Some((digest, _)), Some(archive)) if digest == archive => return Ok(()),
+            (Some((_, first)), _) => {
+                return Err(invalid(
+                    bundle,
+                    &item,
+                    format!("it claims {name}, which {first} already claims with other content"),
+                ));
+            }
+            _ => {}
+        }
         let config = Written::new(
             CONFIG_MEDIA_TYPE,
             assembly.memory_blob(metadata.config_json()),
         );
-        let mut manifest =
-            WrittenManifest::oci(config, vec![Written::new(CHART_MEDIA_TYPE, layer)]);
+        let mut manifest = WrittenManifest::oci(config, layers);
         manifest.annotations = metadata.annotations_for_manifest();
-        let image = assembly.artifact(name.clone(), &manifest, CONFIG_MEDIA_TYPE);
-        match self.claimed.get(&name) {
-            Some((digest, _)) if *digest == image.descriptor.digest => Ok(()),
-            Some((_, first)) => Err(invalid(
-                bundle,
-                &item,
-                format!("it claims {name}, which {first} already claims with other content"),
-            )),
-            None => {
-                self.claimed
-                    .insert(name, (image.descriptor.digest.clone(), item));
-                self.images.push(image);
-                Ok(())
-            }
+        if let Some(archive) = archive {
+            self.claimed.insert(name.clone(), (archive, item));
         }
+        self.images
+            .push(assembly.artifact(name, &manifest, CONFIG_MEDIA_TYPE));
+        Ok(())
     }
 }
 

@@ -4,10 +4,14 @@
 //! configuration kept in a directory of its own.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::tools;
+
+/// The gpg user id of the key that signs test charts.
+const SIGNER: &str = "Airlock Test <charts@example.com>";
 
 /// A chart packaged with `helm package`.
 #[derive(Debug, Clone)]
@@ -66,6 +70,74 @@ impl Helm {
     /// Writes a chart directory (Chart.yaml, values.yaml, a template and a
     /// helper) and packages it with `helm package`.
     pub fn package(&self, name: &str, version: &str, description: &str) -> PackagedChart {
+        self.package_with(name, version, description, &[])
+    }
+
+    /// Like [`Helm::package`], signed with `helm package --sign` by a key
+    /// made with gpg for this test: the chart, its provenance file
+    /// (`<chart>.tgz.prov`) and the public keyring that verifies it.
+    pub fn package_signed(
+        &self,
+        name: &str,
+        version: &str,
+        description: &str,
+    ) -> (PackagedChart, Vec<u8>, PathBuf) {
+        let gnupg = self.home.path().join("gnupg");
+        fs::create_dir_all(&gnupg).expect("create GNUPGHOME");
+        fs::set_permissions(&gnupg, fs::Permissions::from_mode(0o700)).expect("chmod GNUPGHOME");
+        let gpg = |args: &[&str], what: &str| {
+            tools::run(
+                tools::command("gpg")
+                    .env("GNUPGHOME", &gnupg)
+                    .args(["--batch", "--passphrase", ""])
+                    .args(args),
+                what,
+            )
+            .stdout
+        };
+        gpg(
+            &["--quick-gen-key", SIGNER, "rsa2048", "sign", "never"],
+            "make a signing key with gpg",
+        );
+        let secring = gnupg.join("secring.gpg");
+        let pubring = gnupg.join("pubring.export.gpg");
+        fs::write(
+            &secring,
+            gpg(&["--export-secret-keys"], "export the secret key"),
+        )
+        .expect("write the secret keyring");
+        fs::write(&pubring, gpg(&["--export"], "export the public key"))
+            .expect("write the public keyring");
+        let secring = secring.display().to_string();
+        let chart = self.package_with(
+            name,
+            version,
+            description,
+            &["--sign", "--key", SIGNER, "--keyring", &secring],
+        );
+        let prov = fs::read(
+            self.out_dir(name, version)
+                .join(format!("{}.prov", chart.file_name)),
+        )
+        .expect("read the provenance file");
+        (chart, prov, pubring)
+    }
+
+    fn out_dir(&self, name: &str, version: &str) -> PathBuf {
+        self.home
+            .path()
+            .join("src")
+            .join(format!("{name}-{version}"))
+            .join("out")
+    }
+
+    fn package_with(
+        &self,
+        name: &str,
+        version: &str,
+        description: &str,
+        extra: &[&str],
+    ) -> PackagedChart {
         let source = self
             .home
             .path()
@@ -94,16 +166,16 @@ impl Helm {
             "{{- define \"chart.fullname\" -}}{{ .Release.Name }}-{{ .Chart.Name }}{{- end }}\n",
         )
         .expect("write the helper");
-        let out = source.join("out");
-        self.run(
-            &[
-                "package",
-                &chart.display().to_string(),
-                "--destination",
-                &out.display().to_string(),
-            ],
-            "package the test chart with helm",
-        );
+        let out = self.out_dir(name, version);
+        let mut args = vec![
+            "package".to_owned(),
+            chart.display().to_string(),
+            "--destination".to_owned(),
+            out.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args, "package the test chart with helm");
         let file_name = format!("{name}-{version}.tgz");
         let bytes = fs::read(out.join(&file_name)).expect("read the packaged chart");
         PackagedChart {
