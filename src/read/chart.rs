@@ -373,6 +373,18 @@ impl Metadata {
         if metadata.version.is_empty() {
             return Err("its Chart.yaml has no version".into());
         }
+        if !is_semver(&metadata.version) {
+            return Err(format!(
+                "its version {:?} is not a semantic version, which helm requires",
+                metadata.version
+            ));
+        }
+        if !matches!(metadata.chart_type.as_str(), "" | "application" | "library") {
+            return Err(format!(
+                "its type {:?} is neither application nor library",
+                metadata.chart_type
+            ));
+        }
         Ok(metadata)
     }
 
@@ -627,6 +639,33 @@ fn json_value(value: &Value) -> serde_json::Value {
     }
 }
 
+/// A version helm accepts (Masterminds semver, loose): `v` optional, one to
+/// three numbers, then an optional `-prerelease` and `+build` of dot-separated
+/// alphanumeric identifiers.
+fn is_semver(version: &str) -> bool {
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (rest, build) = match version.split_once('+') {
+        Some((rest, build)) => (rest, Some(build)),
+        None => (version, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (rest, None),
+    };
+    let identifiers = |text: &str| {
+        text.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    (1..=3).contains(&numbers.len())
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && pre.is_none_or(identifiers)
+        && build.is_none_or(identifiers)
+}
+
 /// helm's `sanitizeString`: whitespace becomes a space, unprintable
 /// characters are dropped.
 fn sanitize(text: &str) -> String {
@@ -755,6 +794,37 @@ dependencies:
         assert!(no_name.contains("no name"), "{no_name}");
         let not_yaml = Metadata::parse(b"name: [unclosed").expect_err("refused");
         assert!(not_yaml.contains("not valid YAML"), "{not_yaml}");
+    }
+
+    #[test]
+    fn versions_are_checked_as_helm_checks_them() {
+        for good in [
+            "1",
+            "1.0",
+            "1.2.3",
+            "v1.2.3",
+            "1.2.3-rc.1",
+            "1.2.3+build.7",
+            "1.0.0-a-b+c",
+        ] {
+            assert!(is_semver(good), "{good}");
+        }
+        for bad in [
+            "",
+            "latest",
+            "1.2.3.4",
+            "1..2",
+            "1.2.3-",
+            "1.2.3+",
+            "1.2.3-a_b",
+        ] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+        let error = Metadata::parse(b"name: x\nversion: latest\n").expect_err("refused");
+        assert!(error.contains("not a semantic version"), "{error}");
+        let error =
+            Metadata::parse(b"name: x\nversion: 1.0.0\ntype: plugin\n").expect_err("refused");
+        assert!(error.contains("neither application nor library"), "{error}");
     }
 
     #[test]
