@@ -11,6 +11,7 @@
 
 mod archive;
 pub mod artifact;
+mod chart;
 pub mod document;
 mod installer;
 mod layout;
