@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
-use super::installer;
 use super::names::ImageName;
+use super::peek::{Peek, ScannedFile};
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
+use super::{docker_archive, installer};
 use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
@@ -119,22 +120,34 @@ pub(super) fn assemble<B: BundleSource>(
             });
         }
     };
-    let mut extra_files = Vec::new();
+    let mut others = others;
     let mut root = None;
-    for (name, scanned) in roots {
+    for (name, mut scanned) in roots {
         if Some(&name) == root_name.as_ref() {
             root = Some(scanned);
         } else {
-            // Blobs outside the layout root are listed, not silently dropped.
+            // Blobs outside the layout root are files like any other: a
+            // Docker 25 docker-save without index.json names them, and
+            // unclaimed ones are listed, not silently dropped.
             for (digest, size) in scanned.blobs {
-                extra_files.push(super::ExtraFile {
-                    path: blob_entry(&name, &digest),
-                    size,
-                    digest,
+                let peek = match scanned.documents.remove(&digest) {
+                    Some(bytes) => Peek::Whole(bytes),
+                    None => Peek::Nothing,
+                };
+                others.push(ScannedFile {
+                    file: super::ExtraFile {
+                        path: blob_entry(&name, &digest),
+                        size,
+                        digest,
+                    },
+                    gzip: false,
+                    uncompressed: None,
+                    peek,
                 });
             }
         }
     }
+    let mut extra_files = Vec::new();
     let mut assembly = Assembly::default();
     let mut images = Vec::new();
     if let Some(root) = &root {
@@ -150,6 +163,11 @@ pub(super) fn assemble<B: BundleSource>(
     }
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
+    let layout_dirs: Vec<&str> = root_name.as_deref().into_iter().collect();
+    let (saved, saved_files) =
+        docker_archive::collect(&path, &others, &layout_dirs, &mut assembly)?;
+    images.extend(saved);
+    used.extend(saved_files);
     used.sort();
     extra_files.extend(
         others

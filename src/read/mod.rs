@@ -11,6 +11,7 @@
 
 mod archive;
 pub mod artifact;
+mod docker_archive;
 pub mod document;
 mod installer;
 mod layout;
@@ -126,7 +127,7 @@ pub enum Error {
     },
     /// No `index.json` was found at the root or in a top-level directory.
     #[error(
-        "bundle {path} holds nothing airlock can import (no OCI image layout index.json at its root or in a top-level directory, and nothing under files/)"
+        "bundle {path} holds nothing airlock can import (no OCI image layout index.json and no docker-save manifest.json at its root or in a top-level directory, and nothing under files/)"
     )]
     NoLayout {
         /// The bundle file.
