@@ -72,12 +72,15 @@ struct RootFs {
     diff_ids: Vec<Digest>,
 }
 
-/// Turns every docker-save in the bundle into images. `layout_roots` are the
-/// directories holding an OCI layout (`index.json`), which are left to the
-/// layout reader. Returns the images and the paths of the files used.
+/// Turns every docker-save in the bundle into images. `links` are the
+/// bundle's symlinks (docker-save links a repeated `layer.tar` to its first
+/// copy); `layout_roots` are the directories holding an OCI layout
+/// (`index.json`), which are left to the layout reader. Returns the images
+/// and the paths of the files used.
 pub fn collect(
     bundle: &str,
     files: &[ScannedFile],
+    links: &[(String, String)],
     layout_roots: &[&str],
     assembly: &mut Assembly,
 ) -> Result<(Vec<BundleImage>, Vec<String>)> {
@@ -91,7 +94,7 @@ pub fn collect(
             used.extend(docker_files(files, root, &[]));
             continue;
         }
-        let save = Save::new(bundle, root, files, manifest)?;
+        let save = Save::new(bundle, root, files, links, manifest)?;
         let mut referenced = Vec::new();
         for (position, entry) in save.entries.iter().enumerate() {
             images.extend(save.images(position, entry, assembly, &mut referenced)?);
@@ -111,27 +114,37 @@ fn save_root(path: &str) -> Option<&str> {
 }
 
 /// `manifest.json`, `repositories`, the files `referenced` names, and the
-/// legacy per-layer `json` and `VERSION` files beside each `layer.tar`.
+/// legacy per-layer directories (`<id>/json`, `<id>/VERSION`,
+/// `<id>/layer.tar`), whose content the manifest describes.
 fn docker_files(files: &[ScannedFile], root: &str, referenced: &[String]) -> Vec<String> {
     let mut used = vec![join(root, MANIFEST_FILE)];
-    let repositories = join(root, REPOSITORIES_FILE);
-    if files.iter().any(|f| f.file.path == repositories) {
-        used.push(repositories);
-    }
-    for path in referenced {
-        used.push(path.clone());
-        if let Some(dir) = path.strip_suffix("/layer.tar") {
-            for sibling in ["json", "VERSION"] {
-                let sibling = format!("{dir}/{sibling}");
-                if files.iter().any(|f| f.file.path == sibling) {
-                    used.push(sibling);
-                }
-            }
+    used.extend(referenced.iter().cloned());
+    for file in files {
+        let path = file.file.path.as_str();
+        let relative = if root.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(root).and_then(|p| p.strip_prefix('/'))
+        };
+        let legacy = |relative: &str| match relative.split_once('/') {
+            Some((id, name)) => is_layer_id(id) && matches!(name, "json" | "VERSION" | "layer.tar"),
+            None => relative == REPOSITORIES_FILE,
+        };
+        if relative.is_some_and(legacy) {
+            used.push(path.to_owned());
         }
     }
     used.sort();
     used.dedup();
     used
+}
+
+/// A legacy layer directory's name: 64 lowercase hex digits.
+fn is_layer_id(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn join(root: &str, relative: &str) -> String {
@@ -156,6 +169,7 @@ impl<'a> Save<'a> {
         bundle: &'a str,
         root: &'a str,
         files: &'a [ScannedFile],
+        links: &'a [(String, String)],
         manifest: &'a ScannedFile,
     ) -> Result<Self> {
         let manifest_path = manifest.file.path.as_str();
@@ -175,7 +189,23 @@ impl<'a> Save<'a> {
                 ),
             )
         })?;
-        let by_path = files.iter().map(|f| (f.file.path.as_str(), f)).collect();
+        let mut by_path: HashMap<&str, &ScannedFile> =
+            files.iter().map(|f| (f.file.path.as_str(), f)).collect();
+        // A link may point at another link: resolve until nothing changes,
+        // at most once per link.
+        for _ in 0..links.len() {
+            let mut added = false;
+            for (link, target) in links {
+                if let Some(file) = by_path.get(target.as_str()).copied()
+                    && by_path.insert(link.as_str(), file).is_none()
+                {
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
         Ok(Save {
             bundle,
             root,
@@ -360,20 +390,25 @@ mod tests {
         .expect("json")
     }
 
+    const BASE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const TOP: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
     fn two_images_sharing_a_layer() -> Vec<ScannedFile> {
-        let manifest = br#"[
-            {"Config":"a.json","RepoTags":["nginx:1.25","quay.io/acme/nginx:1.25"],"Layers":["base/layer.tar","a/layer.tar"]},
-            {"Config":"b.json","RepoTags":["acme/b:1"],"Layers":["base/layer.tar"]}
-        ]"#;
+        let manifest = format!(
+            r#"[
+            {{"Config":"a.json","RepoTags":["nginx:1.25","quay.io/acme/nginx:1.25"],"Layers":["{BASE}/layer.tar","{TOP}/layer.tar"]}},
+            {{"Config":"b.json","RepoTags":["acme/b:1"],"Layers":["{BASE}/layer.tar"]}}
+        ]"#
+        );
         vec![
-            file("save/manifest.json", manifest),
+            file("save/manifest.json", manifest.as_bytes()),
             file("save/repositories", b"{}"),
             file("save/a.json", &config(&[b"base", b"a"])),
             file("save/b.json", &config(&[b"base"])),
-            file("save/base/layer.tar", b"base"),
-            file("save/base/json", b"{}"),
-            file("save/base/VERSION", b"1.0"),
-            file("save/a/layer.tar", b"a"),
+            file(&format!("save/{BASE}/layer.tar"), b"base"),
+            file(&format!("save/{BASE}/json"), b"{}"),
+            file(&format!("save/{BASE}/VERSION"), b"1.0"),
+            file(&format!("save/{TOP}/layer.tar"), b"a"),
         ]
     }
 
@@ -381,7 +416,7 @@ mod tests {
     fn images_sharing_layers_are_written_once_per_tag() {
         let files = two_images_sharing_a_layer();
         let mut assembly = Assembly::default();
-        let (images, used) = collect("x.zst", &files, &[], &mut assembly).expect("collected");
+        let (images, used) = collect("x.zst", &files, &[], &[], &mut assembly).expect("collected");
         let names: Vec<String> = images
             .iter()
             .map(|i| match &i.name {
@@ -421,19 +456,41 @@ mod tests {
     #[test]
     fn a_missing_layer_names_the_image_and_the_path() {
         let mut files = two_images_sharing_a_layer();
-        files.retain(|f| f.file.path != "save/a/layer.tar");
-        let err = collect("x.zst", &files, &[], &mut Assembly::default()).expect_err("refused");
+        let top = format!("save/{TOP}/layer.tar");
+        files.retain(|f| f.file.path != top);
+        let err =
+            collect("x.zst", &files, &[], &[], &mut Assembly::default()).expect_err("refused");
         let text = err.to_string();
         assert!(text.contains("nginx:1.25"), "{text}");
-        assert!(text.contains("save/a/layer.tar"), "{text}");
+        assert!(text.contains(&top), "{text}");
+    }
+
+    #[test]
+    fn a_layer_linked_to_another_file_is_read_from_that_file() {
+        let mut files = two_images_sharing_a_layer();
+        let top = format!("save/{TOP}/layer.tar");
+        files.retain(|f| f.file.path != top);
+        files.push(file("save/top.tar", b"a"));
+        let links = [(top, "save/top.tar".to_owned())];
+        let mut assembly = Assembly::default();
+        let (images, used) =
+            collect("x.zst", &files, &links, &[], &mut assembly).expect("collected");
+        assert_eq!(images.len(), 3);
+        assert!(used.iter().any(|u| u == "save/top.tar"), "{used:?}");
+        assert!(matches!(
+            assembly.sources.get(&Digest::sha256_of(b"a")),
+            Some(crate::read::BlobSource::Entry(path)) if path == "save/top.tar"
+        ));
     }
 
     #[test]
     fn a_layer_that_does_not_match_its_diff_id_is_refused() {
         let mut files = two_images_sharing_a_layer();
-        files.retain(|f| f.file.path != "save/a/layer.tar");
-        files.push(file("save/a/layer.tar", b"tampered"));
-        let err = collect("x.zst", &files, &[], &mut Assembly::default()).expect_err("refused");
+        let top = format!("save/{TOP}/layer.tar");
+        files.retain(|f| f.file.path != top);
+        files.push(file(&top, b"tampered"));
+        let err =
+            collect("x.zst", &files, &[], &[], &mut Assembly::default()).expect_err("refused");
         assert!(err.to_string().contains("diff_ids[1]"), "{err}");
     }
 
@@ -441,9 +498,10 @@ mod tests {
     fn a_save_beside_an_index_json_is_left_to_the_layout_reader() {
         let files = two_images_sharing_a_layer();
         let (images, used) =
-            collect("x.zst", &files, &["save"], &mut Assembly::default()).expect("collected");
+            collect("x.zst", &files, &[], &["save"], &mut Assembly::default()).expect("collected");
         assert!(images.is_empty());
-        assert_eq!(used, ["save/manifest.json", "save/repositories"]);
+        assert!(used.iter().any(|u| u == "save/manifest.json"), "{used:?}");
+        assert!(used.iter().any(|u| u == "save/repositories"), "{used:?}");
     }
 
     #[test]

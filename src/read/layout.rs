@@ -100,6 +100,7 @@ pub(super) fn assemble<B: BundleSource>(
         sha256,
         roots,
         others,
+        links,
     } = scan;
     let layout_roots: Vec<&String> = roots
         .iter()
@@ -165,7 +166,7 @@ pub(super) fn assemble<B: BundleSource>(
     images.extend(installers);
     let layout_dirs: Vec<&str> = root_name.as_deref().into_iter().collect();
     let (saved, saved_files) =
-        docker_archive::collect(&path, &others, &layout_dirs, &mut assembly)?;
+        docker_archive::collect(&path, &others, &links, &layout_dirs, &mut assembly)?;
     images.extend(saved);
     used.extend(saved_files);
     used.sort();

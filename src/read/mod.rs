@@ -466,6 +466,9 @@ struct Scan {
     roots: BTreeMap<String, RootScan>,
     /// Files that are not part of any layout.
     others: Vec<ScannedFile>,
+    /// Symlinks inside the bundle (link path, target path), which only
+    /// docker-save archives use and airlock never follows on disk.
+    links: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -510,6 +513,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         sha256: String::new(),
         roots: BTreeMap::new(),
         others: Vec::new(),
+        links: Vec::new(),
     };
     let mut retained: u64 = 0;
     let entries = archive.entries().map_err(|source| Error::NotTar {
@@ -528,6 +532,17 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
             }
         })?;
         let raw = entry.path_bytes().into_owned();
+        if entry.header().entry_type().is_symlink() {
+            let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            let link =
+                archive::check_symlink(&raw, &target).map_err(|reason| Error::UnsafeEntry {
+                    path: display.clone(),
+                    entry: String::from_utf8_lossy(&raw).into_owned(),
+                    reason,
+                })?;
+            scan.links.push(link);
+            continue;
+        }
         let checked =
             archive::check_entry(entry.header(), &raw).map_err(|reason| Error::UnsafeEntry {
                 path: display.clone(),
