@@ -115,9 +115,22 @@ pub enum Error {
         reason: String,
     },
 
-    /// No `--layout` was given: `airlock import` needs an image layout.
-    #[error("no --layout given: a bundle needs at least one OCI image layout")]
+    /// Nothing to bundle was given.
+    #[error(
+        "nothing to bundle: give at least one --layout, --docker-archive, --pack, --chart or --file"
+    )]
     NoLayout,
+
+    /// A `--docker-archive` is not a docker-save airlock import would
+    /// accept (no manifest.json, a config or layer it names is missing, no
+    /// image has a name, an entry leaves the archive).
+    #[error("--docker-archive {}: {reason}", path.display())]
+    DockerArchive {
+        /// The archive as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The directory is not an OCI image layout (no `oci-layout` or
     /// `index.json`, or they are not what the image spec says).
@@ -301,6 +314,7 @@ impl Error {
             | Error::InputInvalid { .. }
             | Error::NoLayout => FailureClass::Config,
             Error::NotALayout { .. }
+            | Error::DockerArchive { .. }
             | Error::LayoutRead { .. }
             | Error::InvalidDocument { .. }
             | Error::StrayBlobFile { .. }

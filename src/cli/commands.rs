@@ -235,6 +235,9 @@ async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
         signing_key: args.signing_key,
         layouts: args.layouts,
         files: args.files,
+        docker_archives: args.docker_archives,
+        packs: args.packs,
+        charts: args.charts,
         compression: crate::bundle::Compression {
             level: args.zstd_level,
             long: args.long,

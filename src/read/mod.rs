@@ -11,7 +11,7 @@
 
 mod archive;
 pub mod artifact;
-mod docker_archive;
+pub mod docker_archive;
 pub mod document;
 mod installer;
 mod layout;
