@@ -551,3 +551,204 @@ fn oci_style_docker_save_is_imported_once_with_or_without_index_json() {
     assert_eq!(manifest["config"]["digest"], top["config"]["digest"]);
     assert_eq!(layer_digests(&manifest), layer_digests(&top));
 }
+
+/// `airlock bundle create` with the given flags, signing with `work.key`.
+fn bundle_create(work: &Work, name: &str, flags: &[&std::ffi::OsStr]) -> (PathBuf, Output) {
+    let zst = work.path(&format!("{name}.zst"));
+    let output = tools::output(
+        airlock()
+            .args(["bundle", "create", "--output"])
+            .arg(&zst)
+            .arg("--signing-key")
+            .arg(work.key.private_pem())
+            .args(flags),
+        "run airlock bundle create",
+    );
+    (zst, output)
+}
+
+fn unpack(zst: &Path, work: &Work, name: &str) -> PathBuf {
+    let dest = work.path(name);
+    fs::create_dir_all(&dest).expect("mkdir");
+    support::bundle::unpack_with_cli(zst, &dest);
+    dest
+}
+
+#[test]
+fn bundle_create_carries_a_gzip_docker_archive_packs_and_a_chart() {
+    let work = Work::new();
+    let layout = work.layout(
+        "source",
+        "quay.io/acme/app:1.0",
+        &[Layer::gzip_tar(41, 3000)],
+    );
+    let save = work.path("app.tar");
+    tools::run(
+        tools::command("skopeo")
+            .args(["--insecure-policy", "copy", "--quiet"])
+            .arg(format!("oci:{}:quay.io/acme/app:1.0", layout.display()))
+            .arg(format!(
+                "docker-archive:{}:quay.io/acme/app:1.0",
+                save.display()
+            )),
+        "write a docker-archive with skopeo",
+    );
+    let save_gz = work.path("app.tar.gz");
+    fs::write(&save_gz, gzip(&fs::read(&save).expect("read the archive"))).expect("gzip");
+
+    let pack_dir = work.path("nginx-pack");
+    fs::create_dir_all(pack_dir.join("charts")).expect("mkdir");
+    fs::write(
+        pack_dir.join("pack.json"),
+        r#"{"name":"nginx","version":"1.2.3","layer":"addon"}"#,
+    )
+    .expect("pack.json");
+    fs::write(pack_dir.join("values.yaml"), "pack:\n  content: {}\n").expect("values.yaml");
+    let pack_tarball = work.path("edge-2.0.0.tar.gz");
+    let edge = work.path("edge-src/edge");
+    fs::create_dir_all(&edge).expect("mkdir");
+    fs::write(
+        edge.join("pack.json"),
+        r#"{"name":"edge","version":"2.0.0"}"#,
+    )
+    .expect("pack.json");
+    tools::run(
+        tools::command("tar")
+            .arg("-C")
+            .arg(work.path("edge-src"))
+            .arg("-czf")
+            .arg(&pack_tarball)
+            .arg("edge"),
+        "make a pack tarball",
+    );
+    let chart_src = work.path("chart-src/mychart");
+    fs::create_dir_all(&chart_src).expect("mkdir");
+    fs::write(
+        chart_src.join("Chart.yaml"),
+        "apiVersion: v2\nname: mychart\nversion: 0.1.0\n",
+    )
+    .expect("Chart.yaml");
+    let chart = work.path("mychart-0.1.0.tgz");
+    tools::run(
+        tools::command("tar")
+            .arg("-C")
+            .arg(work.path("chart-src"))
+            .arg("-czf")
+            .arg(&chart)
+            .arg("mychart"),
+        "make a chart archive",
+    );
+
+    let flags = [
+        "--docker-archive".as_ref(),
+        save_gz.as_os_str(),
+        "--pack".as_ref(),
+        pack_dir.as_os_str(),
+        "--pack".as_ref(),
+        pack_tarball.as_os_str(),
+        "--chart".as_ref(),
+        chart.as_os_str(),
+    ];
+    let (zst, output) = bundle_create(&work, "created", &flags);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        work.key
+            .openssl_verifies(&zst, &work.path("created.sig.bin"))
+    );
+
+    let unpacked = unpack(&zst, &work, "created-unpacked");
+    assert!(unpacked.join("docker-app/manifest.json").is_file());
+    assert!(unpacked.join("charts/mychart-0.1.0.tgz").is_file());
+    assert_eq!(
+        fs::read(unpacked.join("packs/edge-2.0.0.tar.gz")).expect("copied pack"),
+        fs::read(&pack_tarball).expect("pack tarball")
+    );
+    let listing = tools::run(
+        tools::command("tar")
+            .arg("-tzvf")
+            .arg(unpacked.join("packs/nginx-1.2.3.tar.gz")),
+        "list the packed pack",
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("nginx/pack.json"), "{listing}");
+    assert!(listing.contains("0/0"), "owner 0: {listing}");
+
+    // The same directory packs to the same bytes.
+    let (again, output) = bundle_create(&work, "again", &flags[2..4]);
+    assert!(output.status.success());
+    let again = unpack(&again, &work, "again-unpacked");
+    assert_eq!(
+        fs::read(again.join("packs/nginx-1.2.3.tar.gz")).expect("packed"),
+        fs::read(unpacked.join("packs/nginx-1.2.3.tar.gz")).expect("packed")
+    );
+
+    let inspected = inspect(&zst, &work);
+    let extra: Vec<&str> = inspected["extraFiles"]
+        .as_array()
+        .expect("extraFiles")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert!(
+        extra
+            .iter()
+            .all(|p| p.starts_with("packs/") || p.starts_with("charts/")),
+        "{extra:?}"
+    );
+
+    // The image lands with the same digest as the archive imported directly.
+    let direct = work.seal(&save, "direct");
+    let registry = Registry::start();
+    import(&direct, &work, &registry);
+    let reference = format!("{PREFIX}/quay.io/acme/app:1.0");
+    let expected = skopeo::manifest_digest(&registry, &reference);
+    let registry = Registry::start();
+    import(&zst, &work, &registry);
+    assert_eq!(skopeo::manifest_digest(&registry, &reference), expected);
+}
+
+#[test]
+fn bundle_create_refuses_packs_without_name_and_version_as_configuration_errors() {
+    let work = Work::new();
+    let no_pack_json = work.path("empty-pack");
+    fs::create_dir_all(&no_pack_json).expect("mkdir");
+    let no_version = work.path("no-version");
+    fs::create_dir_all(&no_version).expect("mkdir");
+    fs::write(no_version.join("pack.json"), r#"{"name":"nginx"}"#).expect("pack.json");
+    for (dir, fragment) in [
+        (&no_pack_json, "needs a pack.json"),
+        (&no_version, "has no version"),
+    ] {
+        let (zst, output) = bundle_create(&work, "refused", &["--pack".as_ref(), dir.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(fragment), "{stderr}");
+        assert!(stderr.contains(&dir.display().to_string()), "{stderr}");
+        assert!(!zst.exists());
+    }
+}
+
+#[test]
+fn bundle_create_refuses_a_docker_archive_naming_a_missing_layer() {
+    let work = Work::new();
+    let save = LegacySave::new("");
+    let top = format!("{}/layer.tar", save.top_id);
+    let tar = work.path("broken.tar");
+    save.without(&top).write_tar(&tar);
+    let (zst, output) = bundle_create(
+        &work,
+        "broken",
+        &["--docker-archive".as_ref(), tar.as_os_str()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&top) && stderr.contains("acme/legacy:1"),
+        "{stderr}"
+    );
+    assert!(!zst.exists());
+}
