@@ -173,9 +173,10 @@ pub struct Created {
     pub blobs: usize,
     /// Plain files under `files/`.
     pub files: usize,
-    /// docker-save archives carried, and the images they hold.
+    /// docker-save archives carried under `docker-<name>/` (their images
+    /// are counted in `images`).
     pub docker_archives: usize,
-    /// Packs under `packs/` and charts under `charts/`.
+    /// Packs under `packs/`.
     pub packs: usize,
     /// Charts under `charts/`.
     pub charts: usize,
