@@ -752,3 +752,77 @@ fn bundle_create_refuses_a_docker_archive_naming_a_missing_layer() {
     );
     assert!(!zst.exists());
 }
+
+#[test]
+fn bundle_create_pulls_images_from_a_registry_with_every_platform() {
+    let work = Work::new();
+    let reference = "quay.io/acme/multi:1.0";
+    let built = BundleBuilder::new("multi")
+        .image(Image::new(reference).platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&work.key);
+    let dest = work.path("multi");
+    fs::create_dir_all(&dest).expect("mkdir");
+    let layout = built.unpack_with_cli(&dest);
+    let source = Registry::start();
+    skopeo::push_oci_layout(&source, &layout, reference, "cache/acme/multi:1.0", true);
+
+    let image = format!("{}/cache/acme/multi:1.0={reference}", source.host());
+    let (zst, output) = bundle_create(
+        &work,
+        "pulled",
+        &[
+            "--image".as_ref(),
+            image.as_ref(),
+            "--image-plain-http".as_ref(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("(1 image, "), "{stdout}");
+
+    let target = Registry::start();
+    import(&zst, &work, &target);
+    assert_eq!(
+        skopeo::manifest_digest(&target, &format!("{PREFIX}/{reference}")),
+        built.image(reference).digest
+    );
+    skopeo::copy_to_oci_dir(
+        &target,
+        &format!("{PREFIX}/{reference}"),
+        &work.path("back"),
+    );
+    let leftovers: Vec<_> = fs::read_dir(work.dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".airlock-pull-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "the pulled layout is removed");
+}
+
+#[test]
+fn bundle_create_reports_an_image_the_registry_does_not_have() {
+    let work = Work::new();
+    let source = Registry::start();
+    let image = format!("{}/acme/absent:1.0=quay.io/acme/absent:1.0", source.host());
+    let (zst, output) = bundle_create(
+        &work,
+        "absent",
+        &[
+            "--image".as_ref(),
+            image.as_ref(),
+            "--image-plain-http".as_ref(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("acme/absent:1.0"), "{stderr}");
+    assert!(!zst.exists());
+}

@@ -117,9 +117,29 @@ pub enum Error {
 
     /// Nothing to bundle was given.
     #[error(
-        "nothing to bundle: give at least one --layout, --docker-archive, --pack, --chart or --file"
+        "nothing to bundle: give at least one --layout, --image, --docker-archive, --pack, --chart or --file"
     )]
     NoLayout,
+
+    /// Pulling an `--image` from its registry failed.
+    #[error("--image {image}: {reason}")]
+    Pull {
+        /// The flag's value.
+        image: String,
+        /// What failed (the registry's answer or the connection error).
+        reason: String,
+    },
+
+    /// A pulled manifest or blob does not match its digest.
+    #[error("--image {image}: the registry sent {actual} for {expected}")]
+    PulledDigestMismatch {
+        /// The flag's value.
+        image: String,
+        /// The digest (and size) asked for.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
 
     /// A `--docker-archive` is not a docker-save airlock import would
     /// accept (no manifest.json, a config or layer it names is missing, no
@@ -327,7 +347,9 @@ impl Error {
             | Error::NestingTooDeep { .. }
             | Error::NothingNamed { .. }
             | Error::ImportLimit { .. }
-            | Error::BundleChanged { .. } => FailureClass::Integrity,
+            | Error::BundleChanged { .. }
+            | Error::PulledDigestMismatch { .. } => FailureClass::Integrity,
+            Error::Pull { .. } => FailureClass::Transport,
         }
     }
 }

@@ -28,6 +28,7 @@ mod layout_source;
 mod merge;
 mod packs;
 mod publish;
+mod pull;
 mod sign;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use error::{Error, Result};
 pub use files::FILES_DIR;
 pub use key::SigningKey;
 pub use packs::{CHARTS_DIR, PACKS_DIR};
+pub use pull::PullOptions;
 pub use writer::LONG_WINDOW_LOG;
 
 use crate::verify::KeyAlgorithm;
@@ -321,6 +323,40 @@ struct Inputs<'a> {
     docker_archives: &'a [docker_save::DockerArchive],
     /// Packs, charts and plain files, sorted by entry name.
     extra: &'a [&'a files::ExtraFile],
+}
+
+/// Pulls `images` (`REF[=NAME]`) into a temporary OCI layout beside the
+/// output, adds it to the layouts, and creates the bundle as [`create`]
+/// does; the temporary layout is removed afterwards, whatever happens.
+pub async fn create_with_images(
+    mut options: CreateOptions,
+    images: &[String],
+    pull_options: &PullOptions,
+) -> Result<Created> {
+    let _pulled = if images.is_empty() {
+        None
+    } else {
+        let outputs = publish::Outputs::new(&options.output)?;
+        let scratch = tempfile::Builder::new()
+            .prefix(".airlock-pull-")
+            .tempdir_in(outputs.directory())
+            .map_err(|source| Error::OutputIo {
+                action: "create a pull directory in",
+                path: outputs.directory().to_owned(),
+                source,
+            })?;
+        let layout = scratch.path().join("layout");
+        pull::pull(images, pull_options, &layout).await?;
+        options.layouts.push(layout);
+        Some(scratch)
+    };
+    tokio::task::spawn_blocking(move || create(&options))
+        .await
+        .map_err(|e| Error::OutputIo {
+            action: "finish",
+            path: PathBuf::from("(bundle create)"),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// Writes the tar entries in their fixed order: `oci-layout`, `index.json`,

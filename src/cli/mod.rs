@@ -95,6 +95,25 @@ pub struct BundleCreateArgs {
     #[arg(long = "layout", value_name = "OCI_DIR")]
     pub layouts: Vec<PathBuf>,
 
+    /// An image to pull from its registry, `REF` or `REF=NAME` (pull REF,
+    /// name it NAME in the bundle, e.g. pull from a local cache but keep the
+    /// origin's name). Every platform of an index is pulled. Repeatable.
+    #[arg(long = "image", value_name = "REF[=NAME]")]
+    pub images: Vec<String>,
+
+    /// Pull `--image`s over plain HTTP.
+    #[arg(long)]
+    pub image_plain_http: bool,
+
+    /// Extra CA certificate (PEM) for the `--image` registries. Repeatable.
+    #[arg(long = "image-ca-cert", value_name = "PEM")]
+    pub image_ca_certs: Vec<PathBuf>,
+
+    /// Docker `config.json` with credentials for the `--image` registries
+    /// (default: the Docker client's, when it exists).
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub image_auth_file: Option<PathBuf>,
+
     /// A `docker save` (or `skopeo copy … docker-archive:`) tar, plain or
     /// gzip-compressed, carried as `docker-<name>/`; airlock import turns it
     /// into Docker schema 2 images named by its RepoTags. Repeatable.
