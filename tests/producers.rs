@@ -826,3 +826,28 @@ fn bundle_create_reports_an_image_the_registry_does_not_have() {
     assert!(stderr.contains("acme/absent:1.0"), "{stderr}");
     assert!(!zst.exists());
 }
+
+#[test]
+fn bundle_create_checks_docker_archive_layers_against_their_diff_ids() {
+    let work = Work::new();
+    let save = LegacySave::new("");
+    let top = format!("{}/layer.tar", save.top_id);
+    let tar = work.path("tampered.tar");
+    save.replace(
+        &top,
+        gzip(&layer_tar("app/other.txt", b"not the top layer")),
+    )
+    .write_tar(&tar);
+    let (zst, output) = bundle_create(
+        &work,
+        "tampered",
+        &["--docker-archive".as_ref(), tar.as_os_str()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&top) && stderr.contains("diff_ids[1]"),
+        "{stderr}"
+    );
+    assert!(!zst.exists());
+}

@@ -13,20 +13,21 @@
 //! `manifest.json` parses, every config and layer it names is in the
 //! archive, and at least one image has a RepoTag to land under.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use crate::read::docker_archive::{MANIFEST_FILE, SaveEntry};
+use crate::digest::Algorithm;
+use crate::read::artifact::Assembly;
+use crate::read::docker_archive::{self, MANIFEST_FILE};
+use crate::read::peek::{self, ScannedFile};
+use crate::read::{ImageName, ReadLimits};
 
 use super::error::{Error, Result};
 
 /// Entries of a Docker 25 archive that are not carried (see the module doc).
 const LEFT_OUT: [&str; 2] = ["index.json", "oci-layout"];
-
-/// Largest `manifest.json` read.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// A checked docker-save archive.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub(super) struct DockerArchive {
     pub(super) dir: String,
     /// Whether the file is gzip-compressed.
     gzip: bool,
-    /// How many images (`manifest.json` entries) it holds.
+    /// How many named images (one per RepoTag) it holds.
     pub(super) images: usize,
 }
 
@@ -50,13 +51,17 @@ pub(super) enum Item<'a> {
 }
 
 impl DockerArchive {
-    /// Reads the archive once to check its structure.
+    /// Reads the archive once and checks it exactly as `airlock import`
+    /// will: every file hashed (gzip layers also decompressed), then the
+    /// importer's docker-save reader run over what was found, so a missing
+    /// layer or a layer that does not match its diff ID fails here, before
+    /// anything is compressed or signed.
     pub(super) fn check(path: &Path) -> Result<Self> {
         let gzip = starts_with_gzip(path)?;
         let dir = format!("docker-{}", stem(path)?);
-        let mut files: HashMap<String, u64> = HashMap::new();
-        let mut links: HashMap<String, String> = HashMap::new();
-        let mut manifest = None;
+        let mut files: Vec<ScannedFile> = Vec::new();
+        let mut links: Vec<(String, String)> = Vec::new();
+        let mut retained = 0;
         let mut archive = tar::Archive::new(open(path, gzip)?);
         for entry in archive.entries().map_err(|e| unreadable(path, e))? {
             let mut entry = entry.map_err(|e| unreadable(path, e))?;
@@ -64,16 +69,22 @@ impl DockerArchive {
             let kind = entry.header().entry_type();
             if kind.is_symlink() {
                 let target = link_target(path, &name, &entry)?;
-                links.insert(name, target);
+                links.push((name, target));
             } else if kind.is_file() {
-                if name == MANIFEST_FILE && entry.size() <= MAX_MANIFEST_BYTES {
-                    let mut bytes = Vec::new();
-                    entry
-                        .read_to_end(&mut bytes)
-                        .map_err(|e| unreadable(path, e))?;
-                    manifest = Some(bytes);
+                if LEFT_OUT.contains(&name.as_str()) {
+                    continue;
                 }
-                files.insert(name, entry.size());
+                let size = entry.size();
+                let scanned = peek::scan_file(
+                    &mut entry,
+                    name,
+                    size,
+                    ReadLimits::default(),
+                    &mut retained,
+                    path,
+                )
+                .map_err(|e| invalid(path, e.to_string()))?;
+                files.push(as_the_importer_sees(path, scanned)?);
             } else if !kind.is_dir() {
                 return Err(invalid(
                     path,
@@ -81,57 +92,25 @@ impl DockerArchive {
                 ));
             }
         }
-        let manifest = manifest.ok_or_else(|| {
-            invalid(
+        if !files.iter().any(|f| f.file.path == MANIFEST_FILE) {
+            return Err(invalid(
                 path,
                 "no manifest.json at the archive's root: not a docker-save".into(),
-            )
-        })?;
-        let entries: Vec<SaveEntry> = serde_json::from_slice(&manifest).map_err(|e| {
-            invalid(
-                path,
-                format!("manifest.json is not a docker-save manifest: {e}"),
-            )
-        })?;
-        let present = |relative: &str| {
-            let mut at = relative.trim_start_matches("./").to_owned();
-            for _ in 0..=links.len() {
-                if files.contains_key(&at) {
-                    return true;
-                }
-                match links.get(&at) {
-                    Some(target) => at = target.clone(),
-                    None => return false,
-                }
-            }
-            false
-        };
-        let mut named = 0;
-        for (position, entry) in entries.iter().enumerate() {
-            let image = entry
-                .repo_tags
-                .as_ref()
-                .and_then(|t| t.first().cloned())
-                .unwrap_or_else(|| format!("entry {position}"));
-            for (what, relative) in std::iter::once(("config", &entry.config))
-                .chain(entry.layers.iter().map(|l| ("layer", l)))
-            {
-                if !present(relative) {
-                    return Err(invalid(
-                        path,
-                        format!(
-                            "image {image} names {what} {relative}, which is not in the archive"
-                        ),
-                    ));
-                }
-            }
-            if entry.repo_tags.as_ref().is_some_and(|t| !t.is_empty()) {
-                named += 1;
-            } else {
-                tracing::warn!(archive = %path.display(), entry = position,
-                    "docker-save entry has no RepoTags; airlock import will skip it");
-            }
+            ));
         }
+        let label = path.display().to_string();
+        let (images, _) =
+            docker_archive::collect(&label, &files, &links, &[], &mut Assembly::default())
+                .map_err(|e| match e {
+                    crate::read::Error::InvalidContent { item, reason, .. } => {
+                        invalid(path, format!("{item}: {reason}"))
+                    }
+                    other => invalid(path, other.to_string()),
+                })?;
+        let named = images
+            .iter()
+            .filter(|i| matches!(i.name, ImageName::Named(_)))
+            .count();
         if named == 0 {
             return Err(invalid(
                 path,
@@ -142,7 +121,7 @@ impl DockerArchive {
             path: path.to_owned(),
             dir,
             gzip,
-            images: entries.len(),
+            images: named,
         })
     }
 
@@ -169,6 +148,29 @@ impl DockerArchive {
         }
         Ok(())
     }
+}
+
+/// The scanned file as the importer will see it inside the bundle: a
+/// `blobs/<alg>/<hex>` file (Docker 25) is read there as a layout blob,
+/// which must match its name and is not examined for gzip.
+fn as_the_importer_sees(path: &Path, mut file: ScannedFile) -> Result<ScannedFile> {
+    let parts: Vec<&str> = file.file.path.split('/').collect();
+    if let ["blobs", algorithm, hex] = parts.as_slice()
+        && Algorithm::parse(algorithm).is_some()
+    {
+        if file.file.digest.hex() != *hex {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} does not match its name (its content hashes to {})",
+                    file.file.path, file.file.digest
+                ),
+            ));
+        }
+        file.gzip = false;
+        file.uncompressed = None;
+    }
+    Ok(file)
 }
 
 /// Checks every `--docker-archive`; their directories must differ.
