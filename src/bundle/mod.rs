@@ -62,6 +62,8 @@ Examples:
       --layout ./layout --file ./installer.iso
   airlock bundle create -o out/acme.zst --signing-key key.pem \\
       --layout ./images --layout ./more-images --zstd-level 19 --long
+  airlock bundle create -o out/mirror.zst --signing-key key.pem \\
+      --image quay.io/acme/app:1.0 --image cache.local/acme/db:2=docker.io/acme/db:2
   docker save -o app.tar quay.io/acme/app:1.0
   airlock bundle create -o out/app.zst --signing-key key.pem \\
       --docker-archive app.tar --pack ./packs/nginx --pack edge-1.2.0.tar.gz \\
@@ -79,13 +81,19 @@ them: give skopeo the full reference (oci:DIR:quay.io/acme/app:1.0), or
 copy from a directory `airlock import --registry oci:DIR` wrote.
 
 Other inputs (at least one input of any kind is needed):
+  --image           REF or REF=NAME: pulled from its registry (every platform
+                    of an index, each blob checked against its digest) into
+                    the bundle's OCI layout, named NAME (default REF). Auth
+                    from --image-auth-file (default ~/.docker/config.json when
+                    present); --image-plain-http, --image-ca-cert.
   --docker-archive  a docker save / skopeo docker-archive tar, plain or
                     .tar.gz. Carried unchanged under docker-<name>/ (a Docker
                     25 archive's index.json and oci-layout are left out), so
                     airlock import builds the same Docker schema 2 images from
-                    it as from the archive itself and checks every layer
-                    against the config's diff_ids. Images are named by their
-                    RepoTags; an archive in which no image has one is refused.
+                    it as from the archive itself. Checked first with the
+                    importer's own reader (every layer hashed against the
+                    config's diff_ids). Images are named by their RepoTags;
+                    an archive in which no image has one is refused.
   --pack            a pack directory (pack.json with name and version) is
                     archived into packs/<name>-<version>.tar.gz with sorted
                     entries, owner 0, mtime 0: the same directory always gives
@@ -108,8 +116,9 @@ Exit codes:
      missing or unwritable output directory, a --pack or --chart without
      name and version)
   3  a --layout or --docker-archive is broken (missing or corrupt blob or
-     layer, invalid manifest) or would be refused by airlock import. Nothing
-     was written.";
+     layer, invalid manifest), a pulled --image does not match its digest, or
+     an input would be refused by airlock import. Nothing was written.
+  4  an --image registry cannot be reached or does not have the image";
 
 /// The `oci-layout` file every bundle carries.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
