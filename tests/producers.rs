@@ -851,3 +851,25 @@ fn bundle_create_checks_docker_archive_layers_against_their_diff_ids() {
     );
     assert!(!zst.exists());
 }
+
+#[test]
+fn symlinks_outside_a_docker_save_are_still_refused() {
+    let work = Work::new();
+    let tar_path = work.path("linked.tar");
+    let mut tar = tar::Builder::new(fs::File::create(&tar_path).expect("create"));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "files/tool-1.0.bin", &b"tool"[..])
+        .expect("append");
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    tar.append_link(&mut link, "files/tool-2.0.bin", "tool-1.0.bin")
+        .expect("append the link");
+    tar.finish().expect("finish");
+    drop(tar);
+    let zst = work.seal(&tar_path, "linked");
+    assert_rejected(&zst, &work, &["files/tool-2.0.bin", "links"]);
+}

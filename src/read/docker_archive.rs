@@ -104,6 +104,20 @@ pub fn collect(
     Ok((images, used))
 }
 
+/// Whether the symlink at `link` lies in a docker-save (the only producer
+/// that writes links): a directory holding `manifest.json`, or any path when
+/// the save is at the bundle's root.
+pub fn holds_link(files: &[ScannedFile], link: &str) -> bool {
+    let roots: Vec<&str> = files
+        .iter()
+        .filter_map(|f| save_root(&f.file.path))
+        .collect();
+    let top = link.split_once('/').map(|(top, _)| top);
+    roots
+        .iter()
+        .any(|root| root.is_empty() || Some(*root) == top)
+}
+
 /// The directory (`""` for the root) of a docker-save `manifest.json`.
 fn save_root(path: &str) -> Option<&str> {
     if path == MANIFEST_FILE {
@@ -502,6 +516,16 @@ mod tests {
         assert!(images.is_empty());
         assert!(used.iter().any(|u| u == "save/manifest.json"), "{used:?}");
         assert!(used.iter().any(|u| u == "save/repositories"), "{used:?}");
+    }
+
+    #[test]
+    fn links_are_held_only_by_docker_saves() {
+        let files = two_images_sharing_a_layer();
+        assert!(holds_link(&files, "save/x/layer.tar"));
+        assert!(!holds_link(&files, "other/x/layer.tar"));
+        assert!(!holds_link(&files, "layer.tar"));
+        let at_root = [file("manifest.json", b"[]")];
+        assert!(holds_link(&at_root, "x/layer.tar"));
     }
 
     #[test]

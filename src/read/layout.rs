@@ -164,6 +164,16 @@ pub(super) fn assemble<B: BundleSource>(
     }
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
+    if let Some((link, _)) = links
+        .iter()
+        .find(|(link, _)| !docker_archive::holds_link(&others, link))
+    {
+        return Err(Error::UnsafeEntry {
+            path,
+            entry: link.clone(),
+            reason: "links are not allowed in bundles outside a docker-save".into(),
+        });
+    }
     let layout_dirs: Vec<&str> = root_name.as_deref().into_iter().collect();
     let (saved, saved_files) =
         docker_archive::collect(&path, &others, &links, &layout_dirs, &mut assembly)?;
