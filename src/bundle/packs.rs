@@ -315,6 +315,41 @@ mod tests {
         assert_eq!((name.as_str(), version.as_str()), ("nginx", "1.2.3"));
     }
 
+    fn chart_archive(dir: &Path, chart_yaml: &str) -> PathBuf {
+        let path = dir.join("mychart-0.1.0.tgz");
+        let gzip = flate2::write::GzEncoder::new(
+            File::create(&path).expect("create"),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gzip);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(chart_yaml.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "mychart/Chart.yaml", chart_yaml.as_bytes())
+            .expect("append");
+        tar.into_inner().expect("tar").finish().expect("gzip");
+        path
+    }
+
+    #[test]
+    fn charts_need_a_name_and_a_version() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let good = chart_archive(
+            work.path(),
+            "apiVersion: v2\nname: mychart\nversion: 0.1.0\n",
+        );
+        let bundled = charts(&[good]).expect("accepted");
+        assert_eq!(bundled[0].file.entry, "charts/mychart-0.1.0.tgz");
+        let bad = chart_archive(work.path(), "apiVersion: v2\nname: mychart\n");
+        let err = charts(&[bad]).err().expect("refused");
+        assert!(
+            err.to_string().contains("Chart.yaml has no version"),
+            "{err}"
+        );
+        assert_eq!(err.class(), crate::FailureClass::Config);
+    }
+
     #[test]
     fn a_pack_without_a_version_or_pack_json_is_refused() {
         let work = tempfile::tempdir().expect("tempdir");
