@@ -115,9 +115,42 @@ pub enum Error {
         reason: String,
     },
 
-    /// No `--layout` was given: `airlock import` needs an image layout.
-    #[error("no --layout given: a bundle needs at least one OCI image layout")]
+    /// Nothing to bundle was given.
+    #[error(
+        "nothing to bundle: give at least one --layout, --image, --docker-archive, --pack, --chart or --file"
+    )]
     NoLayout,
+
+    /// Pulling an `--image` from its registry failed.
+    #[error("--image {image}: {reason}")]
+    Pull {
+        /// The flag's value.
+        image: String,
+        /// What failed (the registry's answer or the connection error).
+        reason: String,
+    },
+
+    /// A pulled manifest or blob does not match its digest.
+    #[error("--image {image}: the registry sent {actual} for {expected}")]
+    PulledDigestMismatch {
+        /// The flag's value.
+        image: String,
+        /// The digest (and size) asked for.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
+
+    /// A `--docker-archive` is not a docker-save airlock import would
+    /// accept (no manifest.json, a config or layer it names is missing, no
+    /// image has a name, an entry leaves the archive).
+    #[error("--docker-archive {}: {reason}", path.display())]
+    DockerArchive {
+        /// The archive as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The directory is not an OCI image layout (no `oci-layout` or
     /// `index.json`, or they are not what the image spec says).
@@ -301,6 +334,7 @@ impl Error {
             | Error::InputInvalid { .. }
             | Error::NoLayout => FailureClass::Config,
             Error::NotALayout { .. }
+            | Error::DockerArchive { .. }
             | Error::LayoutRead { .. }
             | Error::InvalidDocument { .. }
             | Error::StrayBlobFile { .. }
@@ -313,7 +347,9 @@ impl Error {
             | Error::NestingTooDeep { .. }
             | Error::NothingNamed { .. }
             | Error::ImportLimit { .. }
-            | Error::BundleChanged { .. } => FailureClass::Integrity,
+            | Error::BundleChanged { .. }
+            | Error::PulledDigestMismatch { .. } => FailureClass::Integrity,
+            Error::Pull { .. } => FailureClass::Transport,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The producer side: make a signed bundle that `airlock import` accepts.
 //!
-//! [`create`] merges one or more OCI image layouts (and optional plain
-//! files) into `NAME.zst`, a zstd-compressed tar, and signs it into
+//! [`create`] merges OCI image layouts, docker-save archives, Palette packs,
+//! Helm charts and plain files into `NAME.zst`, a zstd-compressed tar, and signs it into
 //! `NAME.sig.bin` exactly as `openssl dgst -sha256 -sign` (or `openssl
 //! pkeyutl -sign -rawin` for Ed25519) would, so the bundle verifies with
 //! airlock and with openssl alike.
@@ -19,13 +19,16 @@
 //! document parser and limits so that what it accepts is exactly what the
 //! importer accepts.
 
+mod docker_save;
 mod error;
 mod files;
 mod hashing;
 mod key;
 mod layout_source;
 mod merge;
+mod packs;
 mod publish;
+mod pull;
 mod sign;
 #[cfg(test)]
 mod tests;
@@ -36,6 +39,8 @@ use std::path::{Path, PathBuf};
 pub use error::{Error, Result};
 pub use files::FILES_DIR;
 pub use key::SigningKey;
+pub use packs::{CHARTS_DIR, PACKS_DIR};
+pub use pull::PullOptions;
 pub use writer::LONG_WINDOW_LOG;
 
 use crate::verify::KeyAlgorithm;
@@ -57,6 +62,12 @@ Examples:
       --layout ./layout --file ./installer.iso
   airlock bundle create -o out/acme.zst --signing-key key.pem \\
       --layout ./images --layout ./more-images --zstd-level 19 --long
+  airlock bundle create -o out/mirror.zst --signing-key key.pem \\
+      --image quay.io/acme/app:1.0 --image cache.local/acme/db:2=docker.io/acme/db:2
+  docker save -o app.tar quay.io/acme/app:1.0
+  airlock bundle create -o out/app.zst --signing-key key.pem \\
+      --docker-archive app.tar --pack ./packs/nginx --pack edge-1.2.0.tar.gz \\
+      --chart nginx-15.0.0.tgz
 
 Writes out/acme-2024-06.zst and out/acme-2024-06.sig.bin (NAME.tar.zst pairs
 with NAME.tar.sig.bin). Both are written under hidden temporary names and
@@ -69,6 +80,28 @@ Images are named by their index.json annotations, as airlock import reads
 them: give skopeo the full reference (oci:DIR:quay.io/acme/app:1.0), or
 copy from a directory `airlock import --registry oci:DIR` wrote.
 
+Other inputs (at least one input of any kind is needed):
+  --image           REF or REF=NAME: pulled from its registry (every platform
+                    of an index, each blob checked against its digest) into
+                    the bundle's OCI layout, named NAME (default REF). Auth
+                    from --image-auth-file (default ~/.docker/config.json when
+                    present); --image-plain-http, --image-ca-cert.
+  --docker-archive  a docker save / skopeo docker-archive tar, plain or
+                    .tar.gz. Carried unchanged under docker-<name>/ (a Docker
+                    25 archive's index.json and oci-layout are left out), so
+                    airlock import builds the same Docker schema 2 images from
+                    it as from the archive itself. Checked first with the
+                    importer's own reader (every layer hashed against the
+                    config's diff_ids). Images are named by their RepoTags;
+                    an archive in which no image has one is refused.
+  --pack            a pack directory (pack.json with name and version) is
+                    archived into packs/<name>-<version>.tar.gz with sorted
+                    entries, owner 0, mtime 0: the same directory always gives
+                    the same digest. A pack .tar.gz is copied after checking
+                    its pack.json.
+  --chart           a chart .tgz is copied to charts/<file> after checking
+                    its Chart.yaml has a name and a version.
+
 Signing keys: unencrypted PEM, PKCS#8 (`openssl genpkey`), SEC1
 (EC PRIVATE KEY) or PKCS#1 (RSA PRIVATE KEY). ECDSA P-256/P-384 and RSA
 2048-4096 sign the SHA-256 computed while the bundle is written, as
@@ -80,9 +113,12 @@ the extra time is two reads of the file).
 Exit codes:
   0  success
   2  usage or configuration error (bad flags, unreadable or unacceptable key,
-     missing or unwritable output directory)
-  3  a --layout is broken (missing or corrupt blob, invalid manifest) or would
-     be refused by airlock import. Nothing was written.";
+     missing or unwritable output directory, a --pack or --chart without
+     name and version)
+  3  a --layout or --docker-archive is broken (missing or corrupt blob or
+     layer, invalid manifest), a pulled --image does not match its digest, or
+     an input would be refused by airlock import. Nothing was written.
+  4  an --image registry cannot be reached or does not have the image";
 
 /// The `oci-layout` file every bundle carries.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -118,6 +154,14 @@ pub struct CreateOptions {
     pub layouts: Vec<PathBuf>,
     /// Plain files, carried as `files/<name>`.
     pub files: Vec<PathBuf>,
+    /// docker-save archives (plain or gzip tar), carried as
+    /// `docker-<name>/…` for the importer's docker-save reader.
+    pub docker_archives: Vec<PathBuf>,
+    /// Palette packs: a directory with `pack.json` (archived into
+    /// `packs/<name>-<version>.tar.gz`) or a pack `.tar.gz` (copied).
+    pub packs: Vec<PathBuf>,
+    /// Helm chart archives, carried as `charts/<file>`.
+    pub charts: Vec<PathBuf>,
     /// Compression settings.
     pub compression: Compression,
 }
@@ -140,6 +184,13 @@ pub struct Created {
     pub blobs: usize,
     /// Plain files under `files/`.
     pub files: usize,
+    /// docker-save archives carried under `docker-<name>/` (their images
+    /// are counted in `images`).
+    pub docker_archives: usize,
+    /// Packs under `packs/`.
+    pub packs: usize,
+    /// Charts under `charts/`.
+    pub charts: usize,
     /// The signing key's label (its path).
     pub key_label: String,
     /// The signature algorithm.
@@ -153,8 +204,15 @@ impl Created {
     /// signature file and the digest `airlock verify` will show.
     pub fn report(&self) -> String {
         let mut counts = vec![plural(self.images, "image"), plural(self.blobs, "blob")];
-        if self.files > 0 {
-            counts.push(plural(self.files, "file"));
+        for (n, noun) in [
+            (self.docker_archives, "docker archive"),
+            (self.packs, "pack"),
+            (self.charts, "chart"),
+            (self.files, "file"),
+        ] {
+            if n > 0 {
+                counts.push(plural(n, noun));
+            }
         }
         format!(
             "Created {} ({}, {:.1} MiB) signed with {} ({}, {})\nsignature {}\ndigest {}\n",
@@ -194,18 +252,40 @@ pub fn create(options: &CreateOptions) -> Result<Created> {
     let outputs = publish::Outputs::new(&options.output)?;
     let key = SigningKey::from_pem_file(&options.signing_key)?;
     let files = files::check(&options.files)?;
-    if options.layouts.is_empty() {
+    if options.layouts.is_empty()
+        && options.files.is_empty()
+        && options.docker_archives.is_empty()
+        && options.packs.is_empty()
+        && options.charts.is_empty()
+    {
         return Err(Error::NoLayout);
     }
-    let layouts = options
-        .layouts
-        .iter()
-        .map(|dir| layout_source::LayoutSource::open(dir))
-        .collect::<Result<Vec<_>>>()?;
-    let merged = merge::merge(layouts)?;
+    let docker_archives = docker_save::check(&options.docker_archives)?;
+    let scratch = outputs.directory();
+    let mut carried = packs::packs(&options.packs, scratch)?;
+    carried.extend(packs::charts(&options.charts)?);
+    check_unique(&carried)?;
+    let merged = if options.layouts.is_empty() {
+        None
+    } else {
+        let layouts = options
+            .layouts
+            .iter()
+            .map(|dir| layout_source::LayoutSource::open(dir))
+            .collect::<Result<Vec<_>>>()?;
+        Some(merge::merge(layouts)?)
+    };
+    let mut extra: Vec<&files::ExtraFile> = carried.iter().map(|c| &c.file).collect();
+    extra.extend(files.iter());
+    extra.sort_by(|a, b| a.entry.cmp(&b.entry));
 
     let temporary = outputs.temporary("zst")?;
-    let written = write(&temporary, &merged, &files, options.compression)?;
+    let inputs = Inputs {
+        merged: merged.as_ref(),
+        docker_archives: &docker_archives,
+        extra: &extra,
+    };
+    let written = write(&temporary, &inputs, options.compression)?;
     let signature = sign::sign(&key, temporary.as_file(), temporary.path(), &written)?;
     outputs.publish(temporary, &signature)?;
 
@@ -214,23 +294,88 @@ pub fn create(options: &CreateOptions) -> Result<Created> {
         signature: outputs.signature().to_owned(),
         digest: format!("sha256:{}", hex::encode(written.sha256)),
         size: written.size,
-        images: merged.images,
-        blobs: merged.blobs.len(),
+        images: merged.as_ref().map_or(0, |m| m.images)
+            + docker_archives.iter().map(|d| d.images).sum::<usize>(),
+        blobs: merged.as_ref().map_or(0, |m| m.blobs.len()),
         files: files.len(),
+        docker_archives: docker_archives.len(),
+        packs: options.packs.len(),
+        charts: options.charts.len(),
         key_label: key.label().to_owned(),
         key_algorithm: key.algorithm(),
         key_fingerprint: key.fingerprint().to_owned(),
     })
 }
 
+/// Two packs or charts that would have the same entry are refused.
+fn check_unique(carried: &[packs::Bundled]) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for bundled in carried {
+        if let Some(first) = seen.insert(&bundled.file.entry, &bundled.file.path) {
+            return Err(Error::InputInvalid {
+                flag: "--pack/--chart",
+                path: bundled.file.path.clone(),
+                reason: format!(
+                    "would be {} in the bundle, as {} is",
+                    bundled.file.entry,
+                    first.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Everything that goes into the tar.
+struct Inputs<'a> {
+    merged: Option<&'a merge::Merged>,
+    docker_archives: &'a [docker_save::DockerArchive],
+    /// Packs, charts and plain files, sorted by entry name.
+    extra: &'a [&'a files::ExtraFile],
+}
+
+/// Pulls `images` (`REF[=NAME]`) into a temporary OCI layout beside the
+/// output, adds it to the layouts, and creates the bundle as [`create`]
+/// does; the temporary layout is removed afterwards, whatever happens.
+pub async fn create_with_images(
+    mut options: CreateOptions,
+    images: &[String],
+    pull_options: &PullOptions,
+) -> Result<Created> {
+    let _pulled = if images.is_empty() {
+        None
+    } else {
+        let outputs = publish::Outputs::new(&options.output)?;
+        let scratch = tempfile::Builder::new()
+            .prefix(".airlock-pull-")
+            .tempdir_in(outputs.directory())
+            .map_err(|source| Error::OutputIo {
+                action: "create a pull directory in",
+                path: outputs.directory().to_owned(),
+                source,
+            })?;
+        let layout = scratch.path().join("layout");
+        pull::pull(images, pull_options, &layout).await?;
+        options.layouts.push(layout);
+        Some(scratch)
+    };
+    tokio::task::spawn_blocking(move || create(&options))
+        .await
+        .map_err(|e| Error::OutputIo {
+            action: "finish",
+            path: PathBuf::from("(bundle create)"),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
 /// Writes the tar entries in their fixed order: `oci-layout`, `index.json`,
-/// the blobs sorted by path, then the plain files sorted by name. Putting
-/// the small documents first lets a reader of the stream know the layout
-/// before the first large blob goes by.
+/// the blobs sorted by path (when there is a layout), each docker-save in
+/// its own order, then packs, charts and plain files sorted by name.
+/// Putting the small documents first lets a reader of the stream know the
+/// layout before the first large blob goes by.
 fn write(
     temporary: &tempfile::NamedTempFile,
-    merged: &merge::Merged,
-    files: &[files::ExtraFile],
+    inputs: &Inputs<'_>,
     compression: Compression,
 ) -> Result<writer::Written> {
     let path: &Path = temporary.path();
@@ -245,12 +390,22 @@ fn write(
             source,
         })?;
     let mut writer = writer::BundleWriter::new(file, path, compression)?;
-    writer.add_bytes("oci-layout", OCI_LAYOUT)?;
-    writer.add_bytes("index.json", &merged.index_json)?;
-    for (digest, blob) in &merged.blobs {
-        writer.add_blob(digest, blob)?;
+    if let Some(merged) = inputs.merged {
+        writer.add_bytes("oci-layout", OCI_LAYOUT)?;
+        writer.add_bytes("index.json", &merged.index_json)?;
+        for (digest, blob) in &merged.blobs {
+            writer.add_blob(digest, blob)?;
+        }
     }
-    for file in files {
+    for archive in inputs.docker_archives {
+        archive.for_each(|item| match item {
+            docker_save::Item::File(name, size, reader) => {
+                writer.add_reader(&name, reader, size, &archive.path)
+            }
+            docker_save::Item::Link(name, target) => writer.add_link(&name, &target),
+        })?;
+    }
+    for file in inputs.extra {
         writer.add_file(&file.entry, &file.path, file.size)?;
     }
     writer.finish()

@@ -78,6 +78,12 @@ impl Outputs {
         &self.bundle
     }
 
+    /// The directory the bundle goes into (where scratch files such as a
+    /// pack archive are made, beside the temporary bundle).
+    pub(super) fn directory(&self) -> &Path {
+        &self.dir
+    }
+
     /// The signature file that pairs with it (`NAME.sig.bin`).
     pub(super) fn signature(&self) -> &Path {
         &self.signature

@@ -110,6 +110,9 @@ fn options(out: &Path, key: &Path, layouts: &[&Path]) -> CreateOptions {
         signing_key: key.to_owned(),
         layouts: layouts.iter().map(|p| p.to_path_buf()).collect(),
         files: Vec::new(),
+        docker_archives: Vec::new(),
+        packs: Vec::new(),
+        charts: Vec::new(),
         compression: Compression::default(),
     }
 }

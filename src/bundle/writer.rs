@@ -120,6 +120,46 @@ impl BundleWriter {
         Ok(())
     }
 
+    /// Adds `size` bytes read from `reader` (an entry of an input archive)
+    /// as the entry `name`; `source` names the input in messages.
+    pub(super) fn add_reader(
+        &mut self,
+        name: &str,
+        reader: &mut dyn Read,
+        size: u64,
+        source: &Path,
+    ) -> Result<()> {
+        let mut checking = CheckingReader::new(reader.take(size), Algorithm::Sha256);
+        let mut header = header(size);
+        let appended = self.tar.append_data(&mut header, name, &mut checking);
+        let checked = checking.finish();
+        if let Some(error) = checked.error {
+            return Err(Error::LayoutRead {
+                path: source.to_owned(),
+                source: error,
+            });
+        }
+        appended.map_err(|e| self.write_error(e))?;
+        if checked.size != size {
+            return Err(Error::InputChanged {
+                path: source.to_owned(),
+                expected: size,
+                actual: checked.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a symlink `name` pointing at `target` (relative, inside the
+    /// bundle: docker-save links repeated layers).
+    pub(super) fn add_link(&mut self, name: &str, target: &str) -> Result<()> {
+        let mut header = header(0);
+        header.set_entry_type(tar::EntryType::Symlink);
+        self.tar
+            .append_link(&mut header, name, target)
+            .map_err(|e| self.write_error(e))
+    }
+
     /// Adds a plain file (`files/<name>`) of `size` bytes.
     pub(super) fn add_file(&mut self, name: &str, path: &Path, size: u64) -> Result<()> {
         self.copy(name, path, size, Algorithm::Sha256).map(|_| ())

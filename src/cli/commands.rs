@@ -236,14 +236,20 @@ async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
         signing_key: args.signing_key,
         layouts: args.layouts,
         files: args.files,
+        docker_archives: args.docker_archives,
+        packs: args.packs,
+        charts: args.charts,
         compression: crate::bundle::Compression {
             level: args.zstd_level,
             long: args.long,
         },
     };
-    let created = tokio::task::spawn_blocking(move || crate::bundle::create(&options))
-        .await
-        .map_err(|e| CommandError::config(e.to_string()))?;
+    let pull = crate::bundle::PullOptions {
+        plain_http: args.image_plain_http,
+        ca_certs: args.image_ca_certs,
+        auth_file: args.image_auth_file,
+    };
+    let created = crate::bundle::create_with_images(options, &args.images, &pull).await;
     let created = classed!(created)?;
     print!("{}", created.report());
     Ok(())

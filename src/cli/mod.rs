@@ -72,7 +72,8 @@ pub struct BundleArgs {
 /// The `bundle` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
-    /// Pack OCI image layouts (and plain files) into NAME.zst and sign it
+    /// Pack OCI image layouts, docker-save archives, Palette packs, Helm
+    /// charts and plain files into NAME.zst and sign it
     /// into NAME.sig.bin, ready for `airlock import` on the other side.
     #[command(after_help = crate::bundle::CREATE_HELP)]
     Create(BundleCreateArgs),
@@ -91,8 +92,45 @@ pub struct BundleCreateArgs {
 
     /// An OCI image layout directory (as `skopeo copy … oci:DIR:REF` writes
     /// it). Repeat to merge several into one bundle.
-    #[arg(long = "layout", value_name = "OCI_DIR", required = true)]
+    #[arg(long = "layout", value_name = "OCI_DIR")]
     pub layouts: Vec<PathBuf>,
+
+    /// An image to pull from its registry, `REF` or `REF=NAME` (pull REF,
+    /// name it NAME in the bundle, e.g. pull from a local cache but keep the
+    /// origin's name). Every platform of an index is pulled. Repeatable.
+    #[arg(long = "image", value_name = "REF[=NAME]")]
+    pub images: Vec<String>,
+
+    /// Pull `--image`s over plain HTTP.
+    #[arg(long)]
+    pub image_plain_http: bool,
+
+    /// Extra CA certificate (PEM) for the `--image` registries. Repeatable.
+    #[arg(long = "image-ca-cert", value_name = "PEM")]
+    pub image_ca_certs: Vec<PathBuf>,
+
+    /// Docker `config.json` with credentials for the `--image` registries
+    /// (default: the Docker client's, when it exists).
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub image_auth_file: Option<PathBuf>,
+
+    /// A `docker save` (or `skopeo copy … docker-archive:`) tar, plain or
+    /// gzip-compressed, carried as `docker-<name>/`; airlock import turns it
+    /// into Docker schema 2 images named by its RepoTags. Repeatable.
+    #[arg(long = "docker-archive", value_name = "FILE.tar")]
+    pub docker_archives: Vec<PathBuf>,
+
+    /// A Palette pack: a directory holding pack.json (archived
+    /// deterministically into `packs/<name>-<version>.tar.gz`) or a pack
+    /// `.tar.gz` (copied as it is). pack.json must give name and version.
+    /// Repeatable.
+    #[arg(long = "pack", value_name = "DIR|FILE.tar.gz")]
+    pub packs: Vec<PathBuf>,
+
+    /// A Helm chart archive (`helm package` output), carried as
+    /// `charts/<file>`; its Chart.yaml must give name and version. Repeatable.
+    #[arg(long = "chart", value_name = "FILE.tgz")]
+    pub charts: Vec<PathBuf>,
 
     /// A plain file (installer, ISO) to carry as `files/<name>`. Repeatable.
     #[arg(long = "file", value_name = "PATH")]

@@ -194,24 +194,55 @@ pub fn check_entry(
             "entry type {entry_type:?} is not allowed in bundles"
         ));
     }
-    let text = std::str::from_utf8(raw_path).map_err(|_| "path is not valid UTF-8".to_string())?;
+    Ok(EntryPath {
+        normalized: normalize(raw_path, &[])?.join("/"),
+    })
+}
+
+/// Checks a symlink entry and returns its path and the path it points to,
+/// both normalised. Only relative links that stay inside the bundle are
+/// accepted (docker-save links a repeated `layer.tar` to its first copy);
+/// airlock never follows them on disk, it only reads the target's entry.
+pub fn check_symlink(
+    raw_path: &[u8],
+    raw_target: &[u8],
+) -> std::result::Result<(String, String), String> {
+    let path = normalize(raw_path, &[])?;
+    let directory = &path[..path.len().saturating_sub(1)];
+    let target = normalize(raw_target, directory)
+        .map_err(|reason| format!("links may only point inside the bundle ({reason})"))?;
+    if target.is_empty() {
+        return Err("links may only point at a file inside the bundle".into());
+    }
+    Ok((path.join("/"), target.join("/")))
+}
+
+/// Splits a relative path into its components. An entry's own path (empty
+/// `base`) may not hold `..`; a link target is resolved against its link's
+/// directory `base`, where `..` may climb, but never above the bundle's root.
+fn normalize(raw: &[u8], base: &[String]) -> std::result::Result<Vec<String>, String> {
+    let resolving = !base.is_empty();
+    let text = std::str::from_utf8(raw).map_err(|_| "path is not valid UTF-8".to_string())?;
     if text.starts_with('/') || text.starts_with('\\') {
         return Err("absolute paths are not allowed".into());
     }
-    let mut parts = Vec::new();
+    let mut parts = base.to_vec();
     for component in Path::new(text).components() {
         match component {
             Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
             Component::CurDir => {}
+            Component::ParentDir if resolving => {
+                if parts.pop().is_none() {
+                    return Err("'..' climbs out of the bundle".into());
+                }
+            }
             Component::ParentDir => return Err("'..' is not allowed in paths".into()),
             Component::RootDir | Component::Prefix(_) => {
                 return Err("absolute paths are not allowed".into());
             }
         }
     }
-    Ok(EntryPath {
-        normalized: parts.join("/"),
-    })
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -243,5 +274,17 @@ mod tests {
         assert!(check_entry(&header(tar::EntryType::Symlink), b"blobs/x").is_err());
         assert!(check_entry(&header(tar::EntryType::Link), b"blobs/x").is_err());
         assert!(check_entry(&header(tar::EntryType::Char), b"dev").is_err());
+    }
+
+    #[test]
+    fn symlinks_inside_the_bundle_resolve_and_others_are_refused() {
+        assert_eq!(
+            check_symlink(b"save/abc/layer.tar", b"../def.tar"),
+            Ok(("save/abc/layer.tar".into(), "save/def.tar".into()))
+        );
+        assert!(check_symlink(b"link-to-passwd", b"/etc/passwd").is_err());
+        assert!(check_symlink(b"abc/layer.tar", b"../../escape").is_err());
+        assert!(check_symlink(b"../x", b"y").is_err());
+        assert!(check_symlink(b"abc/link", b"..").is_err());
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::document::{Descriptor, OCI_MANIFEST};
+use super::document::{DOCKER_MANIFEST, Descriptor, OCI_MANIFEST};
 use super::layout::{BundleImage, ImageKind, ManifestRef};
 use super::names::{ArtifactName, ImageName};
 use super::{BlobSource, ExtraFile};
@@ -102,6 +102,14 @@ impl WrittenManifest {
             config,
             layers,
             annotations: BTreeMap::new(),
+        }
+    }
+
+    /// A Docker v2 schema 2 image manifest with `config` and `layers`.
+    pub fn docker(config: Written, layers: Vec<Written>) -> Self {
+        WrittenManifest {
+            media_type: DOCKER_MANIFEST.to_owned(),
+            ..WrittenManifest::oci(config, layers)
         }
     }
 

@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
 use super::names::ImageName;
+use super::peek::{Peek, ScannedFile};
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
-use super::{chart, installer};
+use super::{chart, docker_archive, installer};
 use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
@@ -99,6 +100,7 @@ pub(super) fn assemble<B: BundleSource>(
         sha256,
         roots,
         others,
+        links,
     } = scan;
     let layout_roots: Vec<&String> = roots
         .iter()
@@ -119,22 +121,34 @@ pub(super) fn assemble<B: BundleSource>(
             });
         }
     };
-    let mut extra_files = Vec::new();
+    let mut others = others;
     let mut root = None;
-    for (name, scanned) in roots {
+    for (name, mut scanned) in roots {
         if Some(&name) == root_name.as_ref() {
             root = Some(scanned);
         } else {
-            // Blobs outside the layout root are listed, not silently dropped.
+            // Blobs outside the layout root are files like any other: a
+            // Docker 25 docker-save without index.json names them, and
+            // unclaimed ones are listed, not silently dropped.
             for (digest, size) in scanned.blobs {
-                extra_files.push(super::ExtraFile {
-                    path: blob_entry(&name, &digest),
-                    size,
-                    digest,
+                let peek = match scanned.documents.remove(&digest) {
+                    Some(bytes) => Peek::Whole(bytes),
+                    None => Peek::Nothing,
+                };
+                others.push(ScannedFile {
+                    file: super::ExtraFile {
+                        path: blob_entry(&name, &digest),
+                        size,
+                        digest,
+                    },
+                    gzip: false,
+                    uncompressed: None,
+                    peek,
                 });
             }
         }
     }
+    let mut extra_files = Vec::new();
     let mut assembly = Assembly::default();
     let mut images = Vec::new();
     if let Some(root) = &root {
@@ -153,6 +167,21 @@ pub(super) fn assemble<B: BundleSource>(
     let (charts, chart_files) = chart::collect(&path, &others, limits, &mut assembly)?;
     images.extend(charts);
     used.extend(chart_files);
+    if let Some((link, _)) = links
+        .iter()
+        .find(|(link, _)| !docker_archive::holds_link(&others, link))
+    {
+        return Err(Error::UnsafeEntry {
+            path,
+            entry: link.clone(),
+            reason: "links are not allowed in bundles outside a docker-save".into(),
+        });
+    }
+    let layout_dirs: Vec<&str> = root_name.as_deref().into_iter().collect();
+    let (saved, saved_files) =
+        docker_archive::collect(&path, &others, &links, &layout_dirs, &mut assembly)?;
+    images.extend(saved);
+    used.extend(saved_files);
     used.sort();
     extra_files.extend(
         others

@@ -12,6 +12,7 @@
 mod archive;
 pub mod artifact;
 mod chart;
+pub mod docker_archive;
 pub mod document;
 mod installer;
 mod layout;
@@ -127,7 +128,7 @@ pub enum Error {
     },
     /// No `index.json` was found at the root or in a top-level directory.
     #[error(
-        "bundle {path} holds nothing airlock can import (no OCI image layout index.json at its root or in a top-level directory, and nothing under files/)"
+        "bundle {path} holds nothing airlock can import (no OCI image layout index.json and no docker-save manifest.json at its root or in a top-level directory, and nothing under files/)"
     )]
     NoLayout {
         /// The bundle file.
@@ -467,6 +468,9 @@ struct Scan {
     roots: BTreeMap<String, RootScan>,
     /// Files that are not part of any layout.
     others: Vec<ScannedFile>,
+    /// Symlinks inside the bundle (link path, target path), which only
+    /// docker-save archives use and airlock never follows on disk.
+    links: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -511,6 +515,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         sha256: String::new(),
         roots: BTreeMap::new(),
         others: Vec::new(),
+        links: Vec::new(),
     };
     let mut retained: u64 = 0;
     let entries = archive.entries().map_err(|source| Error::NotTar {
@@ -529,6 +534,17 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
             }
         })?;
         let raw = entry.path_bytes().into_owned();
+        if entry.header().entry_type().is_symlink() {
+            let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            let link =
+                archive::check_symlink(&raw, &target).map_err(|reason| Error::UnsafeEntry {
+                    path: display.clone(),
+                    entry: String::from_utf8_lossy(&raw).into_owned(),
+                    reason,
+                })?;
+            scan.links.push(link);
+            continue;
+        }
         let checked =
             archive::check_entry(entry.header(), &raw).map_err(|reason| Error::UnsafeEntry {
                 path: display.clone(),

@@ -30,6 +30,9 @@ pub struct ScannedFile {
     pub file: ExtraFile,
     /// Whether its content starts like gzip.
     pub gzip: bool,
+    /// The digest of its decompressed content, for gzip files that may be
+    /// docker-save layers (whose config lists uncompressed digests).
+    pub uncompressed: Option<crate::digest::Digest>,
     /// What was kept of its content.
     pub peek: Peek,
 }
@@ -128,6 +131,7 @@ pub fn scan_file(
     bundle: &Path,
 ) -> Result<ScannedFile> {
     let mut reader = HashingReader::new(entry);
+    let mut uncompressed = None;
     let peek = if size <= limits.max_document_bytes && keeps_whole(&path) {
         let mut bytes = Vec::with_capacity(size as usize);
         reader
@@ -137,6 +141,9 @@ pub fn scan_file(
     } else if opens_archive(&path) {
         open_archive(&mut reader, limits).map_err(|source| corrupt(bundle, source))?
     } else {
+        if may_be_layer(&path) {
+            uncompressed = hash_if_gzip(&mut reader).map_err(|source| corrupt(bundle, source))?;
+        }
         Peek::Nothing
     };
     reader.drain().map_err(|source| corrupt(bundle, source))?;
@@ -155,8 +162,60 @@ pub fn scan_file(
     Ok(ScannedFile {
         file: ExtraFile { path, size, digest },
         gzip,
+        uncompressed,
         peek,
     })
+}
+
+/// Whether a file at `path` may be a gzip-compressed docker-save layer, whose
+/// uncompressed digest is then computed on the way (the manifest naming it
+/// may come later in the tar). Files under `packs/`, `charts/` and `files/`
+/// are other formats' and never layers.
+fn may_be_layer(path: &str) -> bool {
+    let top = path.split('/').next().unwrap_or_default();
+    !matches!(top, "packs" | "charts" | "files") && !keeps_whole(path)
+}
+
+/// Hashes the decompressed content when the file starts like gzip. An `Err`
+/// is a failure to read the bundle itself; content that is not valid gzip
+/// after its magic bytes has no uncompressed digest.
+fn hash_if_gzip<R: Read>(
+    reader: &mut HashingReader<R>,
+) -> io::Result<Option<crate::digest::Digest>> {
+    let mut magic = [0u8; 2];
+    let read = read_up_to(&mut *reader, &mut magic);
+    if let Some(error) = reader.failure.take() {
+        return Err(error);
+    }
+    if read? < 2 || magic != GZIP_MAGIC {
+        return Ok(None);
+    }
+    let mut gzip = flate2::read::MultiGzDecoder::new(io::Cursor::new(magic).chain(&mut *reader));
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    let decoded = loop {
+        match gzip.read(&mut buffer) {
+            Ok(0) => break true,
+            Ok(n) => hasher.update(&buffer[..n]),
+            Err(_) => break false,
+        }
+    };
+    if let Some(error) = reader.failure.take() {
+        return Err(error);
+    }
+    Ok(decoded.then(|| hasher.finish()))
+}
+
+/// Reads until `buf` is full or the content ends; returns how much was read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads the members airlock wants from a gzip-compressed tar. An `Err` is a
@@ -304,6 +363,36 @@ mod tests {
             crate::digest::Digest::sha256_of(b"plain text")
         );
         assert!(!scanned.gzip);
+        assert!(scanned.uncompressed.is_none());
+    }
+
+    #[test]
+    fn gzip_files_outside_other_formats_get_their_uncompressed_digest() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, b"layer content").expect("gzip");
+        let layer = gz.finish().expect("gzip");
+        let scan = |path: &str| {
+            scan_file(
+                &mut &layer[..],
+                path.into(),
+                layer.len() as u64,
+                ReadLimits::default(),
+                &mut 0,
+                Path::new("x.zst"),
+            )
+            .expect("scanned")
+        };
+        let scanned = scan("abc/layer.tar");
+        assert!(scanned.gzip);
+        assert_eq!(
+            scanned.file.digest,
+            crate::digest::Digest::sha256_of(&layer)
+        );
+        assert_eq!(
+            scanned.uncompressed,
+            Some(crate::digest::Digest::sha256_of(b"layer content"))
+        );
+        assert!(scan("files/tool-1.0.tar.gz").uncompressed.is_none());
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl fmt::Debug for ObserverHandle {
 pub struct Scope {
     repository: String,
     mount_from: Option<String>,
+    pull_only: bool,
 }
 
 impl Scope {
@@ -97,6 +98,16 @@ impl Scope {
         Scope {
             repository: repository.to_owned(),
             mount_from: None,
+            pull_only: false,
+        }
+    }
+
+    /// Pull only on `repository` (`airlock bundle create --image`), so a
+    /// read-only account is enough.
+    pub fn pull(repository: &str) -> Self {
+        Scope {
+            pull_only: true,
+            ..Scope::push(repository)
         }
     }
 
@@ -105,11 +116,13 @@ impl Scope {
         Scope {
             repository: repository.to_owned(),
             mount_from: Some(from.to_owned()),
+            pull_only: false,
         }
     }
 
     fn token_scopes(&self) -> Vec<String> {
-        let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
+        let actions = if self.pull_only { "pull" } else { "pull,push" };
+        let mut scopes = vec![format!("repository:{}:{actions}", self.repository)];
         if let Some(from) = &self.mount_from {
             scopes.push(format!("repository:{from}:pull"));
         }
@@ -470,6 +483,71 @@ impl RegistryClient {
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(Method::HEAD, &url, response).await),
         }
+    }
+
+    /// Fetches a manifest or index by tag or digest: the media type the
+    /// registry serves it as, and its exact bytes.
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<(String, Bytes)> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let scope = Scope::pull(repository);
+        let accept = [
+            OCI_INDEX,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            DOCKER_MANIFEST,
+        ]
+        .join(", ");
+        let response = self
+            .send(&scope, true, || {
+                self.http
+                    .get(url.clone())
+                    .header(header::ACCEPT, accept.clone())
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(Method::GET, &url, response).await);
+        }
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+            .unwrap_or_default();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| http_error(&Method::GET, &url, source))?;
+        Ok((media_type, body))
+    }
+
+    /// Streams a blob into `sink` as it arrives; returns the bytes written.
+    pub async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
+        let scope = Scope::pull(repository);
+        let mut response = self
+            .send(&scope, true, || self.http.get(url.clone()))
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(Method::GET, &url, response).await);
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|source| http_error(&Method::GET, &url, source))?
+        {
+            sink.write_all(&chunk).map_err(|e| Error::Protocol {
+                url: redact(&url),
+                reason: format!("cannot store the blob: {e}"),
+            })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// Pushes a manifest as its original bytes under a tag or its digest.
