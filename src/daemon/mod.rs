@@ -78,7 +78,8 @@ impl DaemonSettings {
             watch: WatchOptions::from(&config.drop),
             public_keys: config.public_key_paths().to_vec(),
             destination: Destination {
-                plan: crate::plan::PlanOptions::default(),
+                plan: config.plan_options()?,
+                pack_image_policy: config.registry.pack_image_policy,
                 target: config.target()?,
                 registry: config.registry_config()?,
                 push: config.push_options(),

@@ -296,6 +296,37 @@ impl Destination {
         }
     }
 
+    /// Whether the target already holds the image with source reference
+    /// `source` at its mirror location: a manifest `HEAD` on a registry, an
+    /// `index.json` entry named by it in a layout.
+    pub async fn holds_image(
+        &self,
+        target: &Target,
+        source: &oci_client::Reference,
+    ) -> Result<bool> {
+        let Ok(placement) = crate::plan::mirror_placement(target, source) else {
+            return Ok(false);
+        };
+        match self {
+            Destination::Registry { client, .. } => {
+                let reference = placement
+                    .tag
+                    .clone()
+                    .or_else(|| source.digest().map(str::to_owned));
+                let Some(reference) = reference else {
+                    return Ok(false);
+                };
+                Ok(client
+                    .manifest_digest(&placement.repository, &reference)
+                    .await?
+                    .is_some())
+            }
+            Destination::Layout(layout) => {
+                tokio::task::block_in_place(|| layout.holds_name(&placement.target_ref))
+            }
+        }
+    }
+
     /// The upload mode uploads start in now (`None` for a layout).
     pub fn upload_mode(&self) -> Option<UploadMode> {
         match self {

@@ -11,6 +11,7 @@ use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
 use super::installer;
 use super::names::ImageName;
+use super::pack;
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
 use crate::digest::Digest;
 
@@ -148,8 +149,14 @@ pub(super) fn assemble<B: BundleSource>(
             );
         }
     }
+    let mut packs = pack::recognise_in_layout(&mut images, &assembly);
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
+    let (pack_images, archive_packs, pack_files) = pack::collect(&path, &others, &mut assembly)?;
+    images.extend(pack_images);
+    packs.extend(archive_packs);
+    used.extend(pack_files);
+    pack::settle_images(&mut packs, &images);
     used.sort();
     extra_files.extend(
         others
@@ -168,6 +175,7 @@ pub(super) fn assemble<B: BundleSource>(
         sources: assembly.sources,
         documents: assembly.documents,
         images,
+        packs,
         extra_files,
     })
 }
