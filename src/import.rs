@@ -37,7 +37,7 @@ pub enum Error {
     /// declare are neither in the bundle nor in the target. Everything else
     /// was imported; `report` says what.
     #[error(
-        "bundle {bundle}: {held_back} held back (pack image policy fail): declared images are neither in the bundle nor in the target; everything else was imported"
+        "bundle {bundle}: held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {held_back}; everything else was imported"
     )]
     PacksHeldBack {
         /// The bundle file.

@@ -20,6 +20,7 @@
 pub mod bundle;
 pub mod daemon;
 pub mod keys;
+pub mod pack;
 pub mod process;
 pub mod proxy;
 pub mod registry;

@@ -1,0 +1,427 @@
+//! Palette packs in bundles: pushed where Palette's OCI pack registry looks
+//! for them, in the shape `oras push` makes, read back with the `oras`
+//! Python package and skopeo; the image-presence policy; bad pack input.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::bundle::{BuiltBundle, BundleBuilder, Image};
+use support::keys::{KeyKind, TestKey};
+use support::pack::PackFixture;
+use support::registry::Registry;
+use support::{airlock, skopeo, tools};
+
+const PREFIX: &str = "mirror";
+const APP: &str = "quay.io/acme/app:1.0";
+const ABSENT: &str = "quay.io/acme/absent:9.9";
+
+fn nginx() -> PackFixture {
+    PackFixture::new("nginx", "1.2.0")
+        .layer("addon")
+        .cloud_types(&["aws", "vsphere"])
+        .architecture("amd64,arm64")
+        .image(APP)
+        .chart("nginx-1.2.0.tgz", b"not really a chart")
+}
+
+fn cilium() -> PackFixture {
+    PackFixture::new("cni-cilium", "1.15.3+spectro")
+        .layer("cni")
+        .cloud_types(&["all"])
+        .architecture("amd64")
+        .fips(true)
+}
+
+fn bundle_with(name: &str, packs: &[PackFixture]) -> BuiltBundle {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let mut builder = BundleBuilder::new(name).image(Image::new(APP));
+    for pack in packs {
+        builder = builder.file(&pack.bundle_path(), &pack.archive());
+    }
+    builder.build(&key)
+}
+
+fn run_import(bundle: &BuiltBundle, target: &str, extra: &[&str]) -> Output {
+    airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .args(["--registry", target, "--output", "json", "--quiet"])
+        .args(extra)
+        .env("DOCKER_CONFIG", bundle.dir().join("no-docker-config"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run airlock import")
+}
+
+fn import_ok(bundle: &BuiltBundle, registry: &Registry, extra: &[&str]) -> Value {
+    let target = format!("{}/{PREFIX}", registry.host());
+    let mut args = vec!["--plain-http"];
+    args.extend_from_slice(extra);
+    let output = run_import(bundle, &target, &args);
+    assert!(
+        output.status.success(),
+        "airlock import failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the import report is JSON")
+}
+
+fn writes(registry: &Registry) -> Vec<String> {
+    registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// Pulls `reference` with the `oras` Python package into `outdir` and
+/// returns the bytes of the file it wrote as `file_name`.
+fn oras_pull(registry: &Registry, reference: &str, outdir: &Path, file_name: &str) -> Vec<u8> {
+    tools::require("python3");
+    let script = "import sys, oras.client\n\
+                  c = oras.client.OrasClient(hostname=sys.argv[1], insecure=True)\n\
+                  print(c.pull(target=sys.argv[2], outdir=sys.argv[3]))\n";
+    tools::run(
+        Command::new("python3")
+            .args(["-c", script, &registry.host(), reference])
+            .arg(outdir),
+        &format!("pull {reference} with the oras Python package"),
+    );
+    std::fs::read(outdir.join(file_name)).expect("oras wrote the pack archive under its title")
+}
+
+#[test]
+fn packs_land_in_the_pack_area_as_oras_artifacts_and_pull_back_byte_for_byte() {
+    let packs = [nginx(), cilium()];
+    let bundle = bundle_with("two-packs", &packs);
+    let registry = Registry::start();
+    let report = import_ok(&bundle, &registry, &[]);
+
+    let catalog = registry.catalog();
+    for repository in [
+        "mirror/spectro-packs/archive/nginx",
+        "mirror/spectro-packs/archive/cni-cilium",
+        "mirror/quay.io/acme/app",
+    ] {
+        assert!(
+            catalog.contains(&repository.to_owned()),
+            "{repository} not in {catalog:?}"
+        );
+    }
+    assert_eq!(
+        registry.tags("mirror/spectro-packs/archive/cni-cilium"),
+        vec!["1.15.3_spectro"]
+    );
+    let reported: Vec<&Value> = report["packs"].as_array().expect("packs").iter().collect();
+    assert_eq!(reported.len(), 2, "{report}");
+    assert!(
+        reported
+            .iter()
+            .all(|p| p["missingImages"].as_array().is_some_and(|m| m.is_empty())),
+        "{report}"
+    );
+
+    let pulled = tempfile::tempdir().expect("tempdir");
+    for (pack, tag) in [(&packs[0], "1.2.0"), (&packs[1], "1.15.3_spectro")] {
+        let reference = format!(
+            "{}/{PREFIX}/spectro-packs/archive/{}:{tag}",
+            registry.host(),
+            pack.name
+        );
+        let outdir = pulled.path().join(&pack.name);
+        let bytes = oras_pull(&registry, &reference, &outdir, &pack.file_name());
+        assert!(
+            bytes == pack.archive(),
+            "{reference}: the pulled archive differs from the bundle's"
+        );
+    }
+
+    let raw = skopeo::inspect_raw(&registry, "mirror/spectro-packs/archive/nginx:1.2.0");
+    let manifest: Value = serde_json::from_slice(&raw).expect("manifest JSON");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.unknown.config.v1+json"
+    );
+    assert_eq!(manifest["config"]["size"], 2);
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    assert_eq!(
+        layers[0]["annotations"]["org.opencontainers.image.title"],
+        "nginx-1.2.0.tar.gz"
+    );
+    let annotations = &manifest["annotations"];
+    assert_eq!(annotations["io.spectrocloud.pack.layer"], "addon");
+    assert_eq!(
+        annotations["io.spectrocloud.pack.cloudTypes"],
+        "aws,vsphere"
+    );
+    assert_eq!(
+        annotations["io.spectrocloud.pack.architecture"],
+        "amd64,arm64"
+    );
+    assert_eq!(annotations["org.opencontainers.image.version"], "1.2.0");
+    let raw = skopeo::inspect_raw(
+        &registry,
+        "mirror/spectro-packs/archive/cni-cilium:1.15.3_spectro",
+    );
+    let manifest: Value = serde_json::from_slice(&raw).expect("manifest JSON");
+    assert_eq!(manifest["annotations"]["io.spectrocloud.pack.fips"], "true");
+    assert_eq!(manifest["annotations"]["io.spectrocloud.pack.layer"], "cni");
+}
+
+#[test]
+fn importing_packs_again_writes_nothing() {
+    let bundle = bundle_with("packs-warm", &[nginx(), cilium()]);
+    let registry = Registry::start();
+    import_ok(&bundle, &registry, &[]);
+    let before = writes(&registry).len();
+    let report = import_ok(&bundle, &registry, &[]);
+    let after = writes(&registry);
+    assert_eq!(
+        after.len(),
+        before,
+        "the second import wrote: {:?}",
+        &after[before..]
+    );
+    assert_eq!(report["push"]["blobsUploaded"], 0, "{report}");
+}
+
+#[test]
+fn pack_prefix_lands_packs_apart_from_images() {
+    let bundle = bundle_with("packs-apart", &[nginx()]);
+    let registry = Registry::start();
+    import_ok(&bundle, &registry, &["--pack-prefix", "palette-packs"]);
+    let catalog = registry.catalog();
+    assert!(
+        catalog.contains(&"palette-packs/spectro-packs/archive/nginx".to_owned()),
+        "{catalog:?}"
+    );
+    assert!(
+        catalog.contains(&"mirror/quay.io/acme/app".to_owned()),
+        "{catalog:?}"
+    );
+    assert!(
+        !catalog
+            .iter()
+            .any(|r| r.starts_with("mirror/spectro-packs")),
+        "{catalog:?}"
+    );
+}
+
+#[test]
+fn a_pack_missing_an_image_is_pushed_with_a_warning_by_default() {
+    let lonely = PackFixture::new("lonely", "0.1.0").image(ABSENT);
+    let bundle = bundle_with("packs-warn", &[nginx(), lonely]);
+    let registry = Registry::start();
+    let report = import_ok(&bundle, &registry, &[]);
+    assert!(
+        registry
+            .catalog()
+            .contains(&"mirror/spectro-packs/archive/lonely".to_owned())
+    );
+    let lonely = report["packs"]
+        .as_array()
+        .expect("packs")
+        .iter()
+        .find(|p| p["name"] == "lonely")
+        .expect("lonely reported");
+    assert_eq!(lonely["missingImages"], serde_json::json!([ABSENT]));
+    assert_eq!(lonely["heldBack"], false);
+}
+
+#[test]
+fn the_fail_policy_holds_back_only_the_pack_missing_an_image_and_exits_3() {
+    let lonely = PackFixture::new("lonely", "0.1.0").image(ABSENT);
+    let bundle = bundle_with("packs-fail", &[nginx(), lonely]);
+    let registry = Registry::start();
+    let target = format!("{}/{PREFIX}", registry.host());
+    let output = run_import(
+        &bundle,
+        &target,
+        &["--plain-http", "--pack-image-policy", "fail"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    // The warning is logged; the failure itself is one line.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected:\n{stderr}");
+    assert!(lines[0].contains("lonely"), "{}", lines[0]);
+    assert!(lines[0].contains(ABSENT), "{}", lines[0]);
+    let catalog = registry.catalog();
+    assert!(
+        !catalog.contains(&"mirror/spectro-packs/archive/lonely".to_owned()),
+        "{catalog:?}"
+    );
+    assert!(
+        catalog.contains(&"mirror/spectro-packs/archive/nginx".to_owned()),
+        "{catalog:?}"
+    );
+    assert!(
+        catalog.contains(&"mirror/quay.io/acme/app".to_owned()),
+        "{catalog:?}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is printed");
+    let lonely = report["packs"]
+        .as_array()
+        .expect("packs")
+        .iter()
+        .find(|p| p["name"] == "lonely")
+        .expect("lonely reported");
+    assert_eq!(lonely["heldBack"], true);
+}
+
+#[test]
+fn an_image_already_in_the_target_satisfies_the_fail_policy() {
+    let registry = Registry::start();
+    let first = bundle_with("packs-image-first", &[]);
+    import_ok(&first, &registry, &[]);
+    // A second bundle brings only the pack; its image is already mirrored.
+    let key = TestKey::generate(KeyKind::EcP256);
+    let pack = PackFixture::new("needs-app", "2.0.0").image(APP);
+    let bundle = BundleBuilder::new("packs-image-later")
+        .image(Image::new("quay.io/acme/other:1.0"))
+        .file(&pack.bundle_path(), &pack.archive())
+        .build(&key);
+    import_ok(&bundle, &registry, &["--pack-image-policy", "fail"]);
+    assert!(
+        registry
+            .catalog()
+            .contains(&"mirror/spectro-packs/archive/needs-app".to_owned())
+    );
+}
+
+#[test]
+fn inspect_lists_packs_with_metadata_and_images_missing_from_the_bundle() {
+    let lonely = PackFixture::new("lonely", "0.1.0").image(ABSENT).image(APP);
+    let bundle = bundle_with("packs-inspect", &[cilium(), lonely]);
+    let output = airlock()
+        .arg("inspect")
+        .arg(bundle.zst())
+        .args([
+            "--registry",
+            "harbor.local/spectro",
+            "--pack-prefix",
+            "packs",
+        ])
+        .args(["--output", "json"])
+        .output()
+        .expect("run airlock inspect");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inspection: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let packs = inspection["packs"].as_array().expect("packs");
+    let cilium = packs
+        .iter()
+        .find(|p| p["name"] == "cni-cilium")
+        .expect("cilium");
+    assert_eq!(cilium["layer"], "cni");
+    assert_eq!(cilium["fips"], true);
+    assert_eq!(cilium["cloudTypes"], serde_json::json!(["all"]));
+    assert_eq!(cilium["architectures"], serde_json::json!(["amd64"]));
+    assert_eq!(
+        cilium["targetRef"],
+        "harbor.local/packs/spectro-packs/archive/cni-cilium:1.15.3_spectro"
+    );
+    let lonely = packs
+        .iter()
+        .find(|p| p["name"] == "lonely")
+        .expect("lonely");
+    assert_eq!(lonely["images"], serde_json::json!([ABSENT, APP]));
+    assert_eq!(lonely["missingFromBundle"], serde_json::json!([ABSENT]));
+
+    let text = airlock()
+        .arg("inspect")
+        .arg(bundle.zst())
+        .output()
+        .expect("run airlock inspect");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("pack lonely 0.1.0 (packs/lonely-0.1.0.tar.gz)"),
+        "{text}"
+    );
+    assert!(text.contains(ABSENT), "{text}");
+    assert!(text.contains("FIPS:         yes"), "{text}");
+}
+
+/// Imports a bundle holding one good image and one bad pack: exit 3, one
+/// line naming the pack and `fragment`, and nothing written.
+fn assert_bad_pack(name: &str, bundle_path: &str, archive: &[u8], fragment: &str) {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new(name)
+        .image(Image::new(APP))
+        .file(&nginx().bundle_path(), &nginx().archive())
+        .file(bundle_path, archive)
+        .build(&key);
+    let registry = Registry::start();
+    let output = run_import(
+        &bundle,
+        &format!("{}/{PREFIX}", registry.host()),
+        &["--plain-http"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(lines[0].contains(bundle_path), "{}", lines[0]);
+    assert!(lines[0].contains(fragment), "{}", lines[0]);
+    assert!(output.stdout.is_empty());
+    assert!(registry.catalog().is_empty(), "{:?}", registry.catalog());
+    assert!(writes(&registry).is_empty(), "{:?}", writes(&registry));
+}
+
+#[test]
+fn a_pack_without_pack_json_is_rejected_and_nothing_is_pushed() {
+    let pack = PackFixture::new("nojson", "1.0.0").without_pack_json();
+    assert_bad_pack(
+        "pack-no-json",
+        &pack.bundle_path(),
+        &pack.archive(),
+        "no pack.json",
+    );
+}
+
+#[test]
+fn a_pack_json_without_a_name_is_rejected_and_nothing_is_pushed() {
+    let pack = PackFixture::new("noname", "1.0.0").raw_pack_json(r#"{"version":"1.0.0"}"#);
+    assert_bad_pack(
+        "pack-no-name",
+        &pack.bundle_path(),
+        &pack.archive(),
+        "has no name",
+    );
+}
+
+#[test]
+fn a_pack_json_without_a_version_is_rejected_and_nothing_is_pushed() {
+    let pack = PackFixture::new("noversion", "1.0.0").raw_pack_json(r#"{"name":"noversion"}"#);
+    assert_bad_pack(
+        "pack-no-version",
+        &pack.bundle_path(),
+        &pack.archive(),
+        "has no version",
+    );
+}
+
+#[test]
+fn a_pack_file_that_is_not_a_tar_gz_is_rejected_and_nothing_is_pushed() {
+    assert_bad_pack(
+        "pack-not-gzip",
+        "packs/broken-1.0.0.tar.gz",
+        b"this is not a gzip archive",
+        "not a readable pack archive",
+    );
+}
