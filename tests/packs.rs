@@ -425,3 +425,157 @@ fn a_pack_file_that_is_not_a_tar_gz_is_rejected_and_nothing_is_pushed() {
         "not a readable pack archive",
     );
 }
+
+mod daemon_api {
+    use super::*;
+    use support::daemon::{Daemon, DaemonSetup};
+
+    fn names(body: &str) -> Vec<String> {
+        let value: Value = serde_json::from_str(body).expect("JSON");
+        let mut names: Vec<String> = value["packs"]
+            .as_array()
+            .expect("packs")
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["tag"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_daemon_lists_the_packs_in_the_registry_with_catalog_filters() {
+        let registry = Registry::start();
+        let csi = PackFixture::new("csi-aws-ebs", "1.30.0")
+            .layer("csi")
+            .cloud_types(&["aws"])
+            .architecture("amd64,arm64");
+        let bundle = bundle_with("packs-api", &[nginx(), cilium(), csi]);
+        import_ok(&bundle, &registry, &[]);
+        let work = tempfile::tempdir().expect("tempdir");
+        let setup = DaemonSetup {
+            drop_dir: work.path().join("drop"),
+            state_dir: work.path().join("state"),
+            extra: Vec::new(),
+            envs: Vec::new(),
+        };
+        std::fs::create_dir_all(&setup.drop_dir).expect("drop dir");
+        let daemon = Daemon::start(&setup, &registry, bundle.public_key_pem());
+
+        let get = |query: &str| {
+            let (status, body) = daemon
+                .get(&format!("/api/v1/packs{query}"))
+                .expect("the daemon answers");
+            assert_eq!(status, 200, "{query}: {body}");
+            names(&body)
+        };
+        assert_eq!(
+            get(""),
+            vec![
+                "cni-cilium:1.15.3_spectro",
+                "csi-aws-ebs:1.30.0",
+                "nginx:1.2.0"
+            ]
+        );
+        assert_eq!(get("?layer=cni"), vec!["cni-cilium:1.15.3_spectro"]);
+        assert_eq!(
+            get("?cloudType=aws"),
+            vec![
+                "cni-cilium:1.15.3_spectro",
+                "csi-aws-ebs:1.30.0",
+                "nginx:1.2.0"
+            ]
+        );
+        assert_eq!(
+            get("?cloudType=vsphere"),
+            vec!["cni-cilium:1.15.3_spectro", "nginx:1.2.0"]
+        );
+        assert_eq!(
+            get("?architecture=arm64"),
+            vec!["csi-aws-ebs:1.30.0", "nginx:1.2.0"]
+        );
+        assert_eq!(get("?fips=true"), vec!["cni-cilium:1.15.3_spectro"]);
+        assert_eq!(get("?fips=false&q=NGI"), vec!["nginx:1.2.0"]);
+        let (status, body) = daemon.get("/api/v1/packs?fips=maybe").expect("answer");
+        assert_eq!(status, 400, "{body}");
+
+        let (_, body) = daemon.get("/api/v1/packs?q=nginx").expect("answer");
+        let value: Value = serde_json::from_str(&body).expect("JSON");
+        let nginx = &value["packs"][0];
+        assert_eq!(nginx["layer"], "addon");
+        assert_eq!(nginx["cloudTypes"], serde_json::json!(["aws", "vsphere"]));
+        assert_eq!(
+            nginx["reference"],
+            format!(
+                "{}/mirror/spectro-packs/archive/nginx:1.2.0",
+                registry.host()
+            )
+        );
+        assert_eq!(value["truncated"], false);
+    }
+}
+
+#[test]
+fn packs_in_an_oci_layout_target_are_listed_from_its_index() {
+    let bundle = bundle_with("packs-layout", &[nginx(), cilium()]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().join("mirror");
+    let output = run_import(&bundle, &format!("oci:{}", dir.display()), &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed = airlock::push::catalog::layout_packs(&dir).expect("listed");
+    let names: Vec<(&str, &str, Option<&str>)> = listed
+        .packs
+        .iter()
+        .map(|p| (p.name.as_str(), p.tag.as_str(), p.layer.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("cni-cilium", "1.15.3_spectro", Some("cni")),
+            ("nginx", "1.2.0", Some("addon"))
+        ]
+    );
+    // skopeo reads the pack back from the layout by its reference name.
+    let raw = skopeo::inspect_oci_layout(&dir, "spectro-packs/archive/nginx:1.2.0");
+    let manifest: Value = serde_json::from_slice(&raw).expect("manifest");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.unknown.config.v1+json"
+    );
+}
+
+#[test]
+fn the_fail_policy_checks_an_oci_layout_target_by_its_index() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().join("mirror");
+    let target = format!("oci:{}", dir.display());
+    let first = bundle_with("layout-image-first", &[]);
+    assert!(run_import(&first, &target, &[]).status.success());
+    let key = TestKey::generate(KeyKind::EcP256);
+    let pack = PackFixture::new("needs-app", "2.0.0").image(APP);
+    let lonely = PackFixture::new("lonely", "0.1.0").image(ABSENT);
+    let bundle = BundleBuilder::new("layout-packs-later")
+        .image(Image::new("quay.io/acme/other:1.0"))
+        .file(&pack.bundle_path(), &pack.archive())
+        .file(&lonely.bundle_path(), &lonely.archive())
+        .build(&key);
+    let output = run_import(&bundle, &target, &["--pack-image-policy", "fail"]);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed = airlock::push::catalog::layout_packs(&dir).expect("listed");
+    let names: Vec<&str> = listed.packs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["needs-app"]);
+}

@@ -217,6 +217,31 @@ impl DaemonView for View {
             }
         })
     }
+
+    fn packs(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<crate::http::PackCatalog, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let destination = &self.shared.destination;
+            let listed = match (&destination.target, &self.registry) {
+                (Target::Layout { dir }, _) => {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || crate::push::catalog::layout_packs(&dir))
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                (target, Some(client)) => {
+                    crate::push::catalog::registry_packs(client, target, &destination.plan).await
+                }
+                (Target::Registry { .. }, None) => {
+                    return Err("no registry client".to_owned());
+                }
+            };
+            listed.map_err(|e| crate::report::error_chain(&e))
+        })
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully.

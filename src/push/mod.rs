@@ -16,6 +16,7 @@
 //!    other mode, are streamed again in a further pass;
 //! 4. push manifests and tags, images in parallel, referrers after subjects.
 
+pub mod catalog;
 mod journal;
 mod layout;
 pub mod registry;

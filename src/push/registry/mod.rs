@@ -89,6 +89,7 @@ impl fmt::Debug for ObserverHandle {
 pub struct Scope {
     repository: String,
     mount_from: Option<String>,
+    catalog: bool,
 }
 
 impl Scope {
@@ -97,6 +98,16 @@ impl Scope {
         Scope {
             repository: repository.to_owned(),
             mount_from: None,
+            catalog: false,
+        }
+    }
+
+    /// Listing the registry's repositories (`/v2/_catalog`).
+    pub fn catalog() -> Self {
+        Scope {
+            repository: String::new(),
+            mount_from: None,
+            catalog: true,
         }
     }
 
@@ -105,10 +116,14 @@ impl Scope {
         Scope {
             repository: repository.to_owned(),
             mount_from: Some(from.to_owned()),
+            catalog: false,
         }
     }
 
     fn token_scopes(&self) -> Vec<String> {
+        if self.catalog {
+            return vec!["registry:catalog:*".to_owned()];
+        }
         let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
         if let Some(from) = &self.mount_from {
             scopes.push(format!("repository:{from}:pull"));
@@ -470,6 +485,107 @@ impl RegistryClient {
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(Method::HEAD, &url, response).await),
         }
+    }
+
+    /// One page of `GET /v2/_catalog?n=<n>[&last=<last>]`: repository names
+    /// in the registry's (lexical) order.
+    pub async fn catalog_page(&self, n: usize, last: Option<&str>) -> Result<Vec<String>> {
+        let mut url = self.url("v2/_catalog")?;
+        url.query_pairs_mut().append_pair("n", &n.to_string());
+        if let Some(last) = last {
+            url.query_pairs_mut().append_pair("last", last);
+        }
+        let response = self
+            .send(&Scope::catalog(), true, || self.http.get(url.clone()))
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(Method::GET, &url, response).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let body: Catalog = response.json().await.map_err(|e| Error::Protocol {
+            url: redact(&url),
+            reason: format!("unreadable catalog: {e}"),
+        })?;
+        Ok(body.repositories.unwrap_or_default())
+    }
+
+    /// Up to `n` tags of `repository` (`GET /v2/<repository>/tags/list?n=<n>`);
+    /// empty when the repository is unknown.
+    pub async fn tags(&self, repository: &str, n: usize) -> Result<Vec<String>> {
+        let mut url = self.url(&format!("v2/{repository}/tags/list"))?;
+        url.query_pairs_mut().append_pair("n", &n.to_string());
+        let response = self
+            .send(&Scope::push(repository), true, || {
+                self.http.get(url.clone())
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            s if !s.is_success() => return Err(status_error(Method::GET, &url, response).await),
+            _ => {}
+        }
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let body: Tags = response.json().await.map_err(|e| Error::Protocol {
+            url: redact(&url),
+            reason: format!("unreadable tag list: {e}"),
+        })?;
+        Ok(body.tags.unwrap_or_default())
+    }
+
+    /// The manifest `repository:reference` as the registry serves it, with
+    /// its digest; `None` when absent.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Option<Digest>, Bytes)>> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let accept = [
+            OCI_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+        ]
+        .join(", ");
+        let response = self
+            .send(&Scope::push(repository), true, || {
+                self.http
+                    .get(url.clone())
+                    .header(header::ACCEPT, accept.clone())
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(status_error(Method::GET, &url, response).await),
+            _ => {}
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > crate::read::DEFAULT_MAX_DOCUMENT_BYTES)
+        {
+            return Err(Error::Protocol {
+                url: redact(&url),
+                reason: "the manifest is larger than any registry must accept".into(),
+            });
+        }
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| http_error(&Method::GET, &url, source))?;
+        Ok(Some((digest, body)))
     }
 
     /// Pushes a manifest as its original bytes under a tag or its digest.
