@@ -158,10 +158,10 @@ pub async fn registry_packs(
         read += page.len();
         let full = page.len() >= CATALOG_PAGE;
         last = page.last().cloned();
-        repositories.extend(page.into_iter().filter(|r| {
-            r.strip_prefix(&area)
-                .is_some_and(|name| is_path_component(name))
-        }));
+        repositories.extend(
+            page.into_iter()
+                .filter(|r| r.strip_prefix(&area).is_some_and(is_path_component)),
+        );
         if !full || last.is_none() {
             break;
         }
