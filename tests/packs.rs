@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use support::bundle::{BuiltBundle, BundleBuilder, Image};
+use support::bundle::{Artifact, BuiltBundle, BundleBuilder, Image};
 use support::keys::{KeyKind, TestKey};
 use support::pack::PackFixture;
 use support::registry::Registry;
@@ -518,6 +518,93 @@ mod daemon_api {
         );
         assert_eq!(value["truncated"], false);
     }
+
+    #[test]
+    fn the_daemon_rejects_a_bundle_whose_pack_misses_an_image_under_the_fail_policy() {
+        let registry = Registry::start();
+        let lonely = PackFixture::new("lonely", "0.1.0").image(ABSENT);
+        let bundle = bundle_with("daemon-packs-fail", &[nginx(), lonely]);
+        let work = tempfile::tempdir().expect("tempdir");
+        let setup = DaemonSetup {
+            drop_dir: work.path().join("drop"),
+            state_dir: work.path().join("state"),
+            extra: vec!["--pack-image-policy".into(), "fail".into()],
+            envs: vec![(
+                "AIRLOCK_REGISTRY__PACK_PREFIX".into(),
+                "palette-packs".into(),
+            )],
+        };
+        std::fs::create_dir_all(&setup.drop_dir).expect("drop dir");
+        let daemon = Daemon::start(&setup, &registry, bundle.public_key_pem());
+        bundle.copy_into(&setup.drop_dir);
+        daemon.wait_until("the rejection", |d| {
+            d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= 1.0
+        });
+        let imports = daemon.imports();
+        assert_eq!(imports[0]["status"], "rejected", "{imports}");
+        let record = imports[0].to_string();
+        assert!(record.contains("lonely"), "{record}");
+        assert!(record.contains(ABSENT), "{record}");
+        let catalog = registry.catalog();
+        assert!(
+            catalog.contains(&"palette-packs/spectro-packs/archive/nginx".to_owned()),
+            "{catalog:?}"
+        );
+        assert!(
+            !catalog.iter().any(|r| r.ends_with("/lonely")),
+            "{catalog:?}"
+        );
+        let (status, body) = daemon.get("/api/v1/packs").expect("answer");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(names(&body), vec!["nginx:1.2.0"]);
+    }
+}
+
+#[test]
+fn a_pack_already_in_the_layout_lands_in_the_pack_area_unchanged() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let archive = PackFixture::new("prebuilt", "3.1.0").archive();
+    let bundle = BundleBuilder::new("layout-pack")
+        .image(Image::new(APP))
+        .artifact(
+            Artifact::new("application/vnd.unknown.config.v1+json")
+                .config("application/vnd.unknown.config.v1+json", b"{}")
+                .file(
+                    "prebuilt-3.1.0.tar.gz",
+                    "application/vnd.oci.image.layer.v1.tar",
+                    &archive,
+                )
+                .named("spectro-packs/archive/prebuilt:3.1.0"),
+        )
+        .build(&key);
+    let inspected = airlock()
+        .arg("inspect")
+        .arg(bundle.zst())
+        .args(["--output", "json"])
+        .output()
+        .expect("inspect");
+    let inspection: Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
+    assert_eq!(inspection["packs"][0]["name"], "prebuilt", "{inspection}");
+    assert_eq!(inspection["packs"][0]["version"], "3.1.0", "{inspection}");
+
+    let registry = Registry::start();
+    import_ok(&bundle, &registry, &[]);
+    let pulled = tempfile::tempdir().expect("tempdir");
+    let bytes = oras_pull(
+        &registry,
+        &format!(
+            "{}/{PREFIX}/spectro-packs/archive/prebuilt:3.1.0",
+            registry.host()
+        ),
+        pulled.path(),
+        "prebuilt-3.1.0.tar.gz",
+    );
+    assert!(bytes == archive, "the pulled archive differs");
+    assert!(
+        !registry.catalog().iter().any(|r| r.contains("docker.io")),
+        "{:?}",
+        registry.catalog()
+    );
 }
 
 #[test]
