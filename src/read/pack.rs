@@ -287,6 +287,8 @@ fn archive_pack(
         architectures: architectures(&json),
         fips: fips(&json),
         artifact: ArtifactName::in_area(Area::Packs, &name, &tag),
+        // The manifest's digest, set below once the manifest (which carries
+        // this pack's annotations) is written.
         digest: Digest::sha256_of(b""),
         images,
         missing_from_bundle: Vec::new(),
