@@ -666,3 +666,77 @@ fn the_fail_policy_checks_an_oci_layout_target_by_its_index() {
     let names: Vec<&str> = listed.packs.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, vec!["needs-app"]);
 }
+
+mod http_view {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use airlock::http::{self, DaemonView, PackCatalog, Readiness};
+    use airlock::metrics::Metrics;
+    use airlock::state::BundleRecord;
+
+    /// A view whose target cannot be read.
+    struct Unreachable;
+
+    impl DaemonView for Unreachable {
+        fn imports(&self, _limit: usize) -> Vec<BundleRecord> {
+            Vec::new()
+        }
+        fn import(&self, _id: &str) -> Option<BundleRecord> {
+            None
+        }
+        fn readiness(&self) -> Pin<Box<dyn Future<Output = Readiness> + Send + '_>> {
+            Box::pin(async {
+                Readiness {
+                    watcher_running: true,
+                    state_writable: true,
+                    registry_reachable: false,
+                    detail: None,
+                }
+            })
+        }
+        fn packs(&self) -> Pin<Box<dyn Future<Output = Result<PackCatalog, String>> + Send + '_>> {
+            Box::pin(async { Err("GET http://registry.invalid/v2/_catalog failed".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_target_answers_502_and_unknown_filters_400() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(
+            listener,
+            Arc::new(Metrics::new()),
+            Arc::new(Unreachable),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = reqwest::Client::new();
+        let answer = client
+            .get(format!("http://{address}/api/v1/packs"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 502);
+        let body: serde_json::Value = answer.json().await.expect("JSON error");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("registry.invalid")),
+            "{body}"
+        );
+        let answer = client
+            .get(format!("http://{address}/api/v1/packs?colour=blue"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 400);
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    }
+}
