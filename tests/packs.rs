@@ -740,3 +740,56 @@ mod http_view {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_catalog_is_read_page_by_page_and_listings_are_bounded() {
+    use airlock::push::catalog::{CatalogLimits, registry_packs};
+    use airlock::push::registry::{RegistryClient, RegistryConfig};
+
+    let registry = tokio::task::block_in_place(|| {
+        let registry = Registry::start();
+        let csi = PackFixture::new("csi-aws-ebs", "1.30.0").layer("csi");
+        let bundle = bundle_with("packs-pages", &[nginx(), cilium(), csi]);
+        import_ok(&bundle, &registry, &[]);
+        registry
+    });
+    let client = RegistryClient::new(RegistryConfig {
+        host: registry.host(),
+        plain_http: true,
+        ..RegistryConfig::default()
+    })
+    .expect("client");
+    let target: airlock::plan::Target = format!("{}/{PREFIX}", registry.host())
+        .parse()
+        .expect("target");
+    let options = airlock::plan::PlanOptions::default();
+    let paged = CatalogLimits {
+        page: 1,
+        ..CatalogLimits::default()
+    };
+    let listed = registry_packs(&client, &target, &options, paged)
+        .await
+        .expect("listed");
+    let names: Vec<&str> = listed.packs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["cni-cilium", "csi-aws-ebs", "nginx"]);
+    assert!(!listed.truncated);
+    let catalog_pages = tokio::task::block_in_place(|| {
+        registry
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v2/_catalog"))
+            .count()
+    });
+    // Four repositories, one per page, and the empty page that ends it.
+    assert!(catalog_pages >= 4, "{catalog_pages} catalog requests");
+
+    let bounded = CatalogLimits {
+        manifests: 2,
+        ..CatalogLimits::default()
+    };
+    let listed = registry_packs(&client, &target, &options, bounded)
+        .await
+        .expect("listed");
+    assert_eq!(listed.packs.len(), 2);
+    assert!(listed.truncated);
+}

@@ -233,7 +233,13 @@ impl DaemonView for View {
                         .map_err(|e| e.to_string())?
                 }
                 (target, Some(client)) => {
-                    crate::push::catalog::registry_packs(client, target, &destination.plan).await
+                    crate::push::catalog::registry_packs(
+                        client,
+                        target,
+                        &destination.plan,
+                        crate::push::catalog::CatalogLimits::default(),
+                    )
+                    .await
                 }
                 (Target::Registry { .. }, None) => {
                     return Err("no registry client".to_owned());

@@ -32,6 +32,33 @@ pub const MAX_PACK_REPOSITORIES: usize = 1000;
 pub const MAX_TAGS_PER_PACK: usize = 200;
 /// Manifests read per listing at most.
 pub const MAX_PACK_MANIFESTS: usize = 5000;
+/// The bounds of one listing (defaults: the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogLimits {
+    /// Repository names asked for per `/v2/_catalog` page.
+    pub page: usize,
+    /// Repository names read from `/v2/_catalog` at most.
+    pub catalog_repositories: usize,
+    /// Pack repositories scanned at most.
+    pub pack_repositories: usize,
+    /// Tags read per pack repository at most.
+    pub tags_per_pack: usize,
+    /// Manifests read at most.
+    pub manifests: usize,
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        CatalogLimits {
+            page: CATALOG_PAGE,
+            catalog_repositories: MAX_CATALOG_REPOSITORIES,
+            pack_repositories: MAX_PACK_REPOSITORIES,
+            tags_per_pack: MAX_TAGS_PER_PACK,
+            manifests: MAX_PACK_MANIFESTS,
+        }
+    }
+}
+
 /// Largest manifest read; registries need accept no bigger one.
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
@@ -147,16 +174,18 @@ pub async fn registry_packs(
     client: &RegistryClient,
     target: &Target,
     options: &PlanOptions,
+    limits: CatalogLimits,
 ) -> Result<PackCatalog> {
+    let page_size = limits.page.max(1);
     let area = format!("{}/", pack_area(target, options));
     let mut catalog = PackCatalog::default();
     let mut repositories = Vec::new();
     let mut last: Option<String> = None;
     let mut read = 0;
     loop {
-        let page = client.catalog_page(CATALOG_PAGE, last.as_deref()).await?;
+        let page = client.catalog_page(page_size, last.as_deref()).await?;
         read += page.len();
-        let full = page.len() >= CATALOG_PAGE;
+        let full = page.len() >= page_size;
         last = page.last().cloned();
         repositories.extend(
             page.into_iter()
@@ -165,24 +194,24 @@ pub async fn registry_packs(
         if !full || last.is_none() {
             break;
         }
-        if read >= MAX_CATALOG_REPOSITORIES {
+        if read >= limits.catalog_repositories {
             catalog.truncated = true;
             break;
         }
     }
-    if repositories.len() > MAX_PACK_REPOSITORIES {
-        repositories.truncate(MAX_PACK_REPOSITORIES);
+    if repositories.len() > limits.pack_repositories {
+        repositories.truncate(limits.pack_repositories);
         catalog.truncated = true;
     }
     let mut manifests = 0;
     'repositories: for repository in repositories {
-        let mut tags = client.tags(&repository, MAX_TAGS_PER_PACK).await?;
-        if tags.len() >= MAX_TAGS_PER_PACK {
+        let mut tags = client.tags(&repository, limits.tags_per_pack).await?;
+        if tags.len() >= limits.tags_per_pack {
             catalog.truncated = true;
         }
         tags.sort();
         for tag in tags {
-            if manifests >= MAX_PACK_MANIFESTS {
+            if manifests >= limits.manifests {
                 catalog.truncated = true;
                 break 'repositories;
             }
