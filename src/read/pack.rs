@@ -512,6 +512,44 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_entry_with_pack_annotations_moves_into_the_pack_area() {
+        let mut assembly = Assembly::default();
+        let config = Written::new(
+            ORAS_UNKNOWN_CONFIG,
+            assembly.memory_blob(Bytes::from_static(EMPTY_JSON)),
+        );
+        let layer = Written::new(
+            ORAS_LAYER,
+            assembly.memory_blob(Bytes::from_static(b"pack")),
+        );
+        let mut manifest = WrittenManifest::oci(config, vec![layer]);
+        for (key, value) in [
+            (NAME_ANNOTATION, "metallb"),
+            (VERSION_ANNOTATION, "0.14.8+1"),
+            (LAYER_ANNOTATION, "addon"),
+            (CLOUD_TYPES_ANNOTATION, "edge-native,vsphere"),
+        ] {
+            manifest.annotations.insert(key.into(), value.into());
+        }
+        let name = ArtifactName::in_area(Area::Installers, "placeholder", "1");
+        let mut image = assembly.artifact(name, &manifest, ORAS_UNKNOWN_CONFIG);
+        image.name = ImageName::Unnamed {
+            reason: "not named".into(),
+        };
+        image.descriptor.annotations = BTreeMap::new();
+        let mut images = vec![image];
+        let packs = recognise_in_layout(&mut images, &assembly);
+        let expected = ArtifactName::in_area(Area::Packs, "metallb", "0.14.8_1");
+        assert_eq!(images[0].name, ImageName::Artifact(expected.clone()));
+        assert_eq!(packs.len(), 1);
+        assert_eq!(packs[0].artifact, expected);
+        assert_eq!(packs[0].version, "0.14.8+1");
+        assert_eq!(packs[0].layer.as_deref(), Some("addon"));
+        assert_eq!(packs[0].cloud_types, vec!["edge-native", "vsphere"]);
+        assert!(packs[0].images.is_empty());
+    }
+
+    #[test]
     fn architecture_and_fips_come_from_pack_annotations() {
         let json: PackJson = serde_json::from_str(
             r#"{"name":"x","version":"1","annotations":{"architecture":"amd64, arm64","fips":"true"}}"#,
