@@ -33,6 +33,21 @@ pub enum Error {
     /// Writing to the target failed.
     #[error(transparent)]
     Push(#[from] crate::push::Error),
+    /// Packs were held back by the `fail` pack-image policy: images they
+    /// declare are neither in the bundle nor in the target. Everything else
+    /// was imported; `report` says what.
+    #[error(
+        "bundle {bundle}: held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {held_back}; everything else was imported"
+    )]
+    PacksHeldBack {
+        /// The bundle file.
+        bundle: String,
+        /// Each held-back pack with its missing images, e.g.
+        /// `pack nginx 1.2.0 (packs/nginx-1.2.0.tar.gz) needs quay.io/acme/app:1.0`.
+        held_back: String,
+        /// What the import did.
+        report: Box<ImportReport>,
+    },
     /// A blocking worker panicked.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -46,9 +61,25 @@ impl Error {
             Error::Read(e) => e.class(),
             Error::Plan(e) => e.class(),
             Error::Push(e) => e.class(),
+            Error::PacksHeldBack { .. } => FailureClass::Integrity,
             Error::Task(_) => FailureClass::Transport,
         }
     }
+}
+
+/// What to do with a pack whose declared images are neither in its bundle
+/// nor in the target.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PackImagePolicy {
+    /// Push the pack, log a warning and list the images in the report.
+    #[default]
+    Warn,
+    /// Hold the pack back (everything else is imported) and fail the import
+    /// as refused content.
+    Fail,
 }
 
 /// Everything an import needs.
@@ -62,6 +93,8 @@ pub struct ImportRequest {
     pub target: Target,
     /// Choices that shape the plan (pack prefix).
     pub plan: PlanOptions,
+    /// What to do with packs whose images are missing.
+    pub pack_image_policy: PackImagePolicy,
     /// How to reach a registry target.
     pub registry: RegistryConfig,
     /// Concurrency, chunking, upload mode.
@@ -90,6 +123,27 @@ pub struct ImportReport {
     pub skipped: Vec<Skipped>,
     /// Files outside the OCI layout, not imported by this version.
     pub extra_files: Vec<ExtraFile>,
+    /// The bundle's Palette packs and the images they miss.
+    pub packs: Vec<ImportedPack>,
+}
+
+/// A pack of an import, with the images it declares that are neither in the
+/// bundle nor in the target.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedPack {
+    /// `pack.json` name.
+    pub name: String,
+    /// `pack.json` version.
+    pub version: String,
+    /// Where it is in the bundle.
+    pub item: String,
+    /// Where it lands.
+    pub target_ref: Option<String>,
+    /// Declared images neither in the bundle nor in the target.
+    pub missing_images: Vec<String>,
+    /// Whether the `fail` policy held it back.
+    pub held_back: bool,
 }
 
 /// Runs one import. Nothing reaches the target unless the signature verified
@@ -114,6 +168,8 @@ pub struct Destination {
     pub target: Target,
     /// Choices that shape the plan (pack prefix).
     pub plan: PlanOptions,
+    /// What to do with packs whose images are missing.
+    pub pack_image_policy: PackImagePolicy,
     /// How to reach a registry target.
     pub registry: RegistryConfig,
     /// Concurrency, chunking, upload mode.
@@ -130,6 +186,7 @@ impl From<ImportRequest> for Destination {
         Destination {
             target: request.target,
             plan: request.plan,
+            pack_image_policy: request.pack_image_policy,
             registry: request.registry,
             push: request.push,
             limits: request.limits,
@@ -173,6 +230,7 @@ pub async fn run_verified(
     let Destination {
         target,
         plan: plan_options,
+        pack_image_policy,
         registry,
         push,
         limits,
@@ -184,7 +242,7 @@ pub async fn run_verified(
     let index = blocking(move || BundleIndex::build(verified, limits, &index_progress)).await??;
     let index = Arc::new(index);
 
-    let plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
+    let mut plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
     for skipped in plan.skipped() {
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
     }
@@ -198,11 +256,34 @@ pub async fn run_verified(
         &push,
         upload_journal,
     )?);
+    let packs = check_packs(&plan, &writer, pack_image_policy).await?;
+    let held: Vec<&ImportedPack> = packs.iter().filter(|p| p.held_back).collect();
+    plan.withhold(
+        &index
+            .packs()
+            .iter()
+            .filter(|p| held.iter().any(|h| h.item == p.item))
+            .map(|p| p.digest.clone())
+            .collect(),
+    );
+    let held_back = held
+        .iter()
+        .map(|p| {
+            format!(
+                "pack {} {} ({}) needs {}",
+                p.name,
+                p.version,
+                p.item,
+                p.missing_images.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let report = crate::push::push(&plan, writer, &push, progress).await?;
     progress.set_stage(Stage::Done);
 
     let verified = index.bundle();
-    Ok(ImportReport {
+    let report = ImportReport {
         bundle: verified.path().display().to_string(),
         digest: verified.digest(),
         size: verified.size(),
@@ -211,7 +292,66 @@ pub async fn run_verified(
         push: report,
         skipped: plan.skipped().to_vec(),
         extra_files: index.extra_files().to_vec(),
-    })
+        packs,
+    };
+    if held_back.is_empty() {
+        Ok(report)
+    } else {
+        Err(Error::PacksHeldBack {
+            bundle: report.bundle.clone(),
+            held_back,
+            report: Box::new(report),
+        })
+    }
+}
+
+/// Checks every pack's declared images: present when an image of the bundle
+/// has that source reference, or when the target already holds it at its
+/// mirror location. Under [`PackImagePolicy::Fail`] a pack missing any is
+/// marked held back; under `Warn` a warning is logged.
+async fn check_packs(
+    plan: &Plan,
+    writer: &crate::push::Destination,
+    policy: PackImagePolicy,
+) -> Result<Vec<ImportedPack>> {
+    let index = plan.index();
+    let mut checked = Vec::with_capacity(index.packs().len());
+    for pack in index.packs() {
+        let mut missing = Vec::new();
+        for image in &pack.missing_from_bundle {
+            let held = match crate::read::names::parse_full(image) {
+                Ok(reference) => writer.holds_image(plan.target(), &reference).await?,
+                Err(_) => false,
+            };
+            if !held {
+                missing.push(image.clone());
+            }
+        }
+        let held_back = !missing.is_empty() && policy == PackImagePolicy::Fail;
+        if !missing.is_empty() {
+            tracing::warn!(
+                pack = %pack.name,
+                version = %pack.version,
+                item = %pack.item,
+                images = %missing.join(", "),
+                held_back,
+                "pack declares images that are neither in the bundle nor in the target"
+            );
+        }
+        checked.push(ImportedPack {
+            name: pack.name.clone(),
+            version: pack.version.clone(),
+            item: pack.item.clone(),
+            target_ref: crate::plan::target_ref(
+                plan.target(),
+                plan.options(),
+                &crate::read::ImageName::Artifact(pack.artifact.clone()),
+            ),
+            missing_images: missing,
+            held_back,
+        });
+    }
+    Ok(checked)
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {

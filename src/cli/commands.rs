@@ -112,6 +112,16 @@ async fn run_verify(args: VerifyArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+fn plan_options(pack_prefix: Option<&str>) -> Result<PlanOptions, CommandError> {
+    let pack_prefix = pack_prefix
+        .map(|p| {
+            crate::plan::pack_prefix(p)
+                .map_err(|reason| CommandError::config(format!("invalid --pack-prefix: {reason}")))
+        })
+        .transpose()?;
+    Ok(PlanOptions { pack_prefix })
+}
+
 fn parse_target(text: &str) -> Result<Target, CommandError> {
     text.parse::<Target>()
         .map_err(|e| CommandError::new(FailureClass::Config, &e))
@@ -119,6 +129,7 @@ fn parse_target(text: &str) -> Result<Target, CommandError> {
 
 async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let target = args.registry.as_deref().map(parse_target).transpose()?;
+    let options = plan_options(args.pack_prefix.as_deref())?;
     let progress = Progress::new();
     let inspection = if args.public_keys.is_empty() {
         let bundle = UnverifiedBundle::new(&args.bundle);
@@ -128,7 +139,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), None)
+        report::inspect::inspect(&index, target.as_ref(), &options, None)
     } else {
         let keys = load_keys(args.public_keys).await?;
         let verified = verify_blocking(args.bundle, args.signature, keys).await?;
@@ -139,7 +150,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), Some(key))
+        report::inspect::inspect(&index, target.as_ref(), &options, Some(key))
     };
     match args.output {
         OutputFormat::Text => print!("{}", report::inspect::text(&inspection)),
@@ -202,7 +213,8 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         Target::Layout { .. } => RegistryConfig::default(),
     };
     let request = ImportRequest {
-        plan: PlanOptions::default(),
+        plan: plan_options(args.pack_prefix.as_deref())?,
+        pack_image_policy: args.pack_image_policy,
         bundle: args.bundle.clone(),
         signature: args.signature.signature.clone(),
         target,
@@ -222,12 +234,26 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
     let display = report::progress::Display::start(progress.clone(), bundle_bytes, args.quiet);
     let result = import::run(request, keys, &progress).await;
     display.finish();
-    let report = classed!(result)?;
+    let (report, failure) = match result {
+        Err(import::Error::PacksHeldBack {
+            bundle,
+            held_back,
+            report,
+        }) => {
+            let error = import::Error::PacksHeldBack {
+                bundle,
+                held_back,
+                report: report.clone(),
+            };
+            (*report, Some(CommandError::new(error.class(), &error)))
+        }
+        other => (classed!(other)?, None),
+    };
     match args.output {
         OutputFormat::Text => print!("{}", report::import_text(&report)),
         OutputFormat::Json => print_json(&report)?,
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {

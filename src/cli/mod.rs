@@ -194,6 +194,11 @@ pub struct InspectArgs {
     /// Show target references for this registry (`host[:port][/prefix]` or `oci:DIR`).
     #[arg(long, value_name = "TARGET")]
     pub registry: Option<String>,
+
+    /// Show packs below this prefix instead of the one in --registry
+    /// (Palette's OCI_PACK_BASE).
+    #[arg(long, value_name = "PREFIX")]
+    pub pack_prefix: Option<String>,
 }
 
 /// `airlock import`.
@@ -232,6 +237,17 @@ pub struct ImportArgs {
     /// PATCH, or answers 413 to a large PUT.
     #[arg(long, value_enum, default_value = "chunked")]
     pub upload_mode: UploadModeArg,
+
+    /// Push packs to `<host>/<PREFIX>/spectro-packs/archive/<name>:<version>`
+    /// instead of below the prefix in --registry (Palette's OCI_PACK_BASE).
+    #[arg(long, value_name = "PREFIX")]
+    pub pack_prefix: Option<String>,
+
+    /// A pack whose declared images are neither in the bundle nor in the
+    /// target: `warn` pushes it and reports the images; `fail` holds it back,
+    /// imports everything else and exits 3.
+    #[arg(long, value_enum, default_value = "warn")]
+    pub pack_image_policy: crate::import::PackImagePolicy,
 
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]

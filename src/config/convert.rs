@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::Error;
 use super::schema::DaemonConfig;
-use crate::plan::Target;
+use crate::plan::{PlanOptions, Target};
 use crate::push::registry::auth::{self, Credentials};
 use crate::push::registry::{RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
@@ -17,6 +17,23 @@ impl DaemonConfig {
             .target
             .parse()
             .map_err(|source| Error::Target { source })
+    }
+
+    /// How bundles are placed: `registry.pack_prefix`, checked to be a
+    /// repository path (`/` at either end is dropped).
+    pub fn plan_options(&self) -> Result<PlanOptions, Error> {
+        let pack_prefix = match &self.registry.pack_prefix {
+            None => None,
+            Some(prefix) => {
+                Some(
+                    crate::plan::pack_prefix(prefix).map_err(|reason| Error::Invalid {
+                        key: "registry.pack_prefix",
+                        reason,
+                    })?,
+                )
+            }
+        };
+        Ok(PlanOptions { pack_prefix })
     }
 
     /// How to reach the registry, with credentials: `registry.username` with

@@ -54,6 +54,12 @@ pub const DEFAULT_UPLOAD_MODE: UploadMode = UploadMode::Chunked;
 /// without nearing registry rate limits.
 pub const DEFAULT_BLOB_CONCURRENCY: usize = crate::push::DEFAULT_CONCURRENCY;
 
+/// `registry.pack_image_policy`: a pack whose images are missing is pushed
+/// with a warning, as Palette itself only notices when a cluster pulls them;
+/// `fail` holds such packs back.
+pub const DEFAULT_PACK_IMAGE_POLICY: crate::import::PackImagePolicy =
+    crate::import::PackImagePolicy::Warn;
+
 /// The most blobs in flight per import, as `airlock import --concurrency`
 /// allows: beyond this a registry throttles rather than speeds up.
 pub const MAX_BLOB_CONCURRENCY: usize = 64;

@@ -11,6 +11,7 @@ use clap::Args;
 
 use super::schema::{DaemonConfig, OnReject, OnSuccess};
 use crate::cli::UploadModeArg;
+use crate::import::PackImagePolicy;
 
 /// Examples and precedence rules for `airlock watch --help`
 /// (`#[command(after_help = WATCH_EXAMPLES)]`).
@@ -115,6 +116,18 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub blob_concurrency: Option<usize>,
 
+    /// Where packs land, when apart from the target's prefix (Palette's
+    /// OCI_PACK_BASE): `<host>/<PACK_PREFIX>/spectro-packs/archive/<name>:<version>`
+    /// [default: the prefix in --registry].
+    #[arg(long, value_name = "PREFIX")]
+    pub pack_prefix: Option<String>,
+
+    /// What to do with a pack whose declared images are neither in the bundle
+    /// nor in the target: push it and warn, or hold it back and fail the
+    /// import [default: warn].
+    #[arg(long, value_enum)]
+    pub pack_image_policy: Option<PackImagePolicy>,
+
     /// Bundles imported at once [default: 1].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub concurrency: Option<usize>,
@@ -195,6 +208,13 @@ impl WatchArgs {
         set(
             &mut registry.blob_concurrency,
             self.blob_concurrency.as_ref(),
+        );
+        if self.pack_prefix.is_some() {
+            registry.pack_prefix = self.pack_prefix.clone();
+        }
+        set(
+            &mut registry.pack_image_policy,
+            self.pack_image_policy.as_ref(),
         );
 
         let imports = &mut config.imports;

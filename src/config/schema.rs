@@ -13,6 +13,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::defaults::*;
+use crate::import::PackImagePolicy;
 use crate::push::UploadMode;
 
 /// The subdirectory of a drop directory that `on_success: move` moves
@@ -141,6 +142,15 @@ pub struct RegistrySection {
     pub upload_mode: UploadMode,
     /// Blobs in flight per import (default [`DEFAULT_BLOB_CONCURRENCY`]).
     pub blob_concurrency: usize,
+    /// The prefix of the pack area, when packs land apart from the target's
+    /// prefix, as Palette's `OCI_PACK_BASE` can (default: the target's
+    /// prefix).
+    pub pack_prefix: Option<String>,
+    /// Whether a pack whose declared images are neither in its bundle nor in
+    /// the target is pushed with a warning or held back (default
+    /// [`DEFAULT_PACK_IMAGE_POLICY`]).
+    #[serde(deserialize_with = "one_of")]
+    pub pack_image_policy: PackImagePolicy,
 }
 
 impl Default for RegistrySection {
@@ -155,6 +165,8 @@ impl Default for RegistrySection {
             auth_file: None,
             upload_mode: DEFAULT_UPLOAD_MODE,
             blob_concurrency: DEFAULT_BLOB_CONCURRENCY,
+            pack_prefix: None,
+            pack_image_policy: DEFAULT_PACK_IMAGE_POLICY,
         }
     }
 }

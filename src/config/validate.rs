@@ -20,6 +20,7 @@ impl DaemonConfig {
             return Err(missing("registry.target"));
         }
         self.target()?;
+        self.plan_options()?;
         paths("registry.ca_cert", &self.registry.ca_cert)?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(invalid("state_dir", "is empty"));

@@ -78,7 +78,8 @@ impl DaemonSettings {
             watch: WatchOptions::from(&config.drop),
             public_keys: config.public_key_paths().to_vec(),
             destination: Destination {
-                plan: crate::plan::PlanOptions::default(),
+                plan: config.plan_options()?,
+                pack_image_policy: config.registry.pack_image_policy,
                 target: config.target()?,
                 registry: config.registry_config()?,
                 push: config.push_options(),
@@ -214,6 +215,37 @@ impl DaemonView for View {
                 registry_reachable: registry.is_ok(),
                 detail: (!detail.is_empty()).then(|| detail.join("; ")),
             }
+        })
+    }
+
+    fn packs(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<crate::http::PackCatalog, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let destination = &self.shared.destination;
+            let listed = match (&destination.target, &self.registry) {
+                (Target::Layout { dir }, _) => {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || crate::push::catalog::layout_packs(&dir))
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                (target, Some(client)) => {
+                    crate::push::catalog::registry_packs(
+                        client,
+                        target,
+                        &destination.plan,
+                        crate::push::catalog::CatalogLimits::default(),
+                    )
+                    .await
+                }
+                (Target::Registry { .. }, None) => {
+                    return Err("no registry client".to_owned());
+                }
+            };
+            listed.map_err(|e| crate::report::error_chain(&e))
         })
     }
 }

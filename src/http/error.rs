@@ -17,6 +17,9 @@ pub(super) enum Error {
     /// No record with this (well-formed) id.
     #[error("no import with id {0}")]
     UnknownImport(String),
+    /// The target's pack area could not be read.
+    #[error("cannot list the target's packs: {0}")]
+    Target(String),
     /// No such path.
     #[error("no such endpoint")]
     NoRoute,
@@ -31,6 +34,7 @@ impl Error {
             Error::InvalidQuery(_) | Error::InvalidId => StatusCode::BAD_REQUEST,
             Error::UnknownImport(_) | Error::NoRoute => StatusCode::NOT_FOUND,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Target(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::{AppState, DEFAULT_LIMIT, MAX_LIMIT, READINESS_TIMEOUT, Readiness};
+use super::{AppState, DEFAULT_LIMIT, MAX_LIMIT, PackFilter, READINESS_TIMEOUT, Readiness};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 /// `GET /metrics`.
@@ -94,6 +94,18 @@ pub(super) async fn import(
         Some(record) => Ok(Json(record).into_response()),
         None => Err(Error::UnknownImport(id)),
     }
+}
+
+/// `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=`: the packs
+/// in the target's pack area that pass every filter given.
+pub(super) async fn packs(
+    State(state): State<AppState>,
+    query: Result<Query<PackFilter>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(filter) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    let mut catalog = state.view.packs().await.map_err(Error::Target)?;
+    catalog.packs.retain(|pack| filter.matches(pack));
+    Ok(Json(catalog).into_response())
 }
 
 /// Any other path.

@@ -8,6 +8,7 @@
 //! | `GET /readyz` | `200` when every check passes, `503` otherwise; JSON naming each check |
 //! | `GET /api/v1/imports?limit=N` | the newest `N` bundle records (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) |
 //! | `GET /api/v1/imports/{id}` | one bundle record; `400` for an id that is not 64 lowercase hex characters, `404` when unknown |
+//! | `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=` | the packs in the target's pack area, filtered ([`crate::push::catalog`]); `502` when the target cannot be read |
 //!
 //! The daemon supplies the data through [`DaemonView`]. Errors are JSON
 //! (`{"error": "…"}`), and no request can bring the server down: a view that
@@ -31,6 +32,7 @@ use futures::FutureExt as _;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+pub use crate::push::catalog::{PackCatalog, PackFilter};
 use crate::state::BundleRecord;
 
 /// Records listed by `/api/v1/imports` without `?limit=`.
@@ -57,6 +59,12 @@ pub trait DaemonView: Send + Sync + 'static {
     fn import(&self, id: &str) -> Option<BundleRecord>;
     /// Checks whether the daemon can do its work now.
     fn readiness(&self) -> Pin<Box<dyn Future<Output = Readiness> + Send + '_>>;
+    /// The packs in the target's pack area, or why they cannot be listed.
+    /// Bounded by the limits of [`crate::push::catalog`]. The default lists
+    /// none.
+    fn packs(&self) -> Pin<Box<dyn Future<Output = Result<PackCatalog, String>> + Send + '_>> {
+        Box::pin(async { Ok(PackCatalog::default()) })
+    }
 }
 
 /// The readiness checks, as `/readyz` reports them (field names in
@@ -132,6 +140,7 @@ fn router(metrics: Arc<Metrics>, view: Arc<dyn DaemonView>) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/api/v1/imports", get(handlers::imports))
         .route("/api/v1/imports/{id}", get(handlers::import))
+        .route("/api/v1/packs", get(handlers::packs))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn(contain_panics))
         .with_state(AppState { metrics, view })

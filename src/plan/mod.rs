@@ -74,6 +74,20 @@ pub struct PlanOptions {
     pub pack_prefix: Option<String>,
 }
 
+/// Checks a pack prefix (`--pack-prefix`, `registry.pack_prefix`): empty
+/// (packs at the registry's root) or repository path components; `/` at
+/// either end is dropped.
+pub fn pack_prefix(text: &str) -> std::result::Result<String, String> {
+    let trimmed = text.trim_matches('/');
+    if trimmed.is_empty() || trimmed.split('/').all(is_path_component) {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a repository path (lowercase letters, digits and . _ - separators, components joined by /)"
+        ))
+    }
+}
+
 /// Where one image goes.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -269,6 +283,18 @@ impl Plan {
         &self.images
     }
 
+    /// Leaves out the images whose top manifest is one of `digests` (packs
+    /// held back by the pack-image policy), with their referrers.
+    pub fn withhold(&mut self, digests: &HashSet<Digest>) {
+        if digests.is_empty() {
+            return;
+        }
+        self.images.retain(|image| {
+            !digests.contains(&image.digest)
+                && !image.subject.as_ref().is_some_and(|s| digests.contains(s))
+        });
+    }
+
     /// Entries that will not be written.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
@@ -345,6 +371,12 @@ pub fn target_ref(target: &Target, options: &PlanOptions, name: &ImageName) -> O
         ImageName::Unnamed { .. } => None,
     }
     .map(|p| p.target_ref)
+}
+
+/// Where an image with source reference `source` lands in `target` under
+/// Palette's mirror convention (the source name itself in a layout).
+pub fn mirror_placement(target: &Target, source: &oci_client::Reference) -> Result<Placement> {
+    place(target, source)
 }
 
 /// How an area's content is described in reports.

@@ -144,23 +144,41 @@ impl LayoutWriter {
         Ok(())
     }
 
+    /// Whether `index.json` already names a manifest `name` (its
+    /// `org.opencontainers.image.ref.name`).
+    pub fn holds_name(&self, name: &str) -> Result<bool> {
+        Ok(self.read_index()?.is_some_and(|index| {
+            index
+                .manifests
+                .iter()
+                .any(|m| m.annotations.get(OCI_REF_NAME).is_some_and(|n| n == name))
+        }))
+    }
+
+    fn read_index(&self) -> Result<Option<Index>> {
+        let path = self.dir.join("index.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Index>(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Layout {
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, e)),
+        }
+    }
+
     /// Merges the recorded entries into `index.json`: an existing entry with
     /// the same reference name is replaced, everything else is kept.
     pub fn finish(&self) -> Result<()> {
         let path = self.dir.join("index.json");
-        let mut index = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Index>(&bytes).map_err(|e| Error::Layout {
-                path: path.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index {
-                schema_version: 2,
-                media_type: Some(crate::read::document::OCI_INDEX.to_owned()),
-                manifests: Vec::new(),
-                rest: BTreeMap::new(),
-            },
-            Err(e) => return Err(io_error(&path, e)),
-        };
+        let mut index = self.read_index()?.unwrap_or_else(|| Index {
+            schema_version: 2,
+            media_type: Some(crate::read::document::OCI_INDEX.to_owned()),
+            manifests: Vec::new(),
+            rest: BTreeMap::new(),
+        });
         let added = self.added.lock().map(|a| a.clone()).unwrap_or_default();
         // The last entry recorded for a name wins; unnamed entries count once
         // per digest. Entries already in the index under those names (or,

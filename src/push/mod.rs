@@ -16,6 +16,7 @@
 //!    other mode, are streamed again in a further pass;
 //! 4. push manifests and tags, images in parallel, referrers after subjects.
 
+pub mod catalog;
 mod journal;
 mod layout;
 pub mod registry;
@@ -310,6 +311,37 @@ impl Destination {
         match self {
             Destination::Registry { client, .. } => client.blob_size(repository, digest).await,
             Destination::Layout(layout) => Ok(layout.blob_size(digest)),
+        }
+    }
+
+    /// Whether the target already holds the image with source reference
+    /// `source` at its mirror location: a manifest `HEAD` on a registry, an
+    /// `index.json` entry named by it in a layout.
+    pub async fn holds_image(
+        &self,
+        target: &Target,
+        source: &oci_client::Reference,
+    ) -> Result<bool> {
+        let Ok(placement) = crate::plan::mirror_placement(target, source) else {
+            return Ok(false);
+        };
+        match self {
+            Destination::Registry { client, .. } => {
+                let reference = placement
+                    .tag
+                    .clone()
+                    .or_else(|| source.digest().map(str::to_owned));
+                let Some(reference) = reference else {
+                    return Ok(false);
+                };
+                Ok(client
+                    .manifest_digest(&placement.repository, &reference)
+                    .await?
+                    .is_some())
+            }
+            Destination::Layout(layout) => {
+                tokio::task::block_in_place(|| layout.holds_name(&placement.target_ref))
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
 use super::names::ImageName;
+use super::pack;
 use super::peek::{Peek, ScannedFile};
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
 use super::{chart, docker_archive, installer};
@@ -162,6 +163,7 @@ pub(super) fn assemble<B: BundleSource>(
             );
         }
     }
+    let mut packs = pack::recognise_in_layout(&mut images, &assembly);
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
     let (charts, chart_files) = chart::collect(&path, &others, limits, &mut assembly)?;
@@ -182,6 +184,11 @@ pub(super) fn assemble<B: BundleSource>(
         docker_archive::collect(&path, &others, &links, &layout_dirs, &mut assembly)?;
     images.extend(saved);
     used.extend(saved_files);
+    let (pack_images, archive_packs, pack_files) = pack::collect(&path, &others, &mut assembly)?;
+    images.extend(pack_images);
+    packs.extend(archive_packs);
+    used.extend(pack_files);
+    pack::settle_images(&mut packs, &images);
     used.sort();
     extra_files.extend(
         others
@@ -200,6 +207,7 @@ pub(super) fn assemble<B: BundleSource>(
         sources: assembly.sources,
         documents: assembly.documents,
         images,
+        packs,
         extra_files,
     })
 }

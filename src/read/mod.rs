@@ -17,6 +17,7 @@ pub mod document;
 mod installer;
 mod layout;
 pub mod names;
+pub mod pack;
 pub mod peek;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -34,6 +35,7 @@ use crate::verify::VerifiedBundle;
 pub use document::Descriptor;
 pub use layout::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
+pub use pack::Pack;
 pub use peek::ScannedFile;
 
 /// Result type of this module.
@@ -128,7 +130,7 @@ pub enum Error {
     },
     /// No `index.json` was found at the root or in a top-level directory.
     #[error(
-        "bundle {path} holds nothing airlock can import (no OCI image layout index.json and no docker-save manifest.json at its root or in a top-level directory, and nothing under files/)"
+        "bundle {path} holds nothing airlock can import (no OCI image layout index.json and no docker-save manifest.json at its root or in a top-level directory, and nothing under files/, charts/ or packs/)"
     )]
     NoLayout {
         /// The bundle file.
@@ -329,6 +331,7 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     sources: HashMap<Digest, BlobSource>,
     documents: HashMap<Digest, Bytes>,
     images: Vec<BundleImage>,
+    packs: Vec<Pack>,
     extra_files: Vec<ExtraFile>,
 }
 
@@ -361,6 +364,12 @@ impl<B: BundleSource> BundleIndex<B> {
     /// The images and artifacts `index.json` lists, in its order.
     pub fn images(&self) -> &[BundleImage] {
         &self.images
+    }
+
+    /// The Palette packs among the images (archives under `packs/` and packs
+    /// the OCI layout already holds), with their metadata.
+    pub fn packs(&self) -> &[Pack] {
+        &self.packs
     }
 
     /// Files no format claimed, which are not imported.

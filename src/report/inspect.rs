@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::human_bytes;
 use crate::digest::Digest;
 use crate::plan::{PlanOptions, Target};
-use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName};
+use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName, Pack};
 use crate::verify::VerifiedBy;
 
 /// Where target references in an inspection point when no target is given.
@@ -41,6 +41,19 @@ pub struct InspectedImage {
     pub subject: Option<Digest>,
 }
 
+/// One Palette pack in an inspection. Only the bundle is consulted: an image
+/// listed in `missingFromBundle` may still be in the target already, which
+/// `airlock import` checks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedPack {
+    /// The pack's metadata, declared images and the ones the bundle lacks.
+    #[serde(flatten)]
+    pub pack: Pack,
+    /// Where it would land.
+    pub target_ref: Option<String>,
+}
+
 /// The whole inspection.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +68,8 @@ pub struct Inspection {
     pub layout_root: String,
     /// Images and artifacts.
     pub images: Vec<InspectedImage>,
+    /// Palette packs, with their metadata and declared images.
+    pub packs: Vec<InspectedPack>,
     /// Files outside the layout, not imported by this version.
     pub extra_files: Vec<ExtraFile>,
     /// Totals.
@@ -140,7 +155,61 @@ pub fn inspect<B: BundleSource>(
             manifests: manifests.len(),
         },
         images,
+        packs: index
+            .packs()
+            .iter()
+            .map(|pack| InspectedPack {
+                target_ref: crate::plan::target_ref(
+                    target,
+                    options,
+                    &ImageName::Artifact(pack.artifact.clone()),
+                ),
+                pack: pack.clone(),
+            })
+            .collect(),
         extra_files: index.extra_files().to_vec(),
+    }
+}
+
+fn write_pack(out: &mut String, inspected: &InspectedPack) {
+    let pack = &inspected.pack;
+    let or_none = |list: &[String]| {
+        if list.is_empty() {
+            "-".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    let _ = writeln!(out, "pack {} {} ({})", pack.name, pack.version, pack.item);
+    if let Some(target) = &inspected.target_ref {
+        let _ = writeln!(out, "  target:       {target}");
+    }
+    if let Some(display) = &pack.display_name {
+        let _ = writeln!(out, "  display name: {display}");
+    }
+    let _ = writeln!(
+        out,
+        "  layer:        {}",
+        pack.layer.as_deref().unwrap_or("-")
+    );
+    if let Some(addon) = &pack.addon_type {
+        let _ = writeln!(out, "  addon type:   {addon}");
+    }
+    let _ = writeln!(out, "  cloud types:  {}", or_none(&pack.cloud_types));
+    let _ = writeln!(out, "  architecture: {}", or_none(&pack.architectures));
+    let fips = match pack.fips {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    };
+    let _ = writeln!(out, "  FIPS:         {fips}");
+    let _ = writeln!(out, "  images:       {}", or_none(&pack.images));
+    if !pack.missing_from_bundle.is_empty() {
+        let _ = writeln!(
+            out,
+            "  not in this bundle (import checks the target): {}",
+            pack.missing_from_bundle.join(", ")
+        );
     }
 }
 
@@ -195,6 +264,9 @@ pub fn text(inspection: &Inspection) -> String {
         if let Some(subject) = &image.subject {
             let _ = writeln!(out, "  refers to:  {subject}");
         }
+    }
+    for pack in &inspection.packs {
+        write_pack(&mut out, pack);
     }
     for extra in &inspection.extra_files {
         let _ = writeln!(

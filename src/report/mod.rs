@@ -103,6 +103,21 @@ pub fn import_text(report: &ImportReport) -> String {
         push.manifests_pushed,
         push.manifests_present
     );
+    for pack in report.packs.iter().filter(|p| !p.missing_images.is_empty()) {
+        let verdict = if pack.held_back {
+            "held back"
+        } else {
+            "imported"
+        };
+        let _ = writeln!(
+            out,
+            "Pack {} {} ({}) {verdict}; images neither in the bundle nor in the target: {}",
+            pack.name,
+            pack.version,
+            pack.item,
+            pack.missing_images.join(", ")
+        );
+    }
     for skipped in &report.skipped {
         let _ = writeln!(
             out,

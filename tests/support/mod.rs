@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod chart;
 pub mod daemon;
 pub mod keys;
+pub mod pack;
 pub mod process;
 pub mod proxy;
 pub mod registry;

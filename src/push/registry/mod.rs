@@ -84,12 +84,30 @@ impl fmt::Debug for ObserverHandle {
     }
 }
 
+/// A manifest as a registry served it.
+struct FetchedManifest {
+    media_type: String,
+    digest: Option<Digest>,
+    bytes: Bytes,
+}
+
 /// The access a request needs, as token scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     repository: String,
     mount_from: Option<String>,
-    pull_only: bool,
+    access: Access,
+}
+
+/// What a scope asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Access {
+    /// Pull and push on the repository.
+    PullPush,
+    /// Pull only on the repository.
+    Pull,
+    /// Listing the registry's repositories.
+    Catalog,
 }
 
 impl Scope {
@@ -98,7 +116,7 @@ impl Scope {
         Scope {
             repository: repository.to_owned(),
             mount_from: None,
-            pull_only: false,
+            access: Access::PullPush,
         }
     }
 
@@ -106,22 +124,34 @@ impl Scope {
     /// read-only account is enough.
     pub fn pull(repository: &str) -> Self {
         Scope {
-            pull_only: true,
+            access: Access::Pull,
             ..Scope::push(repository)
+        }
+    }
+
+    /// Listing the registry's repositories (`/v2/_catalog`).
+    pub fn catalog() -> Self {
+        Scope {
+            repository: String::new(),
+            mount_from: None,
+            access: Access::Catalog,
         }
     }
 
     /// Push on `repository` and pull on `from`, for cross-repository mounts.
     pub fn mount(repository: &str, from: &str) -> Self {
         Scope {
-            repository: repository.to_owned(),
             mount_from: Some(from.to_owned()),
-            pull_only: false,
+            ..Scope::push(repository)
         }
     }
 
     fn token_scopes(&self) -> Vec<String> {
-        let actions = if self.pull_only { "pull" } else { "pull,push" };
+        let actions = match self.access {
+            Access::Catalog => return vec!["registry:catalog:*".to_owned()],
+            Access::Pull => "pull",
+            Access::PullPush => "pull,push",
+        };
         let mut scopes = vec![format!("repository:{}:{actions}", self.repository)];
         if let Some(from) = &self.mount_from {
             scopes.push(format!("repository:{from}:pull"));
@@ -486,10 +516,88 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest or index by tag or digest: the media type the
-    /// registry serves it as, and its exact bytes.
+    /// registry serves it as, and its exact bytes. Fails when it is absent.
     pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<(String, Bytes)> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
-        let scope = Scope::pull(repository);
+        match self.fetch_manifest(&url, &Scope::pull(repository)).await? {
+            Some(fetched) => Ok((fetched.media_type, fetched.bytes)),
+            None => Err(Error::Status {
+                method: Method::GET.to_string(),
+                url: redact(&url),
+                status: StatusCode::NOT_FOUND.as_u16(),
+                message: "manifest unknown".into(),
+            }),
+        }
+    }
+
+    /// One page of `GET /v2/_catalog?n=<n>[&last=<last>]`: repository names
+    /// in the registry's (lexical) order.
+    pub async fn catalog_page(&self, n: usize, last: Option<&str>) -> Result<Vec<String>> {
+        let mut url = self.url("v2/_catalog")?;
+        url.query_pairs_mut().append_pair("n", &n.to_string());
+        if let Some(last) = last {
+            url.query_pairs_mut().append_pair("last", last);
+        }
+        let response = self
+            .send(&Scope::catalog(), true, || self.http.get(url.clone()))
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(Method::GET, &url, response).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let body: Catalog = response.json().await.map_err(|e| Error::Protocol {
+            url: redact(&url),
+            reason: format!("unreadable catalog: {e}"),
+        })?;
+        Ok(body.repositories.unwrap_or_default())
+    }
+
+    /// Up to `n` tags of `repository` (`GET /v2/<repository>/tags/list?n=<n>`);
+    /// empty when the repository is unknown.
+    pub async fn tags(&self, repository: &str, n: usize) -> Result<Vec<String>> {
+        let mut url = self.url(&format!("v2/{repository}/tags/list"))?;
+        url.query_pairs_mut().append_pair("n", &n.to_string());
+        let response = self
+            .send(&Scope::push(repository), true, || {
+                self.http.get(url.clone())
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            s if !s.is_success() => return Err(status_error(Method::GET, &url, response).await),
+            _ => {}
+        }
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let body: Tags = response.json().await.map_err(|e| Error::Protocol {
+            url: redact(&url),
+            reason: format!("unreadable tag list: {e}"),
+        })?;
+        Ok(body.tags.unwrap_or_default())
+    }
+
+    /// The manifest `repository:reference` as the registry serves it, with
+    /// its digest; `None` when absent.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Option<Digest>, Bytes)>> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let fetched = self.fetch_manifest(&url, &Scope::push(repository)).await?;
+        Ok(fetched.map(|f| (f.digest, f.bytes)))
+    }
+
+    /// `GET` of a manifest URL, refusing anything larger than a registry
+    /// must accept; `None` on 404.
+    async fn fetch_manifest(&self, url: &Url, scope: &Scope) -> Result<Option<FetchedManifest>> {
         let accept = [
             OCI_INDEX,
             OCI_MANIFEST,
@@ -498,26 +606,45 @@ impl RegistryClient {
         ]
         .join(", ");
         let response = self
-            .send(&scope, true, || {
+            .send(scope, true, || {
                 self.http
                     .get(url.clone())
                     .header(header::ACCEPT, accept.clone())
             })
             .await?;
-        if !response.status().is_success() {
-            return Err(status_error(Method::GET, &url, response).await);
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(status_error(Method::GET, url, response).await),
+            _ => {}
         }
-        let media_type = response
-            .headers()
+        if response
+            .content_length()
+            .is_some_and(|n| n > crate::read::DEFAULT_MAX_DOCUMENT_BYTES)
+        {
+            return Err(Error::Protocol {
+                url: redact(url),
+                reason: "the manifest is larger than any registry must accept".into(),
+            });
+        }
+        let headers = response.headers();
+        let digest = headers
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let media_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
-        let body = response
+        let bytes = response
             .bytes()
             .await
-            .map_err(|source| http_error(&Method::GET, &url, source))?;
-        Ok((media_type, body))
+            .map_err(|source| http_error(&Method::GET, url, source))?;
+        Ok(Some(FetchedManifest {
+            media_type,
+            digest,
+            bytes,
+        }))
     }
 
     /// Streams a blob into `sink` as it arrives; returns the bytes written.
