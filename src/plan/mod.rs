@@ -10,17 +10,20 @@
 //! `quay.io` to `<host>/<prefix>/quay.io`) finds it. In an OCI layout target the
 //! full source reference becomes the `org.opencontainers.image.ref.name`.
 
+mod platform;
 mod target;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::FailureClass;
 use crate::digest::Digest;
 use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
+pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, is_selected, select};
 pub use target::{InvalidTarget, Target, is_path_component};
 
 /// Result type of this module.
@@ -72,6 +75,9 @@ pub struct PlanOptions {
     /// The prefix of the pack area, when packs land apart from the target's
     /// prefix (Palette's `OCI_PACK_BASE`). Default: the target's prefix.
     pub pack_prefix: Option<String>,
+    /// The platforms to import (`--platform`); empty imports every image
+    /// whole. See [`platform`].
+    pub platforms: Vec<Platform>,
 }
 
 /// Where one image goes.
@@ -112,6 +118,10 @@ pub struct PlannedImage {
     /// For referrers: the digest of the manifest this one refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// For an index rewritten to the selected platforms: the digest of the
+    /// index as the bundle holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_from: Option<Digest>,
 }
 
 impl PlannedImage {
@@ -147,6 +157,9 @@ pub struct Plan {
     options: PlanOptions,
     images: Vec<PlannedImage>,
     skipped: Vec<Skipped>,
+    /// Documents the plan wrote (indexes rewritten to the selected
+    /// platforms), by digest.
+    documents: HashMap<Digest, Bytes>,
 }
 
 impl Plan {
@@ -156,7 +169,20 @@ impl Plan {
         let mut skipped = Vec::new();
         let mut by_target: HashMap<String, Digest> = HashMap::new();
         let mut referrers = Vec::new();
+        let mut documents = HashMap::new();
         for (position, image) in index.images().iter().enumerate() {
+            let rewritten = match select(&index, image, &options.platforms) {
+                Selection::Whole => None,
+                Selection::Rewritten(rewritten) => Some(rewritten),
+                Selection::Skipped(reason) => {
+                    skipped.push(Skipped {
+                        position,
+                        digest: image.descriptor.digest.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
             let (placement, source_ref) = match &image.name {
                 ImageName::Named(reference) => (place(&target, reference)?, reference.whole()),
                 ImageName::Artifact(name) => (
@@ -176,7 +202,9 @@ impl Plan {
                     continue;
                 }
             };
-            let digest = image.descriptor.digest.clone();
+            let digest = rewritten
+                .as_ref()
+                .map_or_else(|| image.descriptor.digest.clone(), |r| r.digest.clone());
             if let Some(first) = by_target.get(&placement.target_ref) {
                 if *first == digest {
                     continue;
@@ -188,7 +216,11 @@ impl Plan {
                 });
             }
             by_target.insert(placement.target_ref.clone(), digest.clone());
-            images.push(planned(&index, position, source_ref, placement));
+            let mut image = planned(&index, position, source_ref, placement);
+            if let Some(rewritten) = rewritten {
+                image.apply(&index, rewritten, &mut documents);
+            }
+            images.push(image);
         }
         for position in referrers {
             let image = &index.images()[position];
@@ -246,7 +278,16 @@ impl Plan {
             options,
             images,
             skipped,
+            documents,
         })
+    }
+
+    /// The bytes of a manifest to push: one the plan rewrote, else the
+    /// bundle's own.
+    pub fn document(&self, digest: &Digest) -> Option<&Bytes> {
+        self.documents
+            .get(digest)
+            .or_else(|| self.index.document(digest))
     }
 
     /// The bundle index the plan was made from.
@@ -333,6 +374,38 @@ fn planned(
         blobs: image.blobs.clone(),
         size: image.total_bytes(index),
         subject: image.subject.clone(),
+        rewritten_from: None,
+    }
+}
+
+impl PlannedImage {
+    /// Makes this image the index rewritten to the selected platforms,
+    /// keeping the rewritten document in `documents`.
+    fn apply(
+        &mut self,
+        index: &BundleIndex,
+        rewritten: Rewritten,
+        documents: &mut HashMap<Digest, Bytes>,
+    ) {
+        let manifest_bytes: u64 = rewritten
+            .manifests
+            .iter()
+            .filter_map(|m| index.document(&m.digest).map(|d| d.len() as u64))
+            .sum();
+        let blob_bytes: u64 = rewritten.blobs.iter().map(|(_, size)| size).sum();
+        self.size = manifest_bytes + blob_bytes + rewritten.bytes.len() as u64;
+        self.digest = rewritten.digest.clone();
+        self.platforms = rewritten.platforms;
+        self.manifests = rewritten.manifests;
+        self.blobs = rewritten.blobs;
+        self.rewritten_from = Some(rewritten.original);
+        if self.placement.tag.is_none() {
+            // Pushed by digest: the target reference names the new digest.
+            if let Some((base, _)) = self.placement.target_ref.split_once('@') {
+                self.placement.target_ref = format!("{base}@{}", rewritten.digest);
+            }
+        }
+        documents.insert(rewritten.digest, rewritten.bytes);
     }
 }
 
@@ -447,6 +520,7 @@ mod tests {
         let default = PlanOptions::default();
         let apart = PlanOptions {
             pack_prefix: Some("packs-base".into()),
+            ..PlanOptions::default()
         };
         assert_eq!(
             place_artifact(&target, &default, &pack)

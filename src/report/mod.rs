@@ -92,6 +92,19 @@ pub fn import_text(report: &ImportReport) -> String {
             "  {} -> {}  {}",
             image.source, image.target, image.digest
         );
+        if let Some(original) = &image.rewritten_from {
+            let _ = writeln!(
+                out,
+                "    index rewritten to the selected platforms (in the bundle: {original})"
+            );
+        }
+    }
+    if push.referrers_indexes > 0 {
+        let _ = writeln!(
+            out,
+            "Referrers indexes (sha256-<subject> tags) written: {}",
+            push.referrers_indexes
+        );
     }
     let _ = writeln!(
         out,

@@ -472,6 +472,49 @@ impl RegistryClient {
         }
     }
 
+    /// The bytes and media type of the manifest a tag or digest resolves
+    /// to, or `None` when the repository has no such manifest.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Bytes, String)>> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let scope = Scope::push(repository);
+        let accept = [
+            OCI_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            OCI_ARTIFACT_MANIFEST,
+        ]
+        .join(", ");
+        let response = self
+            .send(&scope, true, || {
+                self.http
+                    .get(url.clone())
+                    .header(header::ACCEPT, accept.clone())
+            })
+            .await?;
+        match response.status() {
+            s if s.is_success() => {
+                let media_type = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| http_error(&Method::GET, &url, e))?;
+                Ok(Some((body, media_type)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(Method::GET, &url, response).await),
+        }
+    }
+
     /// Pushes a manifest as its original bytes under a tag or its digest.
     pub async fn put_manifest(
         &self,
