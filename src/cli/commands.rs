@@ -119,6 +119,10 @@ fn parse_target(text: &str) -> Result<Target, CommandError> {
 
 async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let target = args.registry.as_deref().map(parse_target).transpose()?;
+    let options = PlanOptions {
+        platforms: args.platforms,
+        ..PlanOptions::default()
+    };
     let progress = Progress::new();
     let inspection = if args.public_keys.is_empty() {
         let bundle = UnverifiedBundle::new(&args.bundle);
@@ -128,7 +132,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), None)
+        report::inspect::inspect(&index, target.as_ref(), &options, None)
     } else {
         let keys = load_keys(args.public_keys).await?;
         let verified = verify_blocking(args.bundle, args.signature, keys).await?;
@@ -139,7 +143,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &PlanOptions::default(), Some(key))
+        report::inspect::inspect(&index, target.as_ref(), &options, Some(key))
     };
     match args.output {
         OutputFormat::Text => print!("{}", report::inspect::text(&inspection)),
@@ -202,7 +206,10 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         Target::Layout { .. } => RegistryConfig::default(),
     };
     let request = ImportRequest {
-        plan: PlanOptions::default(),
+        plan: PlanOptions {
+            platforms: args.platforms.clone(),
+            ..PlanOptions::default()
+        },
         bundle: args.bundle.clone(),
         signature: args.signature.signature.clone(),
         target,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::Error;
 use super::schema::DaemonConfig;
-use crate::plan::Target;
+use crate::plan::{PlanOptions, Target};
 use crate::push::registry::auth::{self, Credentials};
 use crate::push::registry::{RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
@@ -72,6 +72,27 @@ impl DaemonConfig {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: self.registry.upload_mode,
         }
+    }
+
+    /// What shapes each import's plan: `imports.platforms` (checked by
+    /// [`DaemonConfig::validate`]).
+    pub fn plan_options(&self) -> Result<PlanOptions, Error> {
+        let platforms = self
+            .imports
+            .platforms
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: crate::plan::InvalidPlatform| Error::Invalid {
+                        key: "imports.platforms",
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PlanOptions {
+            platforms,
+            ..PlanOptions::default()
+        })
     }
 
     /// The trusted key files and directories, for

@@ -78,7 +78,7 @@ impl DaemonSettings {
             watch: WatchOptions::from(&config.drop),
             public_keys: config.public_key_paths().to_vec(),
             destination: Destination {
-                plan: crate::plan::PlanOptions::default(),
+                plan: config.plan_options()?,
                 target: config.target()?,
                 registry: config.registry_config()?,
                 push: config.push_options(),

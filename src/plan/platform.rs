@@ -183,7 +183,11 @@ fn select_in_index<B: BundleSource>(
     };
     let mut keep: Vec<bool> = manifests
         .iter()
-        .map(|d| d.platform.as_deref().is_some_and(|p| is_selected(p, selected)))
+        .map(|d| {
+            d.platform
+                .as_deref()
+                .is_some_and(|p| is_selected(p, selected))
+        })
         .collect();
     if !keep.iter().any(|k| *k) {
         let offered: Vec<&str> = manifests
@@ -219,7 +223,12 @@ fn select_in_index<B: BundleSource>(
     };
     let digest = Digest::sha256_of(&bytes);
     let mut collected = Collected::default();
-    for descriptor in manifests.iter().zip(&keep).filter(|(_, k)| **k).map(|(d, _)| d) {
+    for descriptor in manifests
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(d, _)| d)
+    {
         collected.walk(index, image, &descriptor.digest, 0);
     }
     let media_type = image
@@ -297,7 +306,8 @@ impl Collected {
             Document::Manifest { config, layers, .. } => {
                 for blob in config.iter().chain(&layers) {
                     // Foreign layers are not in the bundle and not pushed.
-                    if index.blob_size(&blob.digest).is_some() && self.seen.insert(blob.digest.clone())
+                    if index.blob_size(&blob.digest).is_some()
+                        && self.seen.insert(blob.digest.clone())
                     {
                         self.blobs.push((blob.digest.clone(), blob.size));
                     }

@@ -166,7 +166,11 @@ mod tests {
     fn a_descriptor_carries_the_artifact_type_and_annotations() {
         let digest: Digest = format!("sha256:{HEX}").parse().expect("digest");
         let manifest = br#"{"artifactType":"application/spdx+json","config":{"mediaType":"x"},"annotations":{"a":"b"}}"#;
-        let d = descriptor("application/vnd.oci.image.manifest.v1+json", &digest, manifest);
+        let d = descriptor(
+            "application/vnd.oci.image.manifest.v1+json",
+            &digest,
+            manifest,
+        );
         assert_eq!(d["artifactType"], "application/spdx+json");
         assert_eq!(d["annotations"]["a"], "b");
         assert_eq!(d["size"], manifest.len());

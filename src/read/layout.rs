@@ -150,6 +150,7 @@ pub(super) fn assemble<B: BundleSource>(
     }
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
+    let producer = super::producer::recognise(&others, &images);
     used.sort();
     extra_files.extend(
         others
@@ -169,6 +170,7 @@ pub(super) fn assemble<B: BundleSource>(
         documents: assembly.documents,
         images,
         extra_files,
+        producer,
     })
 }
 

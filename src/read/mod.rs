@@ -16,6 +16,7 @@ mod installer;
 mod layout;
 pub mod names;
 pub mod peek;
+pub mod producer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -33,6 +34,7 @@ pub use document::Descriptor;
 pub use layout::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
 pub use peek::ScannedFile;
+pub use producer::Producer;
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -328,6 +330,7 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     documents: HashMap<Digest, Bytes>,
     images: Vec<BundleImage>,
     extra_files: Vec<ExtraFile>,
+    producer: Producer,
 }
 
 impl<B: BundleSource> BundleIndex<B> {
@@ -364,6 +367,11 @@ impl<B: BundleSource> BundleIndex<B> {
     /// Files no format claimed, which are not imported.
     pub fn extra_files(&self) -> &[ExtraFile] {
         &self.extra_files
+    }
+
+    /// The tool that made the bundle, as far as airlock can tell.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
     }
 
     /// The raw bytes of a manifest or index, exactly as in the bundle.

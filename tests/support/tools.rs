@@ -16,7 +16,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("tar", "tar"),
     ("python3", "python3"),
-    ("helm", "helm (scripts/test fetches it into target/test-tools/bin)"),
+    (
+        "helm",
+        "helm (scripts/test fetches it into target/test-tools/bin)",
+    ),
 ];
 
 /// Full path of `tool` on `PATH`; panics with a message naming `scripts/test`
