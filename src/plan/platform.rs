@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::read::document::{self, Document};
+use crate::read::document::{self, Descriptor, Document};
 use crate::read::{BundleImage, BundleIndex, BundleSource, ImageKind, ManifestRef};
 
 /// The annotation buildkit puts on an attestation manifest's index entry.
@@ -181,14 +181,7 @@ fn select_in_index<B: BundleSource>(
     let Ok(Document::Index { manifests, .. }) = document::parse(bytes) else {
         return Selection::Whole;
     };
-    let mut keep: Vec<bool> = manifests
-        .iter()
-        .map(|d| {
-            d.platform
-                .as_deref()
-                .is_some_and(|p| is_selected(p, selected))
-        })
-        .collect();
+    let keep = kept_entries(&manifests, selected);
     if !keep.iter().any(|k| *k) {
         let offered: Vec<&str> = manifests
             .iter()
@@ -200,20 +193,6 @@ fn select_in_index<B: BundleSource>(
             offered.join(", "),
             wanted()
         ));
-    }
-    let kept: HashSet<String> = manifests
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(d, _)| d.digest.to_string())
-        .collect();
-    for (descriptor, keep) in manifests.iter().zip(keep.iter_mut()) {
-        let annotations = &descriptor.annotations;
-        if annotations.get(REFERENCE_TYPE).map(String::as_str) == Some(ATTESTATION_MANIFEST) {
-            *keep = annotations
-                .get(REFERENCE_DIGEST)
-                .is_some_and(|d| kept.contains(d));
-        }
     }
     if keep.iter().all(|k| *k) {
         return Selection::Whole;
@@ -255,6 +234,34 @@ fn select_in_index<B: BundleSource>(
         blobs: collected.blobs,
         platforms,
     })
+}
+
+/// Which entries of an index the selection keeps: those of a selected
+/// platform, and buildkit attestation manifests of kept entries.
+fn kept_entries(manifests: &[Descriptor], selected: &[Platform]) -> Vec<bool> {
+    let mut keep: Vec<bool> = manifests
+        .iter()
+        .map(|d| {
+            d.platform
+                .as_deref()
+                .is_some_and(|p| is_selected(p, selected))
+        })
+        .collect();
+    let kept: HashSet<String> = manifests
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(d, _)| d.digest.to_string())
+        .collect();
+    for (descriptor, keep) in manifests.iter().zip(keep.iter_mut()) {
+        let annotations = &descriptor.annotations;
+        if annotations.get(REFERENCE_TYPE).map(String::as_str) == Some(ATTESTATION_MANIFEST) {
+            *keep = annotations
+                .get(REFERENCE_DIGEST)
+                .is_some_and(|d| kept.contains(d));
+        }
+    }
+    keep
 }
 
 /// The index with only the `manifests` entries marked in `keep`, every other
@@ -366,6 +373,39 @@ mod tests {
             "Linux/AArch64".parse::<Platform>().expect("ok").to_string(),
             "linux/arm64/v8"
         );
+    }
+
+    fn entry(hex: char, platform: &str, attests: Option<char>) -> Descriptor {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let mut annotations = std::collections::BTreeMap::new();
+        if let Some(subject) = attests {
+            annotations.insert(REFERENCE_TYPE.to_owned(), ATTESTATION_MANIFEST.to_owned());
+            annotations.insert(REFERENCE_DIGEST.to_owned(), digest(subject));
+        }
+        Descriptor {
+            media_type: document::OCI_MANIFEST.to_owned(),
+            digest: digest(hex).parse().expect("digest"),
+            size: 1,
+            platform: Some(platform.to_owned()),
+            artifact_type: None,
+            annotations,
+            has_urls: false,
+        }
+    }
+
+    #[test]
+    fn attestation_manifests_stay_only_beside_the_manifest_they_attest() {
+        let manifests = [
+            entry('a', "linux/amd64", None),
+            entry('b', "linux/arm64/v8", None),
+            entry('c', "linux/s390x", None),
+            entry('d', "unknown/unknown", Some('a')),
+            entry('e', "unknown/unknown", Some('c')),
+        ];
+        let keep = kept_entries(&manifests, &platforms(&["linux/amd64", "linux/arm64"]));
+        assert_eq!(keep, [true, true, false, true, false]);
+        let none = kept_entries(&manifests, &platforms(&["windows/amd64"]));
+        assert!(none.iter().all(|k| !k));
     }
 
     #[test]
