@@ -12,7 +12,7 @@ use crate::plan::{Plan, PlanOptions, Skipped, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
 use crate::push::{PushOptions, PushReport, SharedJournal};
-use crate::read::{BundleIndex, ExtraFile, ReadLimits};
+use crate::read::{BundleIndex, ExtraFile, Producer, ReadLimits};
 use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy};
 
 /// Result type of an import.
@@ -90,6 +90,9 @@ pub struct ImportReport {
     pub skipped: Vec<Skipped>,
     /// Files outside the OCI layout, not imported by this version.
     pub extra_files: Vec<ExtraFile>,
+    /// The tool that made the bundle (airlock layout, Zarf package, Hauler
+    /// haul).
+    pub producer: Producer,
 }
 
 /// Runs one import. Nothing reaches the target unless the signature verified
@@ -189,7 +192,8 @@ pub async fn run_verified(
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
     }
     for extra in index.extra_files() {
-        tracing::warn!(file = %extra.path, "not imported: no format airlock reads claims this file");
+        let reason = index.producer().not_imported_reason(&extra.path);
+        tracing::warn!(file = %extra.path, "not imported: {reason}");
     }
 
     let writer = Arc::new(crate::push::Destination::open(
@@ -211,6 +215,7 @@ pub async fn run_verified(
         push: report,
         skipped: plan.skipped().to_vec(),
         extra_files: index.extra_files().to_vec(),
+        producer: index.producer().clone(),
     })
 }
 

@@ -198,11 +198,11 @@ fn an_image_of_another_platform_is_skipped_with_the_reason() {
     assert!(registry.manifest_exists(&format!("{PREFIX}/quay.io/acme/app"), "1.0"));
 }
 
-/// The manifest digest the image `reference` gets in a bundle built with
-/// only that image (images are built deterministically from their seeds).
-fn digest_of(key: &TestKey, reference: &str) -> String {
+/// The top manifest digest `image` (named `reference`) gets in a bundle built
+/// with only that image (images are built deterministically from seeds).
+fn digest_of(key: &TestKey, image: Image, reference: &str) -> String {
     BundleBuilder::new("probe")
-        .image(Image::new(reference).naming(Naming::ContainerdName))
+        .image(image)
         .build(key)
         .image(reference)
         .digest
@@ -213,7 +213,7 @@ fn digest_of(key: &TestKey, reference: &str) -> String {
 fn referrers_follow_their_subject_and_are_listed_under_the_referrers_tag() {
     let key = TestKey::generate(KeyKind::EcP256);
     let app = "quay.io/acme/app:1.0";
-    let subject = digest_of(&key, app);
+    let subject = digest_of(&key, Image::new(app).naming(Naming::ContainerdName), app);
     let hex = subject.trim_start_matches("sha256:");
     let bundle = BundleBuilder::new("signed")
         .image(Image::new(app).naming(Naming::ContainerdName))
@@ -396,4 +396,45 @@ fn hauler_haul_imports_images_charts_and_files_into_their_areas() {
         .manifest(&format!("{PREFIX}/installers/install.sh"), "latest")
         .expect("the file is in the installers area");
     assert_eq!(file.body, bundle.artifacts()[1].manifest);
+}
+
+#[test]
+fn signatures_of_an_index_rewritten_to_some_platforms_are_left_out() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let app = "quay.io/acme/app:1.0";
+    let image = Image::new(app)
+        .naming(Naming::ContainerdName)
+        .platforms(&["linux/amd64", "linux/arm64/v8"]);
+    let original = digest_of(&key, image.clone(), app);
+    let hex = original.trim_start_matches("sha256:");
+    let bundle = BundleBuilder::new("signed-multi")
+        .image(image)
+        .artifact(
+            Artifact::new("application/vnd.dev.cosign.artifact.sig.v1+json")
+                .named(&format!("quay.io/acme/app:sha256-{hex}.sig")),
+        )
+        .artifact(
+            Artifact::new("application/spdx+json")
+                .subject_of(app)
+                .naming(Naming::Unnamed),
+        )
+        .build(&key);
+    let registry = Registry::start();
+
+    let report = import(&bundle, &registry, &["--platform", "linux/arm64"]);
+
+    let skipped = report["skipped"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 2, "{report}");
+    for entry in skipped {
+        assert!(
+            entry["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("rewritten to the selected platforms")),
+            "{entry}"
+        );
+    }
+    let repository = format!("{PREFIX}/quay.io/acme/app");
+    assert!(registry.manifest_exists(&repository, "1.0"));
+    assert!(!registry.manifest_exists(&repository, &format!("sha256-{hex}.sig")));
+    assert!(!registry.manifest_exists(&repository, &format!("sha256-{hex}")));
 }

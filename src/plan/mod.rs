@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::FailureClass;
 use crate::digest::Digest;
+use crate::read::names::subject_of_tag;
 use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
 pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, is_selected, select};
@@ -248,15 +249,26 @@ impl Plan {
                     let source = format!("{subject_source} (referrer {})", digest.short());
                     images.push(planned(&index, position, source, placement));
                 }
-                None => skipped.push(Skipped {
-                    position,
-                    digest: image.descriptor.digest.clone(),
-                    reason:
-                        "it refers to a manifest that is not imported and has no name of its own"
-                            .into(),
-                }),
+                None => {
+                    let rewritten = images
+                        .iter()
+                        .find(|p| p.rewritten_from.is_some() && p.rewritten_from == subject);
+                    let reason = match rewritten {
+                        Some(p) => format!(
+                            "it refers to the index of {} as the bundle holds it, which is rewritten to the selected platforms (what it says of the original does not hold for {})",
+                            p.source_ref, p.digest
+                        ),
+                        None => "it refers to a manifest that is not imported and has no name of its own".into(),
+                    };
+                    skipped.push(Skipped {
+                        position,
+                        digest: image.descriptor.digest.clone(),
+                        reason,
+                    });
+                }
             }
         }
+        drop_tags_of_rewritten(&mut images, &mut skipped, &index);
         if images.is_empty() {
             let reasons = if skipped.is_empty() {
                 "index.json lists nothing".to_owned()
@@ -350,6 +362,56 @@ impl Plan {
         }
         (seen.len(), seen.values().sum())
     }
+}
+
+/// Images tagged by the tag scheme of an index that is rewritten to the
+/// selected platforms (cosign's `sha256-<hex>.sig` of the original) would
+/// point at a digest the target never receives: they are left out.
+fn drop_tags_of_rewritten(
+    images: &mut Vec<PlannedImage>,
+    skipped: &mut Vec<Skipped>,
+    index: &BundleIndex,
+) {
+    let rewritten: Vec<(String, Digest, String)> = images
+        .iter()
+        .filter_map(|p| {
+            let original = p.rewritten_from.clone()?;
+            Some((
+                p.placement.repository.clone(),
+                original,
+                p.source_ref.clone(),
+            ))
+        })
+        .collect();
+    if rewritten.is_empty() {
+        return;
+    }
+    images.retain(|image| {
+        let Some(hex) = image.placement.tag.as_deref().and_then(subject_of_tag) else {
+            return true;
+        };
+        let Some((_, original, source)) = rewritten
+            .iter()
+            .find(|(repository, original, _)| {
+                *repository == image.placement.repository && original.hex() == hex
+            })
+        else {
+            return true;
+        };
+        let position = index
+            .images()
+            .iter()
+            .position(|i| i.descriptor.digest == image.digest)
+            .unwrap_or_default();
+        skipped.push(Skipped {
+            position,
+            digest: image.digest.clone(),
+            reason: format!(
+                "it is tagged for the index of {source} as the bundle holds it ({original}), which is rewritten to the selected platforms"
+            ),
+        });
+        false
+    });
 }
 
 fn planned(

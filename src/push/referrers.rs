@@ -21,21 +21,17 @@ use super::{Destination, Error, Result};
 use crate::digest::Digest;
 use crate::plan::Plan;
 use crate::read::document::OCI_INDEX;
+use crate::read::names::subject_of_tag;
 
 /// The referrers tag of a subject: `sha256-<hex>`.
 pub fn referrers_tag(subject: &Digest) -> String {
     format!("{}-{}", subject.algorithm().as_str(), subject.hex())
 }
 
-/// Whether `tag` belongs to a subject by the tag scheme: the referrers tag
-/// itself (`sha256-<hex>`) or cosign's tags beside it (`sha256-<hex>.sig`,
-/// `.att`, `.sbom`). Such tags are set only after their subject.
+/// Whether `tag` belongs to a subject by the tag scheme (see
+/// [`subject_of_tag`]). Such tags are set only after their subject.
 pub fn is_subject_tag(tag: &str) -> bool {
-    let Some(rest) = tag.strip_prefix("sha256-") else {
-        return false;
-    };
-    let hex = rest.split_once('.').map_or(rest, |(hex, _)| hex);
-    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    subject_of_tag(tag).is_some()
 }
 
 /// One referrer to list: its repository, its subject and its descriptor.

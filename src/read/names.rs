@@ -198,6 +198,15 @@ fn hauled(area: Area, annotations: Option<&BTreeMap<String, String>>) -> ImageNa
     ImageName::Artifact(ArtifactName::in_area(area, &name, &tag))
 }
 
+/// The subject digest's hex of a tag of the tag scheme: the referrers tag
+/// itself (`sha256-<hex>`) or cosign's tags beside it (`sha256-<hex>.sig`,
+/// `.att`, `.sbom`).
+pub fn subject_of_tag(tag: &str) -> Option<&str> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let hex = rest.split_once('.').map_or(rest, |(hex, _)| hex);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 /// Parses a reference the way Docker does, normalising Docker Hub short names
 /// (`nginx:1.25` → `docker.io/library/nginx:1.25`).
 pub fn parse_full(name: &str) -> Result<Reference, String> {

@@ -126,9 +126,10 @@ pub fn import_text(report: &ImportReport) -> String {
     for extra in &report.extra_files {
         let _ = writeln!(
             out,
-            "Not imported (outside the OCI layout): {} ({})",
+            "Not imported: {} ({}): {}",
             extra.path,
-            human_bytes(extra.size)
+            human_bytes(extra.size),
+            report.producer.not_imported_reason(&extra.path)
         );
     }
     out
