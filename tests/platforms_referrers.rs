@@ -438,3 +438,42 @@ fn signatures_of_an_index_rewritten_to_some_platforms_are_left_out() {
     assert!(!registry.manifest_exists(&repository, &format!("sha256-{hex}.sig")));
     assert!(!registry.manifest_exists(&repository, &format!("sha256-{hex}")));
 }
+
+#[test]
+fn the_service_takes_platforms_from_imports_platforms_and_refuses_bad_ones() {
+    use airlock::config::{DaemonConfig, WatchArgs};
+    let base = [
+        ("AIRLOCK_DROP__DIRS", "/drop"),
+        ("AIRLOCK_TRUST__PUBLIC_KEYS", "/keys"),
+        ("AIRLOCK_REGISTRY__TARGET", "harbor.local/mirror"),
+    ];
+    let vars = |extra: (&str, &str)| -> Vec<(String, String)> {
+        base.iter()
+            .chain(std::iter::once(&extra))
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let config = DaemonConfig::load_from(
+        None,
+        vars(("AIRLOCK_IMPORTS__PLATFORMS", "linux/amd64,linux/arm64")),
+        &WatchArgs::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.imports.platforms, ["linux/amd64", "linux/arm64"]);
+    let options = config.plan_options().expect("platforms parse");
+    assert_eq!(
+        options
+            .platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64/v8"]
+    );
+    let error = DaemonConfig::load_from(
+        None,
+        vars(("AIRLOCK_IMPORTS__PLATFORMS", "linux")),
+        &WatchArgs::default(),
+    )
+    .expect_err("refused");
+    assert!(error.to_string().contains("imports.platforms"), "{error}");
+}
