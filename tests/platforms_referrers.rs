@@ -338,6 +338,22 @@ fn zarf_package_is_recognised_and_its_components_listed_as_not_imported() {
     );
 }
 
+/// A chart made by `helm create` and packaged by `helm package`.
+fn packaged_chart(name: &str, version: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let helm = |args: &[&str]| {
+        let mut cmd = tools::command("helm");
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("HELM_CONFIG_HOME", dir.path().join("config"))
+            .env("HELM_CACHE_HOME", dir.path().join("cache"));
+        tools::run(&mut cmd, "make a chart with helm");
+    };
+    helm(&["create", name]);
+    helm(&["package", name, "--version", version]);
+    std::fs::read(dir.path().join(format!("{name}-{version}.tgz"))).expect("helm packaged it")
+}
+
 #[test]
 fn hauler_haul_imports_images_charts_and_files_into_their_areas() {
     let key = TestKey::generate(KeyKind::EcP256);
@@ -347,17 +363,18 @@ fn hauler_haul_imports_images_charts_and_files_into_their_areas() {
             (ANNOTATION_HAULER_KIND.to_owned(), kind.to_owned()),
         ])
     };
+    let chart_tgz = packaged_chart("podinfo", "6.5.0");
     let bundle = BundleBuilder::new("haul.tar")
         .image(Image::new("registry.k8s.io/pause:3.9").naming(Naming::HaulerStyle))
         .artifact(
             Artifact::new("application/vnd.cncf.helm.config.v1+json")
                 .config(
                     "application/vnd.cncf.helm.config.v1+json",
-                    b"{\"name\":\"podinfo\",\"version\":\"6.5.0\"}",
+                    b"{\"apiVersion\":\"v2\",\"name\":\"podinfo\",\"version\":\"6.5.0\"}",
                 )
                 .blob(
                     "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-                    b"not really a chart",
+                    &chart_tgz,
                 )
                 .named("hauler/podinfo:6.5.0")
                 .naming(hauled("hauler/podinfo:6.5.0", "dev.hauler/chart")),
@@ -392,10 +409,37 @@ fn hauler_haul_imports_images_charts_and_files_into_their_areas() {
         .manifest(&format!("{PREFIX}/charts/podinfo"), "6.5.0")
         .expect("the chart is in the charts area");
     assert_eq!(chart.body, bundle.artifacts()[0].manifest);
+    let pulled = tempfile::tempdir().expect("temp dir");
+    let mut pull = tools::command("helm");
+    pull.args(["pull", "--plain-http", "--version", "6.5.0", "-d"])
+        .arg(pulled.path())
+        .arg(format!("oci://{}/{PREFIX}/charts/podinfo", registry.host()))
+        .env("HELM_CONFIG_HOME", pulled.path().join("config"))
+        .env("HELM_CACHE_HOME", pulled.path().join("cache"));
+    tools::run(&mut pull, "pull the Hauler chart with helm");
+    assert_eq!(
+        std::fs::read(pulled.path().join("podinfo-6.5.0.tgz")).expect("helm wrote the chart"),
+        chart_tgz
+    );
     let file = registry
         .manifest(&format!("{PREFIX}/installers/install.sh"), "latest")
         .expect("the file is in the installers area");
     assert_eq!(file.body, bundle.artifacts()[1].manifest);
+    let script = format!(
+        "import oras.client\n\
+         c = oras.client.OrasClient(hostname={host:?}, insecure=True)\n\
+         c.pull(target={target:?}, outdir={out:?})\n",
+        host = registry.host(),
+        target = format!("{}/{PREFIX}/installers/install.sh:latest", registry.host()),
+        out = pulled.path().join("file").display().to_string(),
+    );
+    let mut oras = tools::command("python3");
+    oras.args(["-c", &script]);
+    tools::run(&mut oras, "pull the Hauler file with oras");
+    assert_eq!(
+        std::fs::read(pulled.path().join("file/install.sh")).expect("oras wrote the file"),
+        b"#!/bin/sh\n"
+    );
 }
 
 #[test]
@@ -476,4 +520,44 @@ fn the_service_takes_platforms_from_imports_platforms_and_refuses_bad_ones() {
     )
     .expect_err("refused");
     assert!(error.to_string().contains("imports.platforms"), "{error}");
+}
+
+#[test]
+fn an_oci_layout_target_lists_referrers_in_its_index_without_a_referrers_tag() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let app = "quay.io/acme/app:1.0";
+    let bundle = BundleBuilder::new("signed")
+        .image(Image::new(app).naming(Naming::ContainerdName))
+        .artifact(
+            Artifact::new("application/spdx+json")
+                .subject_of(app)
+                .naming(Naming::Unnamed),
+        )
+        .build(&key);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .arg("--registry")
+        .arg(format!("oci:{}", dir.path().display()))
+        .args(["--output", "json", "--quiet"])
+        .output()
+        .expect("run airlock import");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let index = std::fs::read(dir.path().join("index.json")).expect("index.json");
+    let listed = digests_listed(&index);
+    assert!(listed.contains(&bundle.image(app).digest));
+    assert!(listed.contains(&bundle.artifacts()[0].digest));
+    let text = String::from_utf8_lossy(&index);
+    assert!(
+        !text.contains("sha256-"),
+        "no referrers tag in a layout: {text}"
+    );
 }
