@@ -11,6 +11,7 @@ use support::bundle::{
     ANNOTATION_HAULER_KIND, ANNOTATION_REF_NAME, Artifact, BuiltBundle, BundleBuilder, Image,
     Naming,
 };
+use support::daemon::{Daemon, DaemonSetup};
 use support::keys::{KeyKind, TestKey};
 use support::registry::Registry;
 use support::{airlock, skopeo, tools};
@@ -559,5 +560,36 @@ fn an_oci_layout_target_lists_referrers_in_its_index_without_a_referrers_tag() {
     assert!(
         !text.contains("sha256-"),
         "no referrers tag in a layout: {text}"
+    );
+}
+
+#[test]
+fn the_service_imports_only_the_platforms_given_with_watch() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = three_platform_bundle(&key);
+    let image = bundle.image("quay.io/acme/app:1.0");
+    let registry = Registry::start();
+    let drop = tempfile::tempdir().expect("drop dir");
+    let state = tempfile::tempdir().expect("state dir");
+    let setup = DaemonSetup {
+        drop_dir: drop.path().to_owned(),
+        state_dir: state.path().to_owned(),
+        extra: vec!["--platform".into(), "linux/arm64".into()],
+        envs: Vec::new(),
+    };
+    let daemon = Daemon::start(&setup, &registry, key.public_pem());
+
+    bundle.copy_into(drop.path());
+    daemon.wait_until("the import", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="imported"}"#) >= 1.0
+    });
+
+    let served = skopeo::inspect_raw(&registry, &format!("{PREFIX}/quay.io/acme/app:1.0"));
+    assert_eq!(digests_listed(&served), [image.manifests[1].digest.clone()]);
+    let imports = daemon.imports();
+    assert_eq!(
+        imports[0]["pushed"]["images"][0]["rewrittenFrom"],
+        image.digest.as_str(),
+        "{imports}"
     );
 }
