@@ -24,7 +24,7 @@ use crate::digest::Digest;
 use crate::read::names::subject_of_tag;
 use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
-pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, is_selected, select};
+pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, select};
 pub use target::{InvalidTarget, Target, is_path_component};
 
 /// Result type of this module.
@@ -249,23 +249,11 @@ impl Plan {
                     let source = format!("{subject_source} (referrer {})", digest.short());
                     images.push(planned(&index, position, source, placement));
                 }
-                None => {
-                    let rewritten = images
-                        .iter()
-                        .find(|p| p.rewritten_from.is_some() && p.rewritten_from == subject);
-                    let reason = match rewritten {
-                        Some(p) => format!(
-                            "it refers to the index of {} as the bundle holds it, which is rewritten to the selected platforms (what it says of the original does not hold for {})",
-                            p.source_ref, p.digest
-                        ),
-                        None => "it refers to a manifest that is not imported and has no name of its own".into(),
-                    };
-                    skipped.push(Skipped {
-                        position,
-                        digest: image.descriptor.digest.clone(),
-                        reason,
-                    });
-                }
+                None => skipped.push(Skipped {
+                    position,
+                    digest: image.descriptor.digest.clone(),
+                    reason: orphan_reason(&images, subject.as_ref()),
+                }),
             }
         }
         drop_tags_of_rewritten(&mut images, &mut skipped, &index);
@@ -361,6 +349,20 @@ impl Plan {
             }
         }
         (seen.len(), seen.values().sum())
+    }
+}
+
+/// Why a referrer whose subject is not planned is left out.
+fn orphan_reason(images: &[PlannedImage], subject: Option<&Digest>) -> String {
+    let rewritten = images
+        .iter()
+        .find(|p| p.rewritten_from.is_some() && p.rewritten_from.as_ref() == subject);
+    match rewritten {
+        Some(p) => format!(
+            "it refers to the index of {} as the bundle holds it, which is rewritten to the selected platforms (what it says of the original does not hold for {})",
+            p.source_ref, p.digest
+        ),
+        None => "it refers to a manifest that is not imported and has no name of its own".into(),
     }
 }
 
