@@ -186,9 +186,15 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub access: RegistryAccessArgs,
 
-    /// Blobs transferred at once.
+    /// Blobs transferred at once; HEADs, mounts and manifests run four
+    /// times as many at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=crate::config::defaults::MAX_BLOB_CONCURRENCY as u64))]
     pub concurrency: u64,
+
+    /// Memory, in MiB, that all uploads together may hold in chunks read
+    /// from the bundle and not yet sent (at least 32).
+    #[arg(long, value_name = "MIB", default_value_t = (crate::push::DEFAULT_BUFFER_BYTES >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub buffer_mib: u64,
 
     /// How blobs are uploaded first: chunked PATCHes (default) or one streaming
     /// PUT per blob (for registries that break chunked uploads, such as ECR).

@@ -65,12 +65,13 @@ impl DaemonConfig {
     }
 
     /// How each import pushes: `registry.blob_concurrency` and
-    /// `registry.upload_mode`.
+    /// `registry.upload_mode`, with the default buffer budget.
     pub fn push_options(&self) -> PushOptions {
         PushOptions {
             concurrency: self.registry.blob_concurrency,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: self.registry.upload_mode,
+            ..PushOptions::default()
         }
     }
 

@@ -4,7 +4,7 @@
 //! `index.json` is replaced atomically at the end with every image named by
 //! its full reference in `org.opencontainers.image.ref.name`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -162,17 +162,29 @@ impl LayoutWriter {
             Err(e) => return Err(io_error(&path, e)),
         };
         let added = self.added.lock().map(|a| a.clone()).unwrap_or_default();
-        for entry in added {
-            let name = entry.annotations.get(OCI_REF_NAME).cloned();
-            index.manifests.retain(|existing| match &name {
-                Some(name) => existing.annotations.get(OCI_REF_NAME) != Some(name),
-                None => {
-                    existing.digest != entry.digest
-                        || existing.annotations.contains_key(OCI_REF_NAME)
-                }
-            });
-            index.manifests.push(entry);
+        // The last entry recorded for a name wins; unnamed entries count once
+        // per digest. Entries already in the index under those names (or,
+        // unnamed, with those digests) are replaced.
+        let mut names: HashSet<String> = HashSet::new();
+        let mut unnamed: HashSet<String> = HashSet::new();
+        let mut fresh = Vec::with_capacity(added.len());
+        for entry in added.into_iter().rev() {
+            let new = match entry.annotations.get(OCI_REF_NAME) {
+                Some(name) => names.insert(name.clone()),
+                None => unnamed.insert(entry.digest.clone()),
+            };
+            if new {
+                fresh.push(entry);
+            }
         }
+        fresh.reverse();
+        index
+            .manifests
+            .retain(|existing| match existing.annotations.get(OCI_REF_NAME) {
+                Some(name) => !names.contains(name),
+                None => !unnamed.contains(&existing.digest),
+            });
+        index.manifests.extend(fresh);
         let bytes = serde_json::to_vec_pretty(&index).map_err(|e| Error::Layout {
             path: path.display().to_string(),
             source: std::io::Error::other(e),

@@ -52,9 +52,21 @@ pub use upload::{ModeSwitch, Sent};
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Blobs in flight at once. Four keeps a 1 Gbit/s link busy with 20 ms of
-/// latency while staying far from registry rate limits.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Blobs in flight at once. Eight keeps a 1 Gbit/s link busy with 20 ms of
+/// latency while staying far from registry rate limits; the memory they may
+/// buffer is bounded separately by [`DEFAULT_BUFFER_BYTES`].
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Small requests (blob `HEAD`s, mounts, tag checks, manifest `PUT`s) in
+/// flight per blob in flight. They buffer nothing, and with latency they are
+/// most of an import's round trips.
+pub const REQUESTS_PER_BLOB: usize = 4;
+
+/// Memory all uploads of one import may hold in chunks read from the bundle
+/// and not yet sent. 48 MiB is six 8 MiB chunks: enough for a large blob to
+/// be read while the one before it is sent, and keeps a whole import under
+/// 100 MiB resident.
+pub const DEFAULT_BUFFER_BYTES: usize = 48 << 20;
 
 /// Bytes per upload request. Reads from zstd/tar come ~128 KiB at a time; one
 /// request per read is ten times slower than grouping them into
@@ -98,8 +110,12 @@ impl std::fmt::Display for UploadMode {
 /// How a push runs.
 #[derive(Debug, Clone, Copy)]
 pub struct PushOptions {
-    /// Blobs transferred at once (default [`DEFAULT_CONCURRENCY`]).
+    /// Blobs transferred at once (default [`DEFAULT_CONCURRENCY`]); small
+    /// requests run [`REQUESTS_PER_BLOB`] times as many at once.
     pub concurrency: usize,
+    /// Bytes of chunks all uploads may hold at once (default
+    /// [`DEFAULT_BUFFER_BYTES`]; never less than one chunk).
+    pub buffer_bytes: usize,
     /// Bytes per upload request (default [`DEFAULT_CHUNK_BYTES`]).
     pub chunk_bytes: usize,
     /// Chunked or monolithic uploads (default chunked).
@@ -110,6 +126,7 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             concurrency: DEFAULT_CONCURRENCY,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: UploadMode::default(),
         }
@@ -272,7 +289,7 @@ pub enum Destination {
         journal: Option<SharedJournal>,
     },
     /// An OCI image layout directory.
-    Layout(LayoutWriter),
+    Layout(Arc<LayoutWriter>),
 }
 
 impl Destination {
@@ -292,7 +309,7 @@ impl Destination {
                 chunk_bytes: options.chunk_bytes.max(1),
                 journal,
             }),
-            Target::Layout { dir } => Ok(Destination::Layout(LayoutWriter::open(dir)?)),
+            Target::Layout { dir } => Ok(Destination::Layout(Arc::new(LayoutWriter::open(dir)?))),
         }
     }
 
@@ -397,18 +414,23 @@ impl Destination {
                     .put_manifest(repository, &reference, media_type, bytes)
                     .await
             }
-            Destination::Layout(layout) => tokio::task::block_in_place(|| {
-                if top {
-                    let name = image
-                        .placement
-                        .tag
-                        .is_some()
-                        .then_some(image.placement.target_ref.as_str());
-                    layout.put_manifest(digest, media_type, &bytes, name)
-                } else {
-                    layout.put_blob(digest, &bytes)
-                }
-            }),
+            // On the blocking pool, so the manifests of many images are
+            // written (and synced) in parallel rather than one by one.
+            Destination::Layout(layout) => {
+                let layout = Arc::clone(layout);
+                let name = (top && image.placement.tag.is_some())
+                    .then(|| image.placement.target_ref.clone());
+                let (digest, media_type) = (digest.clone(), media_type.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    if top {
+                        layout.put_manifest(&digest, &media_type, &bytes, name.as_deref())
+                    } else {
+                        layout.put_blob(&digest, &bytes)
+                    }
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+            }
         }
     }
 
@@ -522,14 +544,14 @@ pub async fn push(
 ) -> Result<PushReport> {
     let started = Instant::now();
     let tally = Tally::default();
-    let concurrency = options.concurrency.max(1);
+    let requests = options.concurrency.max(1) * REQUESTS_PER_BLOB;
 
     // 0. Which images are already complete? A tag is only ever set once
     //    everything it references is present, so an image whose tag (or, for
     //    referrers, digest) already resolves to the right manifest needs
     //    neither blob checks nor manifest pushes.
     progress.set_stage(crate::progress::Stage::Checking);
-    let complete = complete_images(plan, &destination, concurrency).await?;
+    let complete = complete_images(plan, &destination, requests).await?;
 
     // 1. What does each repository already hold?
     let by_repository = plan.blobs_by_repository_except(&complete);
@@ -549,7 +571,7 @@ pub async fn push(
                 Ok::<_, Error>((repo, digest, held == Some(size)))
             }
         })
-        .buffer_unordered(concurrency * 2)
+        .buffer_unordered(requests)
         .try_collect()
         .await?;
 
@@ -570,22 +592,37 @@ pub async fn push(
 
     // 2. Mount what another repository already holds; 3. stream the rest.
     let mut uploads: HashMap<Digest, Vec<String>> = HashMap::new();
+    let mut mounts = Vec::new();
     for (digest, mut repos) in missing {
         repos.sort();
         match holders.get(&digest).and_then(|h| h.first()) {
-            Some(from) => {
-                for repo in repos {
-                    if destination.mount(&repo, from, &digest).await? {
-                        tally.mounted();
-                        progress.add_blob_done();
-                    } else {
-                        uploads.entry(digest.clone()).or_default().push(repo);
-                    }
-                }
-            }
+            Some(from) => mounts.extend(
+                repos
+                    .into_iter()
+                    .map(|repo| (repo, from.clone(), digest.clone())),
+            ),
             None => {
                 uploads.insert(digest, repos);
             }
+        }
+    }
+    let mounted: Vec<(String, Digest, bool)> = futures::stream::iter(mounts)
+        .map(|(repo, from, digest)| {
+            let destination = Arc::clone(&destination);
+            async move {
+                let done = destination.mount(&repo, &from, &digest).await?;
+                Ok::<_, Error>((repo, digest, done))
+            }
+        })
+        .buffer_unordered(requests)
+        .try_collect()
+        .await?;
+    for (repo, digest, done) in mounted {
+        if done {
+            tally.mounted();
+            progress.add_blob_done();
+        } else {
+            uploads.entry(digest).or_default().push(repo);
         }
     }
     let bytes_of = |digests: &mut dyn Iterator<Item = &Digest>| -> u64 {
@@ -664,7 +701,7 @@ pub async fn push(
             .map(|image| push_manifests(plan, &destination, image, &tally))
             .collect();
         let results: Vec<PushedImage> = futures::stream::iter(pushes)
-            .buffer_unordered(concurrency)
+            .buffer_unordered(requests)
             .try_collect()
             .await?;
         pushed.extend(results);
@@ -698,7 +735,7 @@ pub async fn push(
 async fn complete_images(
     plan: &Plan,
     destination: &Arc<Destination>,
-    concurrency: usize,
+    requests: usize,
 ) -> Result<HashSet<(String, String)>> {
     let checks: Vec<_> = plan
         .images()
@@ -714,7 +751,7 @@ async fn complete_images(
         })
         .collect();
     let found: Vec<Option<(String, String)>> = futures::stream::iter(checks)
-        .buffer_unordered(concurrency * 2)
+        .buffer_unordered(requests)
         .try_collect()
         .await?;
     Ok(found.into_iter().flatten().collect())

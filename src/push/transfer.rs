@@ -1,7 +1,9 @@
 //! The streaming pass: one reader thread decompresses the bundle and hands the
 //! blobs that are missing to concurrent uploads, in chunks, through bounded
-//! channels. Memory stays bounded by about `concurrency × (CHANNEL_CHUNKS + 2)
-//! × chunk size` however large the bundle is; nothing is written to scratch disk.
+//! channels. Every chunk holds a share of one buffer budget
+//! ([`PushOptions::buffer_bytes`]) until its last copy is sent and dropped, so
+//! memory stays bounded however large the bundle is and however many blobs
+//! are in flight; nothing is written to scratch disk.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{Destination, Error, PushOptions, Result, Sent, Tally};
 use crate::digest::{Digest, Hasher};
@@ -20,6 +23,52 @@ use crate::read::StreamError;
 
 /// Chunks buffered per blob between the reader and its upload.
 const CHANNEL_CHUNKS: usize = 2;
+
+/// The unit in which the buffer budget is counted.
+const BUDGET_UNIT: usize = 64 << 10;
+
+/// The memory chunks of one streaming pass may hold, shared by all uploads.
+#[derive(Clone)]
+struct BufferBudget {
+    units: Arc<Semaphore>,
+    runtime: Handle,
+}
+
+impl BufferBudget {
+    /// A budget of `bytes`, but never less than the blob being read needs
+    /// to make progress: a monolithic upload buffers up to two default
+    /// chunks before it streams, and holds one more while reading it.
+    fn new(bytes: usize, chunk_bytes: usize) -> Self {
+        let floor = 2 * super::DEFAULT_CHUNK_BYTES + 2 * chunk_bytes;
+        let units = bytes.max(floor).div_ceil(BUDGET_UNIT);
+        BufferBudget {
+            units: Arc::new(Semaphore::new(units)),
+            runtime: Handle::current(),
+        }
+    }
+
+    /// Waits (on the reader thread) until `len` bytes fit in the budget.
+    fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit> {
+        let units =
+            u32::try_from(len.div_ceil(BUDGET_UNIT).max(1)).map_err(|_| Error::Cancelled)?;
+        self.runtime
+            .block_on(Arc::clone(&self.units).acquire_many_owned(units))
+            .map_err(|_| Error::Cancelled)
+    }
+}
+
+/// A chunk's bytes with its share of the budget, returned when the last
+/// `Bytes` pointing into it is dropped.
+struct Budgeted {
+    bytes: BytesMut,
+    _share: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
 
 /// How a blob reaches the repositories that need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,11 +218,12 @@ pub async fn stream_uploads(
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let index = Arc::clone(plan.index());
     let chunk_bytes = options.chunk_bytes.max(1);
+    let budget = BufferBudget::new(options.buffer_bytes, chunk_bytes);
     let reader_progress = progress.clone();
     reader_progress.reset_bundle_bytes();
     let reader = tokio::task::spawn_blocking(move || {
         index.stream_blobs(&wanted, &reader_progress, |digest, size, content| {
-            send_blob(&jobs_tx, digest, size, content, chunk_bytes)
+            send_blob(&jobs_tx, digest, size, content, chunk_bytes, &budget)
         })
     });
 
@@ -254,6 +304,7 @@ fn send_blob(
     size: u64,
     content: &mut dyn Read,
     chunk_bytes: usize,
+    budget: &BufferBudget,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     jobs.blocking_send(Job {
@@ -265,6 +316,7 @@ fn send_blob(
     let mut remaining = size;
     loop {
         let want = remaining.min(chunk_bytes as u64) as usize;
+        let share = budget.reserve(want)?;
         let mut chunk = BytesMut::zeroed(want);
         let mut filled = 0;
         while filled < want {
@@ -282,7 +334,11 @@ fn send_blob(
         chunk.truncate(filled);
         remaining -= filled as u64;
         let last = remaining == 0 || filled == 0;
-        if tx.blocking_send(chunk.freeze()).is_err() {
+        let chunk = Bytes::from_owner(Budgeted {
+            bytes: chunk,
+            _share: share,
+        });
+        if tx.blocking_send(chunk).is_err() {
             // The upload let go of this blob (it restarts in another pass,
             // or the transfer is failing): skip the rest of it. A failing
             // transfer stops at the next blob, when the jobs channel is shut.

@@ -55,32 +55,50 @@ impl DecompressionHealth {
     }
 }
 
-/// A file reader that hashes (SHA-256) and counts everything read through it.
+/// Whether a read of the bundle hashes its compressed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressedHash {
+    /// Hash them: the index pass proves it read the bytes that were verified.
+    Compute,
+    /// Skip it: the streaming pass checks every blob it sends against its
+    /// digest instead, which saves one SHA-256 pass over the whole bundle.
+    Skip,
+}
+
+/// A file reader that counts, and optionally hashes (SHA-256), everything
+/// read through it.
 pub struct HashingFile {
     file: File,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     progress: Progress,
 }
 
 impl Read for HashingFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         self.progress.add_bundle_bytes(n as u64);
         Ok(n)
     }
 }
 
 impl HashingFile {
-    /// Reads the rest of the file and returns the hex SHA-256 of all of it.
-    pub fn finish(mut self) -> io::Result<String> {
+    /// Reads the rest of the file and returns the hex SHA-256 of all of it
+    /// (`None` when it was opened with [`CompressedHash::Skip`]).
+    pub fn finish(mut self) -> io::Result<Option<String>> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(hex::encode(self.hasher.finalize()))
+        Ok(self.hasher.map(|h| hex::encode(h.finalize())))
     }
 }
 
 /// Opens `path` as a zstd-compressed tar stream.
-pub fn open(path: &Path, progress: &Progress) -> Result<(TarStream, DecompressionHealth)> {
+pub fn open(
+    path: &Path,
+    progress: &Progress,
+    hash: CompressedHash,
+) -> Result<(TarStream, DecompressionHealth)> {
     let display = path.display().to_string();
     let mut file = File::open(path).map_err(|source| Error::Open {
         path: display.clone(),
@@ -102,7 +120,7 @@ pub fn open(path: &Path, progress: &Progress) -> Result<(TarStream, Decompressio
     })?;
     let hashing = HashingFile {
         file,
-        hasher: Sha256::new(),
+        hasher: (hash == CompressedHash::Compute).then(Sha256::new),
         progress: progress.clone(),
     };
     let mut decoder = Decoder::with_buffer(BufReader::with_capacity(FILE_BUFFER_BYTES, hashing))
@@ -136,7 +154,7 @@ fn read_prefix(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Drains what follows the tar archive and returns the SHA-256 of the whole
 /// compressed file, so a truncated tail or a swapped file is noticed.
-pub fn finish(archive: TarStream, path: &Path) -> Result<String> {
+pub fn finish(archive: TarStream, path: &Path) -> Result<Option<String>> {
     let corrupt = |source| Error::Corrupt {
         path: path.display().to_string(),
         source,

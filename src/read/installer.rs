@@ -18,9 +18,10 @@ use super::artifact::{
     WrittenManifest,
 };
 use super::layout::BundleImage;
-use super::names::{Area, ArtifactName, is_path_component, is_tag, version_tag};
+use super::names::{Area, ArtifactName, ImageName, is_path_component, is_tag, version_tag};
 use super::peek::ScannedFile;
 use super::{Error, Result};
+use crate::digest::Digest;
 
 /// Where the bundle holds installers and other files.
 pub const FILES_PREFIX: &str = "files/";
@@ -52,8 +53,10 @@ const MAX_EXTENSIONS: usize = 2;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     /// The repository below the target's prefix.
+    #[serde(deserialize_with = "text")]
     pub repository: String,
     /// The tag.
+    #[serde(deserialize_with = "text")]
     pub tag: String,
     /// The artifact type (default [`DEFAULT_ARTIFACT_TYPE`]).
     #[serde(default)]
@@ -86,6 +89,10 @@ pub fn collect(
         .collect();
     let mut images = Vec::new();
     let mut used = Vec::new();
+    // Where each file landed, so two files never silently share a tag
+    // (`palette-4.6.0.iso` and `palette-4.6.0.iso.sha256` both derive
+    // `installers/palette:4.6.0`).
+    let mut claimed: HashMap<String, (&str, Digest)> = HashMap::new();
     for file in files
         .iter()
         .filter(in_files)
@@ -95,8 +102,27 @@ pub fn collect(
             Some(sidecar) => Some(parse_sidecar(bundle, sidecar)?),
             None => None,
         };
-        images.push(artifact(bundle, file, sidecar, assembly)?);
+        let image = artifact(bundle, file, sidecar, assembly)?;
         used.push(file.file.path.clone());
+        let lands_at = image_label(&image.name);
+        match claimed.get(&lands_at) {
+            Some((_, digest)) if *digest == image.descriptor.digest => continue,
+            Some((first, _)) => {
+                return Err(invalid(
+                    bundle,
+                    &file.file.path,
+                    format!(
+                        "it would land at {lands_at}, as {first} does; add {}{SIDECAR_SUFFIX} \
+                         naming another repository or tag",
+                        file.file.path
+                    ),
+                ));
+            }
+            None => {
+                claimed.insert(lands_at, (&file.file.path, image.descriptor.digest.clone()));
+                images.push(image);
+            }
+        }
     }
     for (target, sidecar) in &sidecars {
         if !used.iter().any(|u| u == target) {
@@ -167,6 +193,30 @@ fn artifact(
     manifest.artifact_type = Some(artifact_type.clone());
     manifest.annotations = annotations;
     Ok(assembly.artifact(name, &manifest, &artifact_type))
+}
+
+/// A string field that YAML could read as something else: `tag: 1.10` is
+/// the number 1.1, so it is refused with the fix rather than guessed at.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match serde_yaml_ng::Value::deserialize(deserializer)? {
+        serde_yaml_ng::Value::String(text) => Ok(text),
+        other => Err(serde::de::Error::custom(format!(
+            "expected text, found {}; put the value in quotes (tag: \"1.0\")",
+            describe(&other)
+        ))),
+    }
+}
+
+fn describe(value: &serde_yaml_ng::Value) -> &'static str {
+    match value {
+        serde_yaml_ng::Value::Null => "nothing",
+        serde_yaml_ng::Value::Bool(_) => "a boolean",
+        serde_yaml_ng::Value::Number(_) => "a number",
+        serde_yaml_ng::Value::String(_) => "text",
+        serde_yaml_ng::Value::Sequence(_) => "a list",
+        serde_yaml_ng::Value::Mapping(_) => "a mapping",
+        serde_yaml_ng::Value::Tagged(_) => "a tagged value",
+    }
 }
 
 fn parse_sidecar(bundle: &str, sidecar: &ScannedFile) -> Result<Sidecar> {
@@ -252,6 +302,14 @@ fn is_extension(text: &str) -> bool {
         && text.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+fn image_label(name: &ImageName) -> String {
+    match name {
+        ImageName::Artifact(name) => name.to_string(),
+        ImageName::Named(reference) => reference.whole(),
+        ImageName::Unnamed { reason } => reason.clone(),
+    }
+}
+
 fn invalid(bundle: &str, item: &str, reason: String) -> Error {
     Error::InvalidContent {
         path: bundle.to_owned(),
@@ -285,6 +343,19 @@ mod tests {
                 "{file}"
             );
         }
+    }
+
+    #[test]
+    fn a_sidecar_tag_that_yaml_reads_as_a_number_is_refused_with_the_fix() {
+        let error = serde_yaml_ng::from_str::<Sidecar>("repository: installers/x\ntag: 1.10\n")
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("put the value in quotes"),
+            "{error}"
+        );
+        let sidecar: Sidecar =
+            serde_yaml_ng::from_str("repository: installers/x\ntag: \"1.10\"\n").expect("parsed");
+        assert_eq!(sidecar.tag, "1.10");
     }
 
     #[test]

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
-use super::installer;
 use super::names::ImageName;
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
+use super::{chart, installer};
 use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
@@ -150,6 +150,9 @@ pub(super) fn assemble<B: BundleSource>(
     }
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;
     images.extend(installers);
+    let (charts, chart_files) = chart::collect(&path, &others, limits, &mut assembly)?;
+    images.extend(charts);
+    used.extend(chart_files);
     let producer = super::producer::recognise(&others, &images);
     used.sort();
     extra_files.extend(

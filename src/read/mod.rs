@@ -11,6 +11,7 @@
 
 mod archive;
 pub mod artifact;
+mod chart;
 pub mod document;
 mod installer;
 mod layout;
@@ -417,7 +418,8 @@ impl<B: BundleSource> BundleIndex<B> {
         if by_entry.is_empty() {
             return Ok(());
         }
-        let (mut archive, _) = archive::open(path, progress).map_err(StreamError::Read)?;
+        let (mut archive, _) = archive::open(path, progress, archive::CompressedHash::Skip)
+            .map_err(StreamError::Read)?;
         let entries = archive
             .entries()
             .map_err(|source| StreamError::Read(corrupt(path, source)))?;
@@ -512,7 +514,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
     let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
-    let (mut archive, health) = archive::open(path, progress)?;
+    let (mut archive, health) = archive::open(path, progress, archive::CompressedHash::Compute)?;
     let mut scan = Scan {
         sha256: String::new(),
         roots: BTreeMap::new(),
@@ -581,7 +583,8 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
             scan.others.push(file);
         }
     }
-    let actual = archive::finish(archive, path)?;
+    // Opened with `Compute`, so the digest is always there.
+    let actual = archive::finish(archive, path)?.unwrap_or_default();
     if let Some(expected) = bundle.verified_sha256()
         && actual != expected
     {

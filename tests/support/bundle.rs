@@ -278,6 +278,7 @@ pub struct Layer {
 enum LayerKind {
     GzipTar { seed: u64, size: usize },
     Uncompressed { seed: u64, size: u64 },
+    Zeros { size: u64 },
 }
 
 impl Layer {
@@ -307,6 +308,16 @@ impl Layer {
         Layer::uncompressed(seed, size)
     }
 
+    /// An uncompressed layer of `size` zero bytes: it compresses to almost
+    /// nothing, so a bundle can hold a tar entry of many gigabytes (over the
+    /// 8 GiB of a classic tar size field) without filling the disk. Never
+    /// held in memory.
+    pub fn zeros(size: u64) -> Layer {
+        Layer {
+            kind: LayerKind::Zeros { size },
+        }
+    }
+
     fn with_seed_mixed(&self, mix: u64) -> Layer {
         let kind = match self.kind {
             LayerKind::GzipTar { seed, size } => LayerKind::GzipTar {
@@ -317,6 +328,7 @@ impl Layer {
                 seed: seed ^ mix,
                 size,
             },
+            LayerKind::Zeros { size } => LayerKind::Zeros { size },
         };
         Layer { kind }
     }
@@ -1461,6 +1473,8 @@ enum BlobData {
     Stream {
         seed: u64,
     },
+    /// `size` zero bytes, generated when written.
+    Zeros,
 }
 
 #[derive(Debug, Clone)]
@@ -1488,6 +1502,7 @@ struct BlobStore {
     by_digest: HashMap<String, usize>,
     /// (seed, size) → digest of streamed layers, so each is hashed once.
     stream_digests: HashMap<(u64, u64), String>,
+    zero_digests: HashMap<u64, String>,
     /// (seed, size) → (gzip bytes, diff_id) of small layers.
     gzip_layers: HashMap<(u64, usize), (Vec<u8>, String)>,
 }
@@ -1548,6 +1563,20 @@ impl BlobStore {
                     data: BlobData::Stream { seed },
                 });
                 (Descriptor::new(media_type, &digest, size), digest)
+            }
+            LayerKind::Zeros { size } => {
+                let digest = self
+                    .zero_digests
+                    .entry(size)
+                    .or_insert_with(|| sha256_digest_of_reader(io::repeat(0).take(size)))
+                    .clone();
+                self.insert(StoredBlob {
+                    digest: digest.clone(),
+                    size,
+                    media_type: OCI_LAYER_TAR.to_owned(),
+                    data: BlobData::Zeros,
+                });
+                (Descriptor::new(OCI_LAYER_TAR, &digest, size), digest)
             }
         }
     }
@@ -1748,6 +1777,7 @@ fn write_tar<W: Write>(out: W, entries: &[Entry], store: &BlobStore) -> W {
                             BlobData::Stream { seed } => {
                                 Box::new(PseudoRandom::new(*seed, blob.size))
                             }
+                            BlobData::Zeros => Box::new(io::repeat(0).take(blob.size)),
                         };
                         let reader = FlipAt {
                             inner: reader,

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod bundle;
+pub mod chart;
 pub mod daemon;
 pub mod keys;
 pub mod process;

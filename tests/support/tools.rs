@@ -16,6 +16,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("tar", "tar"),
     ("python3", "python3"),
+    ("gpg", "gnupg"),
     (
         "helm",
         "helm (scripts/test fetches it into target/test-tools/bin)",

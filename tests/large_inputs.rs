@@ -1,0 +1,176 @@
+//! Inputs at the sizes real air-gap content reaches: a tar entry over the
+//! 8 GiB a classic tar header can describe, an index of 10,000 manifests, and
+//! (ignored by default, it takes minutes and gigabytes) a multi-gigabyte
+//! bundle imported in bounded memory.
+
+mod support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
+use support::keys::{KeyKind, TestKey};
+use support::registry::Registry;
+use support::{airlock, skopeo};
+
+/// Just over the 8 GiB (8,589,934,591 bytes) an octal tar size field holds.
+const OVER_8_GIB: u64 = (8 << 30) + (64 << 20);
+
+fn run(command: &mut std::process::Command, what: &str) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn inspect_json(bundle: &BuiltBundle) -> Value {
+    let output = run(
+        airlock()
+            .arg("inspect")
+            .arg(bundle.zst())
+            .arg("--public-key")
+            .arg(bundle.public_key_pem())
+            .args(["--output", "json"]),
+        "airlock inspect",
+    );
+    serde_json::from_slice(&output.stdout).expect("inspect prints JSON")
+}
+
+#[test]
+fn a_tar_entry_over_8_gib_is_indexed_and_checked_against_its_digest() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("over-8-gib")
+        .image(Image::new("example.com/big/zeros:1.0").layers(&[Layer::zeros(OVER_8_GIB)]))
+        .build(&key);
+    let size = std::fs::metadata(bundle.zst()).expect("bundle").len();
+    assert!(size < 64 << 20, "the bundle should compress: {size} bytes");
+
+    let report = inspect_json(&bundle);
+    let image = &report["images"][0];
+    assert_eq!(image["sourceRef"], "example.com/big/zeros:1.0");
+    assert!(
+        image["size"].as_u64().expect("size") > OVER_8_GIB,
+        "{image}"
+    );
+    assert_eq!(
+        bundle.image("example.com/big/zeros:1.0").blob_bytes(),
+        report["totals"]["blobBytes"].as_u64().expect("blob bytes")
+    );
+}
+
+#[test]
+fn an_index_of_10000_manifests_imports_into_a_layout() {
+    const IMAGES: usize = 10_000;
+    let key = TestKey::generate(KeyKind::EcP256);
+    let shared = [Layer::gzip_tar(7, 256)];
+    let building = Instant::now();
+    let mut builder = BundleBuilder::new("ten-thousand");
+    for i in 0..IMAGES {
+        builder = builder
+            .image(Image::new(&format!("example.com/fleet/app{}:v{i}", i % 50)).layers(&shared));
+    }
+    let bundle = builder.build(&key);
+    eprintln!("built the bundle in {:?}", building.elapsed());
+
+    let mirror = tempfile::tempdir().expect("mirror directory");
+    let target = format!("oci:{}", mirror.path().display());
+    let started = Instant::now();
+    let output = run(
+        airlock()
+            .arg("import")
+            .arg(bundle.zst())
+            .arg("--public-key")
+            .arg(bundle.public_key_pem())
+            .args(["--registry", &target, "--output", "json", "--quiet"]),
+        "airlock import of 10,000 manifests",
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    eprintln!("imported in {:?}", started.elapsed());
+    assert_eq!(
+        report["push"]["images"].as_array().map(Vec::len),
+        Some(IMAGES),
+        "took {:?}",
+        started.elapsed()
+    );
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(mirror.path().join("index.json")).expect("index.json"),
+    )
+    .expect("index.json is JSON");
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(IMAGES));
+    for i in [0, IMAGES - 1] {
+        let name = format!("example.com/fleet/app{}:v{i}", i % 50);
+        let raw = skopeo::inspect_oci_layout(mirror.path(), &name);
+        let expected = bundle.image(&name).manifest_digests();
+        assert_eq!(
+            skopeo::sha256_digest(&raw),
+            *expected.last().expect("a manifest"),
+            "{name}"
+        );
+    }
+}
+
+/// Peak resident memory of a finished child, from its `/proc` status while
+/// it runs (sampled every 20 ms).
+fn peak_rss_kib(mut child: std::process::Child, limit: Duration) -> (Output, u64) {
+    let pid = child.id();
+    let started = Instant::now();
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(hwm) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(hwm);
+        }
+        if child.try_wait().expect("poll the import").is_some() {
+            break;
+        }
+        assert!(started.elapsed() < limit, "the import took over {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect the import");
+    (output, peak)
+}
+
+/// Run with `cargo nextest run --run-ignored only -E 'test(bounded_memory)'`
+/// (or `cargo test --test large_inputs -- --ignored`): builds a 3 GB bundle
+/// of incompressible layers (3 GB of disk for the bundle and 3 GB in the
+/// registry's storage) and imports it into a real registry; peak RSS must
+/// stay under 100 MiB.
+#[test]
+#[ignore = "multi-GB: minutes of CPU and 6 GB of disk"]
+fn a_multi_gb_bundle_imports_in_bounded_memory() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let layers: Vec<Layer> = (0..3).map(|i| Layer::big(100 + i, 1 << 30)).collect();
+    let bundle = BundleBuilder::new("multi-gb")
+        .image(Image::new("example.com/big/app:1.0").layers(&layers))
+        .zstd_level(1)
+        .build(&key);
+    let registry = Registry::start();
+    let child = airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .args(["--registry", &registry.host(), "--plain-http", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start airlock import");
+    let (output, peak) = peak_rss_kib(child, Duration::from_secs(1800));
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("peak RSS {} MiB", peak / 1024);
+    assert!(peak < 100 * 1024, "peak RSS {} MiB", peak / 1024);
+    assert!(skopeo::exists(&registry, "example.com/big/app:1.0"));
+}
