@@ -12,7 +12,7 @@ use crate::plan::{Plan, PlanOptions, Skipped, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
 use crate::push::{PushOptions, PushReport, SharedJournal};
-use crate::read::{BundleIndex, ExtraFile, ReadLimits};
+use crate::read::{BundleIndex, ExtraFile, Producer, ReadLimits};
 use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy};
 
 /// Result type of an import.
@@ -125,6 +125,9 @@ pub struct ImportReport {
     pub extra_files: Vec<ExtraFile>,
     /// The bundle's Palette packs and the images they miss.
     pub packs: Vec<ImportedPack>,
+    /// The tool that made the bundle (airlock layout, Zarf package, Hauler
+    /// haul).
+    pub producer: Producer,
 }
 
 /// A pack of an import, with the images it declares that are neither in the
@@ -247,7 +250,8 @@ pub async fn run_verified(
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
     }
     for extra in index.extra_files() {
-        tracing::warn!(file = %extra.path, "not imported: no format airlock reads claims this file");
+        let reason = index.producer().not_imported_reason(&extra.path);
+        tracing::warn!(file = %extra.path, "not imported: {reason}");
     }
 
     let writer = Arc::new(crate::push::Destination::open(
@@ -293,6 +297,7 @@ pub async fn run_verified(
         skipped: plan.skipped().to_vec(),
         extra_files: index.extra_files().to_vec(),
         packs,
+        producer: index.producer().clone(),
     };
     if held_back.is_empty() {
         Ok(report)

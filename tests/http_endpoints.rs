@@ -58,6 +58,7 @@ fn records() -> Vec<BundleRecord> {
                     source: "quay.io/acme/app:1.1".into(),
                     target: "registry.internal/mirror/quay.io/acme/app:1.1".into(),
                     digest: format!("sha256:{}", "cd".repeat(32)),
+                    rewritten_from: None,
                 }],
                 blobs_uploaded: 3,
                 bytes_uploaded: 3000,

@@ -112,14 +112,20 @@ async fn run_verify(args: VerifyArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn plan_options(pack_prefix: Option<&str>) -> Result<PlanOptions, CommandError> {
+fn plan_options(
+    pack_prefix: Option<&str>,
+    platforms: Vec<crate::plan::Platform>,
+) -> Result<PlanOptions, CommandError> {
     let pack_prefix = pack_prefix
         .map(|p| {
             crate::plan::pack_prefix(p)
                 .map_err(|reason| CommandError::config(format!("invalid --pack-prefix: {reason}")))
         })
         .transpose()?;
-    Ok(PlanOptions { pack_prefix })
+    Ok(PlanOptions {
+        pack_prefix,
+        platforms,
+    })
 }
 
 fn parse_target(text: &str) -> Result<Target, CommandError> {
@@ -129,7 +135,7 @@ fn parse_target(text: &str) -> Result<Target, CommandError> {
 
 async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let target = args.registry.as_deref().map(parse_target).transpose()?;
-    let options = plan_options(args.pack_prefix.as_deref())?;
+    let options = plan_options(args.pack_prefix.as_deref(), args.platforms)?;
     let progress = Progress::new();
     let inspection = if args.public_keys.is_empty() {
         let bundle = UnverifiedBundle::new(&args.bundle);
@@ -213,7 +219,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         Target::Layout { .. } => RegistryConfig::default(),
     };
     let request = ImportRequest {
-        plan: plan_options(args.pack_prefix.as_deref())?,
+        plan: plan_options(args.pack_prefix.as_deref(), args.platforms.clone())?,
         pack_image_policy: args.pack_image_policy,
         bundle: args.bundle.clone(),
         signature: args.signature.signature.clone(),

@@ -199,6 +199,14 @@ pub struct InspectArgs {
     /// (Palette's OCI_PACK_BASE).
     #[arg(long, value_name = "PREFIX")]
     pub pack_prefix: Option<String>,
+
+    /// Import only these platforms of multi-platform images
+    /// (`os/arch[/variant]`, comma-separated or repeated; `linux/arm64`
+    /// matches `linux/arm64/v8`). Indexes are rewritten to the kept
+    /// platforms; images of other platforms are skipped. Default: every
+    /// image whole.
+    #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
+    pub platforms: Vec<crate::plan::Platform>,
 }
 
 /// `airlock import`.
@@ -252,6 +260,14 @@ pub struct ImportArgs {
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: OutputFormat,
+
+    /// Import only these platforms of multi-platform images
+    /// (`os/arch[/variant]`, comma-separated or repeated; `linux/arm64`
+    /// matches `linux/arm64/v8`). Indexes are rewritten to the kept
+    /// platforms; images of other platforms are skipped. Default: every
+    /// image whole.
+    #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
+    pub platforms: Vec<crate::plan::Platform>,
 
     /// No progress display.
     #[arg(long, short)]

@@ -19,8 +19,9 @@ impl DaemonConfig {
             .map_err(|source| Error::Target { source })
     }
 
-    /// How bundles are placed: `registry.pack_prefix`, checked to be a
-    /// repository path (`/` at either end is dropped).
+    /// What shapes each import's plan: `registry.pack_prefix`, checked to be
+    /// a repository path (`/` at either end is dropped), and
+    /// `imports.platforms` (checked by [`DaemonConfig::validate`]).
     pub fn plan_options(&self) -> Result<PlanOptions, Error> {
         let pack_prefix = match &self.registry.pack_prefix {
             None => None,
@@ -33,7 +34,22 @@ impl DaemonConfig {
                 )
             }
         };
-        Ok(PlanOptions { pack_prefix })
+        let platforms = self
+            .imports
+            .platforms
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: crate::plan::InvalidPlatform| Error::Invalid {
+                        key: "imports.platforms",
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PlanOptions {
+            pack_prefix,
+            platforms,
+        })
     }
 
     /// How to reach the registry, with credentials: `registry.username` with

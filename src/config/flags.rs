@@ -140,6 +140,12 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub on_reject: Option<OnReject>,
 
+    /// Import only these platforms of multi-platform images (`os/arch[/variant]`,
+    /// comma-separated or repeated); replaces imports.platforms [default:
+    /// every image whole].
+    #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
     /// Where the daemon keeps its per-bundle records [default:
     /// /var/lib/airlock].
     #[arg(long, value_name = "DIR")]
@@ -221,6 +227,7 @@ impl WatchArgs {
         set(&mut imports.concurrency, self.concurrency.as_ref());
         set(&mut imports.on_success, self.on_success.as_ref());
         set(&mut imports.on_reject, self.on_reject.as_ref());
+        replace(&mut imports.platforms, &self.platforms);
 
         set(&mut config.state_dir, self.state_dir.as_ref());
         set(&mut config.http.listen, self.listen.as_ref());

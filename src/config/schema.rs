@@ -189,6 +189,10 @@ pub struct ImportsSection {
     /// (default [`DEFAULT_ON_REJECT`]).
     #[serde(deserialize_with = "one_of")]
     pub on_reject: OnReject,
+    /// Platforms of multi-platform images to import (`linux/amd64`,
+    /// `linux/arm64`); indexes are rewritten to them and images of other
+    /// platforms skipped (default: none, every image is imported whole).
+    pub platforms: Vec<String>,
     /// First wait after a transient failure; doubles, with jitter, on each
     /// further failure (default [`DEFAULT_RETRY_INITIAL_BACKOFF`]).
     #[serde(with = "humantime_serde")]
@@ -205,6 +209,7 @@ impl Default for ImportsSection {
             concurrency: DEFAULT_IMPORT_CONCURRENCY,
             on_success: DEFAULT_ON_SUCCESS,
             on_reject: DEFAULT_ON_REJECT,
+            platforms: Vec::new(),
             retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
             retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
         }

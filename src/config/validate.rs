@@ -51,6 +51,7 @@ impl DaemonConfig {
         }
 
         self.check_credentials()?;
+        self.plan_options()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -10,17 +10,21 @@
 //! `quay.io` to `<host>/<prefix>/quay.io`) finds it. In an OCI layout target the
 //! full source reference becomes the `org.opencontainers.image.ref.name`.
 
+mod platform;
 mod target;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::FailureClass;
 use crate::digest::Digest;
+use crate::read::names::subject_of_tag;
 use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
+pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, select};
 pub use target::{InvalidTarget, Target, is_path_component};
 
 /// Result type of this module.
@@ -72,6 +76,9 @@ pub struct PlanOptions {
     /// The prefix of the pack area, when packs land apart from the target's
     /// prefix (Palette's `OCI_PACK_BASE`). Default: the target's prefix.
     pub pack_prefix: Option<String>,
+    /// The platforms to import (`--platform`); empty imports every image
+    /// whole. See [`platform`].
+    pub platforms: Vec<Platform>,
 }
 
 /// Checks a pack prefix (`--pack-prefix`, `registry.pack_prefix`): empty
@@ -126,6 +133,10 @@ pub struct PlannedImage {
     /// For referrers: the digest of the manifest this one refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// For an index rewritten to the selected platforms: the digest of the
+    /// index as the bundle holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_from: Option<Digest>,
 }
 
 impl PlannedImage {
@@ -161,6 +172,9 @@ pub struct Plan {
     options: PlanOptions,
     images: Vec<PlannedImage>,
     skipped: Vec<Skipped>,
+    /// Documents the plan wrote (indexes rewritten to the selected
+    /// platforms), by digest.
+    documents: HashMap<Digest, Bytes>,
 }
 
 impl Plan {
@@ -170,7 +184,20 @@ impl Plan {
         let mut skipped = Vec::new();
         let mut by_target: HashMap<String, Digest> = HashMap::new();
         let mut referrers = Vec::new();
+        let mut documents = HashMap::new();
         for (position, image) in index.images().iter().enumerate() {
+            let rewritten = match select(&index, image, &options.platforms) {
+                Selection::Whole => None,
+                Selection::Rewritten(rewritten) => Some(rewritten),
+                Selection::Skipped(reason) => {
+                    skipped.push(Skipped {
+                        position,
+                        digest: image.descriptor.digest.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
             let (placement, source_ref) = match &image.name {
                 ImageName::Named(reference) => (place(&target, reference)?, reference.whole()),
                 ImageName::Artifact(name) => (
@@ -190,7 +217,9 @@ impl Plan {
                     continue;
                 }
             };
-            let digest = image.descriptor.digest.clone();
+            let digest = rewritten
+                .as_ref()
+                .map_or_else(|| image.descriptor.digest.clone(), |r| r.digest.clone());
             if let Some(first) = by_target.get(&placement.target_ref) {
                 if *first == digest {
                     continue;
@@ -202,7 +231,11 @@ impl Plan {
                 });
             }
             by_target.insert(placement.target_ref.clone(), digest.clone());
-            images.push(planned(&index, position, source_ref, placement));
+            let mut image = planned(&index, position, source_ref, placement);
+            if let Some(rewritten) = rewritten {
+                image.apply(&index, rewritten, &mut documents);
+            }
+            images.push(image);
         }
         for position in referrers {
             let image = &index.images()[position];
@@ -233,12 +266,11 @@ impl Plan {
                 None => skipped.push(Skipped {
                     position,
                     digest: image.descriptor.digest.clone(),
-                    reason:
-                        "it refers to a manifest that is not imported and has no name of its own"
-                            .into(),
+                    reason: orphan_reason(&images, subject.as_ref()),
                 }),
             }
         }
+        drop_tags_of_rewritten(&mut images, &mut skipped, &index);
         if images.is_empty() {
             let reasons = if skipped.is_empty() {
                 "index.json lists nothing".to_owned()
@@ -260,7 +292,16 @@ impl Plan {
             options,
             images,
             skipped,
+            documents,
         })
+    }
+
+    /// The bytes of a manifest to push: one the plan rewrote, else the
+    /// bundle's own.
+    pub fn document(&self, digest: &Digest) -> Option<&Bytes> {
+        self.documents
+            .get(digest)
+            .or_else(|| self.index.document(digest))
     }
 
     /// The bundle index the plan was made from.
@@ -337,6 +378,70 @@ impl Plan {
     }
 }
 
+/// Why a referrer whose subject is not planned is left out.
+fn orphan_reason(images: &[PlannedImage], subject: Option<&Digest>) -> String {
+    let rewritten = images
+        .iter()
+        .find(|p| p.rewritten_from.is_some() && p.rewritten_from.as_ref() == subject);
+    match rewritten {
+        Some(p) => format!(
+            "it refers to the index of {} as the bundle holds it, which is rewritten to the selected platforms (what it says of the original does not hold for {})",
+            p.source_ref, p.digest
+        ),
+        None => "it refers to a manifest that is not imported and has no name of its own".into(),
+    }
+}
+
+/// Images tagged by the tag scheme of an index that is rewritten to the
+/// selected platforms (cosign's `sha256-<hex>.sig` of the original) would
+/// point at a digest the target never receives: they are left out.
+fn drop_tags_of_rewritten(
+    images: &mut Vec<PlannedImage>,
+    skipped: &mut Vec<Skipped>,
+    index: &BundleIndex,
+) {
+    let rewritten: Vec<(String, Digest, String)> = images
+        .iter()
+        .filter_map(|p| {
+            let original = p.rewritten_from.clone()?;
+            Some((
+                p.placement.repository.clone(),
+                original,
+                p.source_ref.clone(),
+            ))
+        })
+        .collect();
+    if rewritten.is_empty() {
+        return;
+    }
+    images.retain(|image| {
+        let Some(hex) = image.placement.tag.as_deref().and_then(subject_of_tag) else {
+            return true;
+        };
+        let Some((_, original, source)) = rewritten
+            .iter()
+            .find(|(repository, original, _)| {
+                *repository == image.placement.repository && original.hex() == hex
+            })
+        else {
+            return true;
+        };
+        let position = index
+            .images()
+            .iter()
+            .position(|i| i.descriptor.digest == image.digest)
+            .unwrap_or_default();
+        skipped.push(Skipped {
+            position,
+            digest: image.digest.clone(),
+            reason: format!(
+                "it is tagged for the index of {source} as the bundle holds it ({original}), which is rewritten to the selected platforms"
+            ),
+        });
+        false
+    });
+}
+
 fn planned(
     index: &BundleIndex,
     position: usize,
@@ -359,6 +464,38 @@ fn planned(
         blobs: image.blobs.clone(),
         size: image.total_bytes(index),
         subject: image.subject.clone(),
+        rewritten_from: None,
+    }
+}
+
+impl PlannedImage {
+    /// Makes this image the index rewritten to the selected platforms,
+    /// keeping the rewritten document in `documents`.
+    fn apply(
+        &mut self,
+        index: &BundleIndex,
+        rewritten: Rewritten,
+        documents: &mut HashMap<Digest, Bytes>,
+    ) {
+        let manifest_bytes: u64 = rewritten
+            .manifests
+            .iter()
+            .filter_map(|m| index.document(&m.digest).map(|d| d.len() as u64))
+            .sum();
+        let blob_bytes: u64 = rewritten.blobs.iter().map(|(_, size)| size).sum();
+        self.size = manifest_bytes + blob_bytes + rewritten.bytes.len() as u64;
+        self.digest = rewritten.digest.clone();
+        self.platforms = rewritten.platforms;
+        self.manifests = rewritten.manifests;
+        self.blobs = rewritten.blobs;
+        self.rewritten_from = Some(rewritten.original);
+        if self.placement.tag.is_none() {
+            // Pushed by digest: the target reference names the new digest.
+            if let Some((base, _)) = self.placement.target_ref.split_once('@') {
+                self.placement.target_ref = format!("{base}@{}", rewritten.digest);
+            }
+        }
+        documents.insert(rewritten.digest, rewritten.bytes);
     }
 }
 
@@ -479,6 +616,7 @@ mod tests {
         let default = PlanOptions::default();
         let apart = PlanOptions {
             pack_prefix: Some("packs-base".into()),
+            ..PlanOptions::default()
         };
         assert_eq!(
             place_artifact(&target, &default, &pack)

@@ -403,6 +403,7 @@ mod tests {
         );
         let apart = PlanOptions {
             pack_prefix: Some(String::new()),
+            ..PlanOptions::default()
         };
         assert_eq!(pack_area(&target, &apart), "spectro-packs/archive");
     }

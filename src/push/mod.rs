@@ -14,11 +14,18 @@
 //!    acknowledges, and a refused upload mode falls back to the other one);
 //!    blobs whose mount was declined, or whose upload must restart in the
 //!    other mode, are streamed again in a further pass;
-//! 4. push manifests and tags, images in parallel, referrers after subjects.
+//! 4. push manifests and tags, images in parallel, in two waves: first every
+//!    image that refers to nothing, then the referrers (manifests with a
+//!    `subject`, and images tagged by the tag scheme of a subject, such as
+//!    cosign's `sha256-<hex>.sig`), so that no link is set before the
+//!    manifest it points at exists in the repository;
+//! 5. list the referrers in the referrers index of their subject
+//!    ([`referrers`]), for registries without the referrers API.
 
 pub mod catalog;
 mod journal;
 mod layout;
+pub mod referrers;
 pub mod registry;
 mod transfer;
 mod upload;
@@ -526,6 +533,8 @@ pub struct PushReport {
     pub manifests_pushed: u64,
     /// Tags that already pointed at the right manifest.
     pub manifests_present: u64,
+    /// Referrers indexes (`sha256-<subject hex>` tags) written or extended.
+    pub referrers_indexes: u64,
     /// Wall-clock time of the push.
     #[serde(with = "seconds")]
     pub duration: Duration,
@@ -543,6 +552,10 @@ pub struct PushedImage {
     pub digest: Digest,
     /// Its media type.
     pub media_type: String,
+    /// For an index rewritten to the selected platforms: the digest of the
+    /// index in the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_from: Option<Digest>,
 }
 
 mod seconds {
@@ -700,14 +713,12 @@ pub async fn push(
         pass += 1;
     }
 
-    // 4. Manifests and tags: named images first, then referrers.
+    // 4. Manifests and tags: images first, then what refers to them.
     progress.set_stage(crate::progress::Stage::Tagging);
-    let (named, referrers): (Vec<&PlannedImage>, Vec<&PlannedImage>) = plan
-        .images()
-        .iter()
-        .partition(|i| i.subject.is_none() || i.placement.tag.is_some());
+    let (referrers, subjects): (Vec<&PlannedImage>, Vec<&PlannedImage>) =
+        plan.images().iter().partition(|i| is_referrer(i));
     let mut pushed = Vec::new();
-    for wave in [named, referrers] {
+    for wave in [subjects, referrers] {
         let (done, todo): (Vec<&PlannedImage>, Vec<&PlannedImage>) = wave
             .into_iter()
             .partition(|image| complete.contains(&image.digest_ref()));
@@ -727,6 +738,8 @@ pub async fn push(
             .await?;
         pushed.extend(results);
     }
+    // 5. The referrers tag scheme, once every referrer is in place.
+    let referrers_indexes = referrers::update_indexes(plan, &destination).await?;
     tokio::task::block_in_place(|| destination.finish())?;
     let order: HashMap<&str, usize> = plan
         .images()
@@ -744,6 +757,7 @@ pub async fn push(
         blobs_present: Tally::get(&tally.inner.blobs_present),
         manifests_pushed: Tally::get(&tally.inner.manifests_pushed),
         manifests_present: Tally::get(&tally.inner.manifests_present),
+        referrers_indexes,
         duration: started.elapsed(),
     })
 }
@@ -775,12 +789,24 @@ async fn complete_images(
     Ok(found.into_iter().flatten().collect())
 }
 
+/// Whether an image points at another one and must wait for it: it has a
+/// `subject`, or a tag of a subject's tag scheme (`sha256-<hex>.sig`).
+fn is_referrer(image: &PlannedImage) -> bool {
+    image.subject.is_some()
+        || image
+            .placement
+            .tag
+            .as_deref()
+            .is_some_and(referrers::is_subject_tag)
+}
+
 fn pushed_image(image: &PlannedImage) -> PushedImage {
     PushedImage {
         source: image.source_ref.clone(),
         target: image.placement.target_ref.clone(),
         digest: image.digest.clone(),
         media_type: image.media_type.clone(),
+        rewritten_from: image.rewritten_from.clone(),
     }
 }
 
@@ -794,7 +820,6 @@ async fn push_manifests(
     let count = image.manifests.len();
     for (position, manifest) in image.manifests.iter().enumerate() {
         let bytes = plan
-            .index()
             .document(&manifest.digest)
             .cloned()
             .ok_or_else(|| Error::Protocol {

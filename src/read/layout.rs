@@ -189,6 +189,7 @@ pub(super) fn assemble<B: BundleSource>(
     packs.extend(archive_packs);
     used.extend(pack_files);
     pack::settle_images(&mut packs, &images);
+    let producer = super::producer::recognise(&others, &images);
     used.sort();
     extra_files.extend(
         others
@@ -209,6 +210,7 @@ pub(super) fn assemble<B: BundleSource>(
         images,
         packs,
         extra_files,
+        producer,
     })
 }
 

@@ -19,6 +19,7 @@ mod layout;
 pub mod names;
 pub mod pack;
 pub mod peek;
+pub mod producer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -37,6 +38,7 @@ pub use layout::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
 pub use pack::Pack;
 pub use peek::ScannedFile;
+pub use producer::Producer;
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -333,6 +335,7 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     images: Vec<BundleImage>,
     packs: Vec<Pack>,
     extra_files: Vec<ExtraFile>,
+    producer: Producer,
 }
 
 impl<B: BundleSource> BundleIndex<B> {
@@ -375,6 +378,11 @@ impl<B: BundleSource> BundleIndex<B> {
     /// Files no format claimed, which are not imported.
     pub fn extra_files(&self) -> &[ExtraFile] {
         &self.extra_files
+    }
+
+    /// The tool that made the bundle, as far as airlock can tell.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
     }
 
     /// The raw bytes of a manifest or index, exactly as in the bundle.

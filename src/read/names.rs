@@ -18,6 +18,12 @@ use oci_client::Reference;
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The OCI image-spec annotation naming a manifest in an index.
 pub const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Hauler's annotation saying what an entry of a haul is.
+pub const HAULER_KIND: &str = "kind";
+/// Hauler's `kind` of a Helm chart (a Helm OCI artifact).
+pub const HAULER_CHART: &str = "dev.hauler/chart";
+/// Hauler's `kind` of a file.
+pub const HAULER_FILE: &str = "dev.hauler/file";
 
 /// The outcome of naming one index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,11 +151,60 @@ pub fn resolve(annotations: Option<&BTreeMap<String, String>>) -> Result<Referen
 impl ImageName {
     /// The name `index.json` annotations give an image.
     pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Self {
+        let area = match annotations
+            .and_then(|a| a.get(HAULER_KIND))
+            .map(String::as_str)
+        {
+            Some(HAULER_CHART) => Some(Area::Charts),
+            Some(HAULER_FILE) => Some(Area::Installers),
+            _ => None,
+        };
+        if let Some(area) = area {
+            return hauled(area, annotations);
+        }
         match resolve(annotations) {
             Ok(reference) => ImageName::Named(reference),
             Err(reason) => ImageName::Unnamed { reason },
         }
     }
+}
+
+/// A Hauler chart or file lands in airlock's charts or installers area under
+/// the last component of its Hauler name (`hauler/rke2-install.sh:latest` →
+/// `installers/rke2-install.sh:latest`), so `helm pull` and `oras pull` find
+/// it where airlock's own charts and files land.
+fn hauled(area: Area, annotations: Option<&BTreeMap<String, String>>) -> ImageName {
+    let reference = match resolve(annotations) {
+        Ok(reference) => reference,
+        Err(reason) => return ImageName::Unnamed { reason },
+    };
+    let name = reference
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let tag = reference.tag().unwrap_or("latest").to_owned();
+    if !is_path_component(&name) || !is_tag(&tag) {
+        return ImageName::Unnamed {
+            reason: format!(
+                "Hauler {} {:?} cannot be named {}/{name}:{tag} (not a valid repository name and tag)",
+                area.path(),
+                reference.whole(),
+                area.path()
+            ),
+        };
+    }
+    ImageName::Artifact(ArtifactName::in_area(area, &name, &tag))
+}
+
+/// The subject digest's hex of a tag of the tag scheme: the referrers tag
+/// itself (`sha256-<hex>`) or cosign's tags beside it (`sha256-<hex>.sig`,
+/// `.att`, `.sbom`).
+pub fn subject_of_tag(tag: &str) -> Option<&str> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let hex = rest.split_once('.').map_or(rest, |(hex, _)| hex);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// Parses a reference the way Docker does, normalising Docker Hub short names
@@ -231,6 +286,30 @@ mod tests {
         assert_eq!(named(&hauler), "docker.io/library/nginx:1.25");
         let crane = annotations(&[(OCI_REF_NAME, "registry.k8s.io/pause:3.9")]);
         assert_eq!(named(&crane), "registry.k8s.io/pause:3.9");
+    }
+
+    #[test]
+    fn hauler_charts_and_files_land_in_their_areas() {
+        let chart = annotations(&[
+            (OCI_REF_NAME, "hauler/podinfo:6.5.0"),
+            (HAULER_KIND, HAULER_CHART),
+        ]);
+        assert_eq!(
+            ImageName::from_annotations(Some(&chart)),
+            ImageName::Artifact(ArtifactName::in_area(Area::Charts, "podinfo", "6.5.0"))
+        );
+        let file = annotations(&[
+            (OCI_REF_NAME, "hauler/install.sh:latest"),
+            (HAULER_KIND, HAULER_FILE),
+        ]);
+        assert_eq!(
+            ImageName::from_annotations(Some(&file)),
+            ImageName::Artifact(ArtifactName::in_area(
+                Area::Installers,
+                "install.sh",
+                "latest"
+            ))
+        );
     }
 
     #[test]

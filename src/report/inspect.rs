@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::human_bytes;
 use crate::digest::Digest;
-use crate::plan::{PlanOptions, Target};
-use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName, Pack};
+use crate::plan::{PlanOptions, Selection, Target};
+use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName, Pack, Producer};
 use crate::verify::VerifiedBy;
 
 /// Where target references in an inspection point when no target is given.
@@ -39,6 +39,24 @@ pub struct InspectedImage {
     /// For referrers, the manifest referred to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// Why the platform selection leaves it out, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded_reason: Option<String>,
+    /// For an index the platform selection rewrites: the digest it will be
+    /// pushed under (`digest` stays the bundle's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_digest: Option<Digest>,
+}
+
+/// A file outside the OCI layout that is not imported, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotImported {
+    /// The file.
+    #[serde(flatten)]
+    pub file: ExtraFile,
+    /// Why it is not imported, in the producer's terms.
+    pub reason: String,
 }
 
 /// One Palette pack in an inspection. Only the bundle is consulted: an image
@@ -66,12 +84,15 @@ pub struct Inspection {
     pub verified_by: Option<VerifiedBy>,
     /// Where the OCI layout sits in the tar (`/` for the root).
     pub layout_root: String,
+    /// The tool that made the bundle (airlock layout, Zarf package, Hauler
+    /// haul).
+    pub producer: Producer,
     /// Images and artifacts.
     pub images: Vec<InspectedImage>,
     /// Palette packs, with their metadata and declared images.
     pub packs: Vec<InspectedPack>,
-    /// Files outside the layout, not imported by this version.
-    pub extra_files: Vec<ExtraFile>,
+    /// Files outside the layout, not imported, with the reason.
+    pub extra_files: Vec<NotImported>,
     /// Totals.
     pub totals: Totals,
 }
@@ -115,7 +136,20 @@ pub fn inspect<B: BundleSource>(
             for manifest in &image.manifests {
                 manifests.insert(manifest.digest.clone());
             }
-            let target_ref = crate::plan::target_ref(target, options, &image.name);
+            let mut target_ref = crate::plan::target_ref(target, options, &image.name);
+            let mut platforms = image.platforms.clone();
+            let (excluded_reason, rewritten_digest) =
+                match crate::plan::select(index, image, &options.platforms) {
+                    Selection::Whole => (None, None),
+                    Selection::Skipped(reason) => {
+                        target_ref = None;
+                        (Some(reason), None)
+                    }
+                    Selection::Rewritten(rewritten) => {
+                        platforms = rewritten.platforms;
+                        (None, Some(rewritten.digest))
+                    }
+                };
             let (source_ref, unnamed_reason) = match &image.name {
                 ImageName::Named(reference) => (Some(reference.whole()), None),
                 ImageName::Artifact(name) => (Some(name.to_string()), None),
@@ -131,11 +165,13 @@ pub fn inspect<B: BundleSource>(
                     .map(|m| m.media_type.clone())
                     .unwrap_or_default(),
                 kind: image.kind.clone(),
-                platforms: image.platforms.clone(),
+                platforms,
                 digest: image.descriptor.digest.clone(),
                 size: image.total_bytes(index),
                 blobs: image.blobs.len(),
                 subject: image.subject.clone(),
+                excluded_reason,
+                rewritten_digest,
             }
         })
         .collect::<Vec<_>>();
@@ -167,7 +203,15 @@ pub fn inspect<B: BundleSource>(
                 pack: pack.clone(),
             })
             .collect(),
-        extra_files: index.extra_files().to_vec(),
+        extra_files: index
+            .extra_files()
+            .iter()
+            .map(|file| NotImported {
+                reason: index.producer().not_imported_reason(&file.path).to_owned(),
+                file: file.clone(),
+            })
+            .collect(),
+        producer: index.producer().clone(),
     }
 }
 
@@ -231,6 +275,7 @@ pub fn text(inspection: &Inspection) -> String {
         }
     }
     let _ = writeln!(out, "Layout:    {}", inspection.layout_root);
+    let _ = writeln!(out, "Format:    {}", inspection.producer);
     let _ = writeln!(out);
     for image in &inspection.images {
         let kind = match &image.kind {
@@ -249,12 +294,21 @@ pub fn text(inspection: &Inspection) -> String {
         if let Some(reason) = &image.unnamed_reason {
             let _ = writeln!(out, "  not importable: {reason}");
         }
+        if let Some(reason) = &image.excluded_reason {
+            let _ = writeln!(out, "  not imported: {reason}");
+        }
         let _ = writeln!(out, "  kind:       {kind}");
         let _ = writeln!(out, "  media type: {}", image.media_type);
         if !image.platforms.is_empty() {
             let _ = writeln!(out, "  platforms:  {}", image.platforms.join(", "));
         }
         let _ = writeln!(out, "  digest:     {}", image.digest);
+        if let Some(rewritten) = &image.rewritten_digest {
+            let _ = writeln!(
+                out,
+                "  rewritten:  to the selected platforms, pushed as {rewritten}"
+            );
+        }
         let _ = writeln!(
             out,
             "  size:       {} in {} blob(s)",
@@ -271,9 +325,10 @@ pub fn text(inspection: &Inspection) -> String {
     for extra in &inspection.extra_files {
         let _ = writeln!(
             out,
-            "not imported (outside the OCI layout): {} ({})",
-            extra.path,
-            human_bytes(extra.size)
+            "not imported: {} ({}): {}",
+            extra.file.path,
+            human_bytes(extra.file.size),
+            extra.reason
         );
     }
     let totals = &inspection.totals;

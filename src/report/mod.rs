@@ -92,6 +92,19 @@ pub fn import_text(report: &ImportReport) -> String {
             "  {} -> {}  {}",
             image.source, image.target, image.digest
         );
+        if let Some(original) = &image.rewritten_from {
+            let _ = writeln!(
+                out,
+                "    index rewritten to the selected platforms (in the bundle: {original})"
+            );
+        }
+    }
+    if push.referrers_indexes > 0 {
+        let _ = writeln!(
+            out,
+            "Referrers indexes (sha256-<subject> tags) written: {}",
+            push.referrers_indexes
+        );
     }
     let _ = writeln!(
         out,
@@ -128,9 +141,10 @@ pub fn import_text(report: &ImportReport) -> String {
     for extra in &report.extra_files {
         let _ = writeln!(
             out,
-            "Not imported (outside the OCI layout): {} ({})",
+            "Not imported: {} ({}): {}",
             extra.path,
-            human_bytes(extra.size)
+            human_bytes(extra.size),
+            report.producer.not_imported_reason(&extra.path)
         );
     }
     out

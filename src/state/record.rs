@@ -67,6 +67,10 @@ pub struct PushedImageRecord {
     pub target: String,
     /// The manifest digest.
     pub digest: String,
+    /// For an index rewritten to the selected platforms, its digest in the
+    /// bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten_from: Option<String>,
 }
 
 impl From<&PushedImage> for PushedImageRecord {
@@ -75,6 +79,7 @@ impl From<&PushedImage> for PushedImageRecord {
             source: image.source.clone(),
             target: image.target.clone(),
             digest: image.digest.to_string(),
+            rewritten_from: image.rewritten_from.as_ref().map(ToString::to_string),
         }
     }
 }

@@ -583,6 +583,18 @@ impl RegistryClient {
         Ok(body.tags.unwrap_or_default())
     }
 
+    /// The bytes and media type of the manifest a tag or digest resolves
+    /// to, or `None` when the repository has no such manifest.
+    pub async fn find_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Bytes, String)>> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let fetched = self.fetch_manifest(&url, &Scope::push(repository)).await?;
+        Ok(fetched.map(|f| (f.bytes, f.media_type)))
+    }
+
     /// The manifest `repository:reference` as the registry serves it, with
     /// its digest; `None` when absent.
     pub async fn manifest(
@@ -603,6 +615,7 @@ impl RegistryClient {
             OCI_MANIFEST,
             DOCKER_MANIFEST_LIST,
             DOCKER_MANIFEST,
+            OCI_ARTIFACT_MANIFEST,
         ]
         .join(", ");
         let response = self
