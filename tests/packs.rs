@@ -24,7 +24,13 @@ fn nginx() -> PackFixture {
         .cloud_types(&["aws", "vsphere"])
         .architecture("amd64,arm64")
         .image(APP)
-        .chart("nginx-1.2.0.tgz", b"not really a chart")
+        .chart(
+            "nginx-1.2.0.tgz",
+            &support::chart::gzip_tar(&[(
+                "nginx/Chart.yaml",
+                b"apiVersion: v2\nname: nginx\nversion: 1.2.0\n",
+            )]),
+        )
 }
 
 fn cilium() -> PackFixture {
