@@ -97,14 +97,14 @@ impl DaemonConfig {
         })
     }
 
-    /// How each import pushes: `registry.blob_concurrency` and
-    /// `registry.upload_mode`, with the default buffer budget.
+    /// How each import pushes: `registry.blob_concurrency`,
+    /// `registry.buffer_mib` and `registry.upload_mode`.
     pub fn push_options(&self) -> PushOptions {
         PushOptions {
             concurrency: self.registry.blob_concurrency,
+            buffer_bytes: self.registry.buffer_mib << 20,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: self.registry.upload_mode,
-            ..PushOptions::default()
         }
     }
 

@@ -54,6 +54,14 @@ pub const DEFAULT_UPLOAD_MODE: UploadMode = UploadMode::Chunked;
 /// without nearing registry rate limits.
 pub const DEFAULT_BLOB_CONCURRENCY: usize = crate::push::DEFAULT_CONCURRENCY;
 
+/// `registry.buffer_mib`: the same as `airlock import --buffer-mib`
+/// ([`crate::push::DEFAULT_BUFFER_BYTES`]): enough to read one large blob
+/// while the one before it is sent, and an import stays under 100 MiB.
+pub const DEFAULT_BUFFER_MIB: usize = crate::push::DEFAULT_BUFFER_BYTES >> 20;
+
+/// The largest `registry.buffer_mib` accepted.
+pub const MAX_BUFFER_MIB: usize = 4096;
+
 /// `registry.pack_image_policy`: a pack whose images are missing is pushed
 /// with a warning, as Palette itself only notices when a cluster pulls them;
 /// `fail` holds such packs back.

@@ -112,9 +112,15 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub upload_mode: Option<UploadModeArg>,
 
-    /// Blobs transferred at once within one import [default: 4].
+    /// Blobs transferred at once within one import; HEADs, mounts and
+    /// manifests run four times as many [default: 8].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub blob_concurrency: Option<usize>,
+
+    /// MiB of chunks all uploads of one import may hold at once [default:
+    /// 48].
+    #[arg(long, value_name = "MIB", value_parser = at_least_one)]
+    pub buffer_mib: Option<usize>,
 
     /// Where packs land, when apart from the target's prefix (Palette's
     /// OCI_PACK_BASE): `<host>/<PACK_PREFIX>/spectro-packs/archive/<name>:<version>`
@@ -215,6 +221,7 @@ impl WatchArgs {
             &mut registry.blob_concurrency,
             self.blob_concurrency.as_ref(),
         );
+        set(&mut registry.buffer_mib, self.buffer_mib.as_ref());
         if self.pack_prefix.is_some() {
             registry.pack_prefix = self.pack_prefix.clone();
         }

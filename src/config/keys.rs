@@ -83,6 +83,7 @@ pub const KEYS: &[Key] = &[
     key("registry.auth_file", Some("--auth-file")),
     key("registry.upload_mode", Some("--upload-mode")),
     key("registry.blob_concurrency", Some("--blob-concurrency")),
+    key("registry.buffer_mib", Some("--buffer-mib")),
     key("registry.pack_prefix", Some("--pack-prefix")),
     key("registry.pack_image_policy", Some("--pack-image-policy")),
     key("imports.concurrency", Some("--concurrency")),

@@ -142,6 +142,9 @@ pub struct RegistrySection {
     pub upload_mode: UploadMode,
     /// Blobs in flight per import (default [`DEFAULT_BLOB_CONCURRENCY`]).
     pub blob_concurrency: usize,
+    /// MiB of chunks all uploads of an import may hold at once (default
+    /// [`DEFAULT_BUFFER_MIB`]; at least 32 MiB are used).
+    pub buffer_mib: usize,
     /// The prefix of the pack area, when packs land apart from the target's
     /// prefix, as Palette's `OCI_PACK_BASE` can (default: the target's
     /// prefix).
@@ -165,6 +168,7 @@ impl Default for RegistrySection {
             auth_file: None,
             upload_mode: DEFAULT_UPLOAD_MODE,
             blob_concurrency: DEFAULT_BLOB_CONCURRENCY,
+            buffer_mib: DEFAULT_BUFFER_MIB,
             pack_prefix: None,
             pack_image_policy: DEFAULT_PACK_IMAGE_POLICY,
         }

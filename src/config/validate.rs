@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::defaults::MAX_BLOB_CONCURRENCY;
+use super::defaults::{MAX_BLOB_CONCURRENCY, MAX_BUFFER_MIB};
 use super::error::Error;
 use super::keys;
 use super::schema::DaemonConfig;
@@ -47,6 +47,13 @@ impl DaemonConfig {
             return Err(invalid(
                 "registry.blob_concurrency",
                 format!("must be between 1 and {MAX_BLOB_CONCURRENCY}"),
+            ));
+        }
+
+        if !(1..=MAX_BUFFER_MIB).contains(&self.registry.buffer_mib) {
+            return Err(invalid(
+                "registry.buffer_mib",
+                format!("must be between 1 and {MAX_BUFFER_MIB}"),
             ));
         }
 

@@ -29,7 +29,7 @@ use super::artifact::{Assembly, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, W
 use super::layout::BundleImage;
 use super::names::{Area, ArtifactName, is_path_component, version_tag};
 use super::peek::{GZIP_MAGIC, Peek, ScannedFile};
-use super::{Error, ReadLimits, Result};
+use super::{ReadLimits, Result, invalid};
 use crate::digest::Digest;
 
 /// Where the bundle holds loose chart archives.
@@ -703,14 +703,6 @@ fn go_html_escape(json: &str) -> String {
         }
     }
     out
-}
-
-fn invalid(bundle: &str, item: &str, reason: String) -> Error {
-    Error::InvalidContent {
-        path: bundle.to_owned(),
-        item: item.to_owned(),
-        reason,
-    }
 }
 
 #[cfg(test)]

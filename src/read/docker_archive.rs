@@ -26,7 +26,7 @@ use super::document::config_platform;
 use super::layout::{BundleImage, ImageKind};
 use super::names::{ImageName, parse_full};
 use super::peek::ScannedFile;
-use super::{Error, Result};
+use super::{Error, Result, invalid};
 use crate::digest::Digest;
 
 /// The file that makes a directory a docker-save.
@@ -355,14 +355,6 @@ impl<'a> Save<'a> {
             }
         }
         Ok(Written::new(media_type, assembly.file_blob(&layer.file)))
-    }
-}
-
-fn invalid(bundle: &str, item: &str, reason: String) -> Error {
-    Error::InvalidContent {
-        path: bundle.to_owned(),
-        item: item.to_owned(),
-        reason,
     }
 }
 

@@ -20,7 +20,7 @@ use super::artifact::{
 use super::layout::BundleImage;
 use super::names::{Area, ArtifactName, ImageName, is_path_component, is_tag, version_tag};
 use super::peek::ScannedFile;
-use super::{Error, Result};
+use super::{Result, invalid};
 use crate::digest::Digest;
 
 /// Where the bundle holds installers and other files.
@@ -307,14 +307,6 @@ fn image_label(name: &ImageName) -> String {
         ImageName::Artifact(name) => name.to_string(),
         ImageName::Named(reference) => reference.whole(),
         ImageName::Unnamed { reason } => reason.clone(),
-    }
-}
-
-fn invalid(bundle: &str, item: &str, reason: String) -> Error {
-    Error::InvalidContent {
-        path: bundle.to_owned(),
-        item: item.to_owned(),
-        reason,
     }
 }
 

@@ -248,6 +248,16 @@ pub enum Error {
     },
 }
 
+/// The error for a pack, installer, chart or docker-save item that cannot be
+/// imported as it is.
+fn invalid(bundle: &str, item: &str, reason: String) -> Error {
+    Error::InvalidContent {
+        path: bundle.to_owned(),
+        item: item.to_owned(),
+        reason,
+    }
+}
+
 impl Error {
     /// Every content problem is an integrity failure: permanent, nothing pushed.
     pub fn class(&self) -> FailureClass {

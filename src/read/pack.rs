@@ -29,7 +29,7 @@ use super::names::{
     Area, ArtifactName, ImageName, OCI_REF_NAME, is_path_component, is_tag, parse_full, version_tag,
 };
 use super::peek::{Peek, ScannedFile};
-use super::{Error, Result};
+use super::{Result, invalid};
 use crate::digest::Digest;
 
 /// Where the bundle holds pack archives.
@@ -464,14 +464,6 @@ pub fn settle_images(packs: &mut [Pack], images: &[BundleImage]) {
             .filter(|image| !parse_full(image).is_ok_and(|r| held.contains(&r.whole())))
             .cloned()
             .collect();
-    }
-}
-
-fn invalid(bundle: &str, item: &str, reason: String) -> Error {
-    Error::InvalidContent {
-        path: bundle.to_owned(),
-        item: item.to_owned(),
-        reason,
     }
 }
 
