@@ -628,7 +628,7 @@ fn packs_in_an_oci_layout_target_are_listed_from_its_index() {
     let names: Vec<(&str, &str, Option<&str>)> = listed
         .packs
         .iter()
-        .map(|p| (p.name.as_str(), p.tag.as_str(), p.layer.as_deref()))
+        .map(|p| (p.name.as_str(), p.tag.as_str(), p.metadata.layer.as_deref()))
         .collect();
     assert_eq!(
         names,

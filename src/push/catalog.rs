@@ -18,7 +18,7 @@ use super::{Error, Result};
 use crate::digest::Digest;
 use crate::plan::{PlanOptions, Target};
 use crate::read::names::{OCI_REF_NAME, is_path_component};
-use crate::read::{Area, ArtifactName, Pack};
+use crate::read::{Area, ArtifactName, Pack, PackMetadata};
 
 /// Repository names asked for per `/v2/_catalog` page.
 pub const CATALOG_PAGE: usize = 1000;
@@ -79,22 +79,9 @@ pub struct CatalogPack {
     /// The manifest digest, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<Digest>,
-    /// `pack.json` displayName.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// `pack.json` layer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layer: Option<String>,
-    /// `pack.json` addonType.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub addon_type: Option<String>,
-    /// `pack.json` cloudTypes.
-    pub cloud_types: Vec<String>,
-    /// Architectures.
-    pub architectures: Vec<String>,
-    /// FIPS, when the pack says.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fips: Option<bool>,
+    /// What its manifest annotations say about it.
+    #[serde(flatten)]
+    pub metadata: PackMetadata,
 }
 
 /// What the listing found.
@@ -128,6 +115,8 @@ impl PackFilter {
     /// Whether `pack` passes every filter given.
     pub fn matches(&self, pack: &CatalogPack) -> bool {
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let name = &pack.name;
+        let pack = &pack.metadata;
         let layer = self
             .layer
             .as_deref()
@@ -146,7 +135,7 @@ impl PackFilter {
             .is_none_or(|wanted| pack.fips.unwrap_or(false) == wanted);
         let text = self.q.as_deref().is_none_or(|q| {
             let q = q.to_ascii_lowercase();
-            pack.name.to_ascii_lowercase().contains(&q)
+            name.to_ascii_lowercase().contains(&q)
                 || pack
                     .display_name
                     .as_deref()
@@ -324,12 +313,7 @@ fn describe(
         tag: tag.to_owned(),
         reference,
         digest,
-        display_name: pack.display_name,
-        layer: pack.layer,
-        addon_type: pack.addon_type,
-        cloud_types: pack.cloud_types,
-        architectures: pack.architectures,
-        fips: pack.fips,
+        metadata: pack.metadata,
     }
 }
 
@@ -344,12 +328,14 @@ mod tests {
             tag: "1.0".into(),
             reference: "r".into(),
             digest: None,
-            display_name: Some("Cilium".into()),
-            layer: Some(layer.into()),
-            addon_type: None,
-            cloud_types: clouds.iter().map(|c| (*c).to_owned()).collect(),
-            architectures: vec!["amd64".into()],
-            fips,
+            metadata: PackMetadata {
+                display_name: Some("Cilium".into()),
+                layer: Some(layer.into()),
+                addon_type: None,
+                cloud_types: clouds.iter().map(|c| (*c).to_owned()).collect(),
+                architectures: vec!["amd64".into()],
+                fips,
+            },
         }
     }
 

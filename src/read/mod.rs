@@ -36,7 +36,7 @@ use crate::verify::VerifiedBundle;
 pub use document::Descriptor;
 pub use layout::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
-pub use pack::Pack;
+pub use pack::{Pack, PackMetadata};
 pub use peek::ScannedFile;
 pub use producer::Producer;
 

@@ -89,6 +89,26 @@ pub struct Pack {
     pub name: String,
     /// `pack.json` `version`.
     pub version: String,
+    /// What Palette's catalog shows and filters on.
+    #[serde(flatten)]
+    pub metadata: PackMetadata,
+    /// Where it lands below the pack prefix.
+    #[serde(serialize_with = "serialize_artifact")]
+    pub artifact: ArtifactName,
+    /// The digest of its manifest.
+    pub digest: Digest,
+    /// Images its `values.yaml` declares (`pack.content.images[].image`), as written.
+    pub images: Vec<String>,
+    /// Declared images the bundle does not hold.
+    pub missing_from_bundle: Vec<String>,
+}
+
+/// What `pack.json` says about a pack beyond its name and version: what
+/// Palette's catalog shows and filters on, and what airlock writes into the
+/// pack's manifest annotations.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PackMetadata {
     /// `pack.json` `displayName`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
@@ -105,15 +125,6 @@ pub struct Pack {
     /// Whether the pack says it is FIPS-compliant, when it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fips: Option<bool>,
-    /// Where it lands below the pack prefix.
-    #[serde(serialize_with = "serialize_artifact")]
-    pub artifact: ArtifactName,
-    /// The digest of its manifest.
-    pub digest: Digest,
-    /// Images its `values.yaml` declares (`pack.content.images[].image`), as written.
-    pub images: Vec<String>,
-    /// Declared images the bundle does not hold.
-    pub missing_from_bundle: Vec<String>,
 }
 
 fn serialize_artifact<S: serde::Serializer>(
@@ -134,12 +145,16 @@ impl Pack {
         };
         put(NAME_ANNOTATION, Some(self.name.clone()));
         put(VERSION_ANNOTATION, Some(self.version.clone()));
-        put(DISPLAY_NAME_ANNOTATION, self.display_name.clone());
-        put(LAYER_ANNOTATION, self.layer.clone());
-        put(ADDON_TYPE_ANNOTATION, self.addon_type.clone());
-        put(CLOUD_TYPES_ANNOTATION, Some(self.cloud_types.join(",")));
-        put(ARCHITECTURE_ANNOTATION, Some(self.architectures.join(",")));
-        put(FIPS_ANNOTATION, self.fips.map(|f| f.to_string()));
+        let metadata = &self.metadata;
+        put(DISPLAY_NAME_ANNOTATION, metadata.display_name.clone());
+        put(LAYER_ANNOTATION, metadata.layer.clone());
+        put(ADDON_TYPE_ANNOTATION, metadata.addon_type.clone());
+        put(CLOUD_TYPES_ANNOTATION, Some(metadata.cloud_types.join(",")));
+        put(
+            ARCHITECTURE_ANNOTATION,
+            Some(metadata.architectures.join(",")),
+        );
+        put(FIPS_ANNOTATION, metadata.fips.map(|f| f.to_string()));
         annotations
     }
 
@@ -164,12 +179,14 @@ impl Pack {
             item,
             name,
             version: get(VERSION_ANNOTATION).unwrap_or_else(|| artifact.tag.clone()),
-            display_name: get(DISPLAY_NAME_ANNOTATION),
-            layer: get(LAYER_ANNOTATION),
-            addon_type: get(ADDON_TYPE_ANNOTATION),
-            cloud_types: split_list(get(CLOUD_TYPES_ANNOTATION).as_deref()),
-            architectures: split_list(get(ARCHITECTURE_ANNOTATION).as_deref()),
-            fips: get(FIPS_ANNOTATION).and_then(|v| parse_bool(&v)),
+            metadata: PackMetadata {
+                display_name: get(DISPLAY_NAME_ANNOTATION),
+                layer: get(LAYER_ANNOTATION),
+                addon_type: get(ADDON_TYPE_ANNOTATION),
+                cloud_types: split_list(get(CLOUD_TYPES_ANNOTATION).as_deref()),
+                architectures: split_list(get(ARCHITECTURE_ANNOTATION).as_deref()),
+                fips: get(FIPS_ANNOTATION).and_then(|v| parse_bool(&v)),
+            },
             artifact,
             digest,
             images: Vec::new(),
@@ -280,12 +297,14 @@ fn archive_pack(
         item: item.to_owned(),
         name: name.clone(),
         version,
-        display_name: json.display_name.clone(),
-        layer: json.layer.clone(),
-        addon_type: json.addon_type.clone(),
-        cloud_types: json.cloud_types.clone(),
-        architectures: architectures(&json),
-        fips: fips(&json),
+        metadata: PackMetadata {
+            display_name: json.display_name.clone(),
+            layer: json.layer.clone(),
+            addon_type: json.addon_type.clone(),
+            cloud_types: json.cloud_types.clone(),
+            architectures: architectures(&json),
+            fips: fips(&json),
+        },
         artifact: ArtifactName::in_area(Area::Packs, &name, &tag),
         // The manifest's digest, set below once the manifest (which carries
         // this pack's annotations) is written.
@@ -536,8 +555,11 @@ mod tests {
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].artifact, expected);
         assert_eq!(packs[0].version, "0.14.8+1");
-        assert_eq!(packs[0].layer.as_deref(), Some("addon"));
-        assert_eq!(packs[0].cloud_types, vec!["edge-native", "vsphere"]);
+        assert_eq!(packs[0].metadata.layer.as_deref(), Some("addon"));
+        assert_eq!(
+            packs[0].metadata.cloud_types,
+            vec!["edge-native", "vsphere"]
+        );
         assert!(packs[0].images.is_empty());
     }
 

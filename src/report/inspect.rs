@@ -228,20 +228,28 @@ fn write_pack(out: &mut String, inspected: &InspectedPack) {
     if let Some(target) = &inspected.target_ref {
         let _ = writeln!(out, "  target:       {target}");
     }
-    if let Some(display) = &pack.display_name {
+    if let Some(display) = &pack.metadata.display_name {
         let _ = writeln!(out, "  display name: {display}");
     }
     let _ = writeln!(
         out,
         "  layer:        {}",
-        pack.layer.as_deref().unwrap_or("-")
+        pack.metadata.layer.as_deref().unwrap_or("-")
     );
-    if let Some(addon) = &pack.addon_type {
+    if let Some(addon) = &pack.metadata.addon_type {
         let _ = writeln!(out, "  addon type:   {addon}");
     }
-    let _ = writeln!(out, "  cloud types:  {}", or_none(&pack.cloud_types));
-    let _ = writeln!(out, "  architecture: {}", or_none(&pack.architectures));
-    let fips = match pack.fips {
+    let _ = writeln!(
+        out,
+        "  cloud types:  {}",
+        or_none(&pack.metadata.cloud_types)
+    );
+    let _ = writeln!(
+        out,
+        "  architecture: {}",
+        or_none(&pack.metadata.architectures)
+    );
+    let fips = match pack.metadata.fips {
         Some(true) => "yes",
         Some(false) => "no",
         None => "-",
