@@ -281,9 +281,23 @@ fn archive_pack(
     })?;
     let directory = pack_json.path.strip_suffix("pack.json").unwrap_or_default();
     let values_path = format!("{directory}values.yaml");
-    let images = match file.member(&values_path) {
-        Some(values) => declared_images(&values.bytes)
+    let images = match file
+        .member(&values_path)
+        .map(|v| serde_yaml_ng::from_slice(&v.bytes))
+    {
+        Some(Ok(document)) => declared_images(&document)
             .map_err(|reason| invalid(bundle, item, format!("its {values_path} {reason}")))?,
+        // Palette's values files may hold macros (`{{ .spectro... }}`) that
+        // are not YAML until Palette renders them: the pack is still pushed,
+        // only its images cannot be checked.
+        Some(Err(error)) => {
+            tracing::warn!(
+                bundle,
+                pack = item,
+                "{values_path} is not YAML ({error}); the images this pack needs are not checked"
+            );
+            Vec::new()
+        }
         None => Vec::new(),
     };
     let title = file.file_name().to_owned();
@@ -319,10 +333,8 @@ fn archive_pack(
     Ok((image, pack))
 }
 
-/// `pack.content.images[].image` of a `values.yaml`.
-fn declared_images(values: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let document: serde_yaml_ng::Value =
-        serde_yaml_ng::from_slice(values).map_err(|e| format!("is not valid YAML: {e}"))?;
+/// `pack.content.images[].image` of a parsed `values.yaml`.
+fn declared_images(document: &serde_yaml_ng::Value) -> std::result::Result<Vec<String>, String> {
     let entries = document
         .get("pack")
         .and_then(|p| p.get("content"))
@@ -494,14 +506,15 @@ mod tests {
     fn declared_images_are_read_from_pack_content() {
         let values = b"pack:\n  content:\n    images:\n      - image: quay.io/acme/app:1.0\n      - image: nginx:1.25\n      - image: quay.io/acme/app:1.0\nother: 1\n";
         assert_eq!(
-            declared_images(values).expect("images"),
+            declared_images(&serde_yaml_ng::from_slice(values).expect("YAML")).expect("images"),
             vec!["quay.io/acme/app:1.0", "nginx:1.25"]
         );
+        let parse = |text: &[u8]| serde_yaml_ng::from_slice(text).expect("YAML");
         assert_eq!(
-            declared_images(b"pack: {}\n").expect("none"),
+            declared_images(&parse(b"pack: {}\n")).expect("none"),
             Vec::<String>::new()
         );
-        assert!(declared_images(b"pack:\n  content:\n    images: 3\n").is_err());
+        assert!(declared_images(&parse(b"pack:\n  content:\n    images: 3\n")).is_err());
     }
 
     #[test]
