@@ -218,11 +218,7 @@ fn the_same_bundle_dropped_again_under_another_name_is_not_pushed_twice() {
     let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
     bundle.copy_into(site.drop.path());
     daemon.wait_until("the import", |d| imported(d) >= 1.0);
-    let writes_before = registry
-        .requests()
-        .iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .count();
+    let writes_before = registry.settled_writes();
 
     std::fs::copy(bundle.sig(), site.drop_path("copy.sig.bin")).expect("copy signature");
     std::fs::copy(bundle.zst(), site.drop_path("copy.zst")).expect("copy bundle");
@@ -230,11 +226,7 @@ fn the_same_bundle_dropped_again_under_another_name_is_not_pushed_twice() {
         d.metric(r#"airlock_bundles_total{outcome="duplicate"}"#) >= 1.0
     });
 
-    let writes_after = registry
-        .requests()
-        .iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .count();
+    let writes_after = registry.settled_writes();
     assert_eq!(
         writes_before, writes_after,
         "the duplicate wrote to the registry"
@@ -284,7 +276,7 @@ fn restart_after_import_does_not_import_again_and_sigterm_exits_cleanly() {
 
     let status = daemon.terminate();
     assert!(status.success(), "SIGTERM should exit 0, got {status}");
-    let requests_before = registry.requests().len();
+    let requests_before = registry.settled_requests().len();
     daemon.restart();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(imported(&daemon), 0.0, "a fresh process imported again");

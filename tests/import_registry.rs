@@ -161,7 +161,7 @@ fn importing_again_pushes_nothing_and_succeeds() {
         .build(&key);
     let registry = Registry::start();
     import(&bundle, &registry, &[]);
-    let before = registry.requests().len();
+    let before = registry.settled_requests().len();
 
     let (_, report) = import(&bundle, &registry, &[]);
 
@@ -252,7 +252,7 @@ fn referrer_artifact_lands_beside_its_subject_after_it() {
         skopeo::inspect_raw(&registry, &reference),
         artifact.manifest
     );
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let subject_tag = requests
         .iter()
         .position(|r| r.method == "PUT" && r.path.ends_with("/manifests/1.0"))

@@ -258,7 +258,7 @@ fn referrers_follow_their_subject_and_are_listed_under_the_referrers_tag() {
         &format!("{repository}:sha256-{hex}.sig")
     ));
 
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let puts: Vec<&str> = requests
         .iter()
         .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))

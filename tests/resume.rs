@@ -174,7 +174,7 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
         "the ninth PATCH never came; daemon log:\n{}",
         daemon.log_text()
     );
-    let before_kill = registry.requests();
+    let before_kill = registry.settled_requests();
     let acknowledged = accepted_patches(&before_kill) * CHUNK;
     assert_eq!(acknowledged, 64 * MIB, "{before_kill:#?}");
     let journal = site.journal();
@@ -210,12 +210,12 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
     daemon.kill9();
     // The request in flight dies with airlock; the registry never sees it.
     proxy.release(Release::Drop);
-    let restart_at = registry.requests().len();
+    let restart_at = registry.settled_requests().len();
     daemon.restart();
     daemon.wait_until("the import after the restart", |d| imported(d) >= 1.0);
 
     assert_landed(&bundle, &registry);
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let after: Vec<_> = layer_writes(&requests[restart_at..], &layer);
     let first_offset = after
         .iter()
@@ -297,12 +297,12 @@ fn a_journaled_session_the_registry_purged_starts_the_blob_over() {
         .join("docker/registry/v2/repositories/mirror/quay.io/acme/purged/_uploads");
     std::fs::remove_dir_all(&uploads).expect("remove the registry's upload sessions");
 
-    let restart_at = registry.requests().len();
+    let restart_at = registry.settled_requests().len();
     daemon.restart();
     daemon.wait_until("the import after the restart", |d| imported(d) >= 1.0);
 
     assert_landed(&bundle, &registry);
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let after = layer_writes(&requests[restart_at..], &layer);
     assert_eq!(
         after.iter().map(|(_, _, offset)| *offset).min(),
@@ -356,7 +356,7 @@ fn a_registry_restarted_mid_blob_is_resumed_by_the_running_import() {
         "the third PATCH never came; stderr:\n{}",
         import.stderr()
     );
-    let acknowledged = accepted_patches(&registry.requests()) * CHUNK;
+    let acknowledged = accepted_patches(&registry.settled_requests()) * CHUNK;
     assert_eq!(acknowledged, 16 * MIB);
 
     // The registry goes down with the third chunk in flight (the proxy
@@ -390,7 +390,7 @@ fn a_registry_restarted_mid_blob_is_resumed_by_the_running_import() {
         stderr.contains("resuming the upload from the offset the registry acknowledges"),
         "{stderr}"
     );
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let writes = layer_writes(&requests, &layer);
     let sessions: BTreeSet<&str> = writes.iter().map(|(_, uuid, _)| uuid.as_str()).collect();
     assert_eq!(
@@ -446,7 +446,7 @@ fn a_session_the_registry_dropped_fails_the_running_import_as_a_registry_failure
     );
     assert!(stderr.contains("lost the upload session"), "{stderr}");
     // Not restarted mid-stream: the first chunk, then nothing more.
-    let requests = registry.requests();
+    let requests = registry.settled_requests();
     let writes = layer_writes(&requests, &layer_of(&bundle, LAYER));
     let offsets: Vec<u64> = writes.iter().map(|(_, _, offset)| *offset).collect();
     assert_eq!(offsets, vec![0], "{writes:#?}");

@@ -326,6 +326,32 @@ impl Registry {
             .collect()
     }
 
+    /// The requests in the access log once it has stopped growing for
+    /// 300 ms (at most 5 s): the registry logs a request after its response
+    /// is sent, so a client can be done before the last line is written.
+    /// Take "before" counts with this.
+    pub fn settled_requests(&self) -> Vec<LoggedRequest> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut last = self.requests();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = self.requests();
+            if now.len() == last.len() || std::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// The number of write requests (anything but `GET` and `HEAD`) in the
+    /// settled access log (see [`Registry::settled_requests`]).
+    pub fn settled_writes(&self) -> usize {
+        self.settled_requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.method != "HEAD")
+            .count()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             None => false,
