@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Algorithm;
 use crate::read::artifact::Assembly;
-use crate::read::docker_archive::{self, MANIFEST_FILE};
+use crate::read::formats::docker_archive::{self, MANIFEST_FILE};
 use crate::read::peek::{self, ScannedFile};
 use crate::read::{ImageName, ReadLimits};
 

@@ -9,11 +9,10 @@ use serde::Serialize;
 
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
+use super::formats::{chart, docker_archive, installer, pack, producer};
 use super::names::ImageName;
-use super::pack;
 use super::peek::{Peek, ScannedFile};
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
-use super::{chart, docker_archive, installer};
 use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
@@ -189,7 +188,7 @@ pub(super) fn assemble<B: BundleSource>(
     packs.extend(archive_packs);
     used.extend(pack_files);
     pack::settle_images(&mut packs, &images);
-    let producer = super::producer::recognise(&others, &images);
+    let producer = producer::recognise(&others, &images);
     used.sort();
     extra_files.extend(
         others

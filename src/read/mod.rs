@@ -11,15 +11,11 @@
 
 mod archive;
 pub mod artifact;
-mod chart;
-pub mod docker_archive;
 pub mod document;
-mod installer;
+pub mod formats;
 mod layout;
 pub mod names;
-pub mod pack;
 pub mod peek;
-pub mod producer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -34,11 +30,11 @@ use crate::progress::Progress;
 use crate::verify::VerifiedBundle;
 
 pub use document::Descriptor;
+pub use formats::pack::{Pack, PackMetadata};
+pub use formats::producer::Producer;
 pub use layout::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
-pub use pack::{Pack, PackMetadata};
 pub use peek::ScannedFile;
-pub use producer::Producer;
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,15 +13,15 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::artifact::{
+use crate::digest::Digest;
+use crate::read::artifact::{
     Assembly, EMPTY_CONFIG, EMPTY_JSON, TITLE_ANNOTATION, VERSION_ANNOTATION, Written,
     WrittenManifest,
 };
-use super::layout::BundleImage;
-use super::names::{Area, ArtifactName, ImageName, is_path_component, is_tag, version_tag};
-use super::peek::ScannedFile;
-use super::{Result, invalid};
-use crate::digest::Digest;
+use crate::read::layout::BundleImage;
+use crate::read::names::{Area, ArtifactName, ImageName, is_path_component, is_tag, version_tag};
+use crate::read::peek::ScannedFile;
+use crate::read::{Result, invalid};
 
 /// Where the bundle holds installers and other files.
 pub const FILES_PREFIX: &str = "files/";

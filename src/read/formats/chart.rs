@@ -25,12 +25,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_yaml_ng::Value;
 
-use super::artifact::{Assembly, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, WrittenManifest};
-use super::layout::BundleImage;
-use super::names::{Area, ArtifactName, is_path_component, version_tag};
-use super::peek::{GZIP_MAGIC, Peek, ScannedFile};
-use super::{ReadLimits, Result, invalid};
 use crate::digest::Digest;
+use crate::read::artifact::{
+    Assembly, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, WrittenManifest,
+};
+use crate::read::layout::BundleImage;
+use crate::read::names::{Area, ArtifactName, is_path_component, version_tag};
+use crate::read::peek::{GZIP_MAGIC, Peek, ScannedFile};
+use crate::read::{ReadLimits, Result, invalid};
 
 /// Where the bundle holds loose chart archives.
 pub const CHARTS_PREFIX: &str = "charts/";

@@ -21,13 +21,13 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::artifact::{Assembly, Written, WrittenManifest};
-use super::document::config_platform;
-use super::layout::{BundleImage, ImageKind};
-use super::names::{ImageName, parse_full};
-use super::peek::ScannedFile;
-use super::{Error, Result, invalid};
 use crate::digest::Digest;
+use crate::read::artifact::{Assembly, Written, WrittenManifest};
+use crate::read::document::config_platform;
+use crate::read::layout::{BundleImage, ImageKind};
+use crate::read::names::{ImageName, parse_full};
+use crate::read::peek::ScannedFile;
+use crate::read::{Error, Result, invalid};
 
 /// The file that makes a directory a docker-save.
 pub const MANIFEST_FILE: &str = "manifest.json";

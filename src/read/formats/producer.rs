@@ -8,15 +8,15 @@
 //! - A Hauler haul is an OCI layout whose `index.json` entries carry Hauler's
 //!   `kind` annotation (`dev.hauler/image`, `dev.hauler/chart`,
 //!   `dev.hauler/file`); its charts and files are imported into the charts
-//!   and installers areas (see [`super::names`]).
+//!   and installers areas (see [`crate::read::names`]).
 //! - Anything else is airlock's own layout (an OCI layout, `packs/`,
 //!   `charts/`, `files/`).
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::BundleImage;
-use super::names::HAULER_KIND;
-use super::peek::ScannedFile;
+use crate::read::layout::BundleImage;
+use crate::read::names::HAULER_KIND;
+use crate::read::peek::ScannedFile;
 
 /// The file that makes a bundle a Zarf package.
 pub const ZARF_DEFINITION: &str = "zarf.yaml";

@@ -21,16 +21,16 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{
+use crate::digest::Digest;
+use crate::read::artifact::{
     Assembly, EMPTY_JSON, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, WrittenManifest,
 };
-use super::layout::{BundleImage, ImageKind};
-use super::names::{
+use crate::read::layout::{BundleImage, ImageKind};
+use crate::read::names::{
     Area, ArtifactName, ImageName, OCI_REF_NAME, is_path_component, is_tag, parse_full, version_tag,
 };
-use super::peek::{Peek, ScannedFile};
-use super::{Result, invalid};
-use crate::digest::Digest;
+use crate::read::peek::{Peek, ScannedFile};
+use crate::read::{Result, invalid};
 
 /// Where the bundle holds pack archives.
 pub const PACKS_PREFIX: &str = "packs/";
