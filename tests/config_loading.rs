@@ -103,7 +103,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.drop.rescan_interval, Duration::from_secs(60));
     assert_eq!(config.drop.settle_time, Duration::from_secs(5));
     assert_eq!(config.registry.upload_mode, UploadMode::Chunked);
-    assert_eq!(config.registry.blob_concurrency, 8);
+    assert_eq!(config.registry.blob_concurrency, 16);
     assert_eq!(config.registry.buffer_mib, 48);
     assert_eq!(config.imports.concurrency, 1);
     assert_eq!(config.imports.on_success, OnSuccess::Keep);

@@ -113,7 +113,7 @@ pub struct WatchArgs {
     pub upload_mode: Option<UploadModeArg>,
 
     /// Blobs transferred at once within one import; HEADs, mounts and
-    /// manifests run four times as many [default: 8].
+    /// manifests run four times as many [default: 16].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub blob_concurrency: Option<usize>,
 

@@ -53,10 +53,12 @@ pub use upload::{ModeSwitch, Sent};
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Blobs in flight at once. Eight keeps a 1 Gbit/s link busy with 20 ms of
-/// latency while staying far from registry rate limits; the memory they may
-/// buffer is bounded separately by [`DEFAULT_BUFFER_BYTES`].
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Blobs in flight at once. Sixteen keeps a 1 Gbit/s link busy with 20 ms of
+/// latency (a cold import of 900 small blobs: 5.1 s at 16, 7.9 s at 8) and
+/// is no slower on loopback, while staying far from registry rate limits;
+/// the memory they may buffer is bounded separately by
+/// [`DEFAULT_BUFFER_BYTES`].
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// Small requests (blob `HEAD`s, mounts, tag checks, manifest `PUT`s) in
 /// flight per blob in flight. They buffer nothing, and with latency they are
