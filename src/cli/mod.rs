@@ -19,10 +19,13 @@ Exit codes:
   0  success
   2  usage or configuration error (bad flags, unreadable key or CA file)
   3  verification or integrity failure: bad or missing signature, corrupt or
-     unsafe bundle content. Nothing was pushed.
+     unsafe bundle content, an item (pack, chart, file) that cannot be
+     imported. Nothing was pushed. Also: a pack held back by
+     --pack-image-policy fail (everything else was pushed).
   4  registry or transport failure (unreachable, refused, unauthorized)";
 
-/// Verify signed air-gap bundles and import their images into an OCI registry.
+/// Verify signed air-gap bundles and import their images, Palette packs, Helm
+/// charts and installers into an OCI registry.
 #[derive(Debug, Parser)]
 #[command(name = "airlock", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -51,7 +54,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  airlock inspect content.zst\n  airlock inspect content.zst --public-key key.pem --registry harbor.local/spectro-images --output json\n\n".to_owned() + EXIT_CODES)]
     Inspect(InspectArgs),
     /// Verify a bundle, then push its images into a registry or OCI layout.
-    #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
+    #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images \\\n      --pack-prefix spectro-packs-base --pack-image-policy fail --platform linux/amd64,linux/arm64\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
     Import(ImportArgs),
     /// Run as a service: watch drop folders and import every signed bundle
     /// that arrives, exactly once, with metrics, health checks and an API.
