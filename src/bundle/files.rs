@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
+use crate::read::formats::installer::{SIDECAR_SUFFIX, derive_name};
 
 /// Where plain files go inside the bundle.
 pub const FILES_DIR: &str = "files";
@@ -45,7 +46,38 @@ pub(super) fn check(paths: &[PathBuf]) -> Result<Vec<ExtraFile>> {
         }
         by_entry.insert(file.entry.clone(), file);
     }
+    for (entry, file) in &by_entry {
+        check_placement(entry, file, &by_entry)?;
+    }
     Ok(by_entry.into_values().collect())
+}
+
+/// Makes sure `airlock import` will know where the file lands: a name it can
+/// derive a repository and version from, or a sidecar given with it; and a
+/// sidecar only with the file it describes.
+fn check_placement(entry: &str, file: &ExtraFile, all: &BTreeMap<String, ExtraFile>) -> Result<()> {
+    if let Some(described) = entry.strip_suffix(SIDECAR_SUFFIX) {
+        if all.contains_key(described) {
+            return Ok(());
+        }
+        return Err(invalid(
+            &file.path,
+            format!("describes {described}, which is not among the --file inputs"),
+        ));
+    }
+    let sidecar = format!("{entry}{SIDECAR_SUFFIX}");
+    let name = entry.rsplit('/').next().unwrap_or(entry);
+    if all.contains_key(&sidecar) || derive_name(name).is_some() {
+        return Ok(());
+    }
+    Err(invalid(
+        &file.path,
+        format!(
+            "airlock import could not tell where {entry} lands: name it NAME-VERSION.EXT \
+             (e.g. palette-enterprise-4.6.0.iso) or also pass a sidecar --file {name}{SIDECAR_SUFFIX} \
+             with its repository and tag (docs/FORMATS.md)"
+        ),
+    ))
 }
 
 fn check_one(path: &Path) -> Result<ExtraFile> {
@@ -98,13 +130,13 @@ mod tests {
     #[test]
     fn files_are_sorted_by_entry_name() {
         let dir = tempfile::tempdir().unwrap();
-        let b = dir.path().join("b.iso");
-        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b-2.0.iso");
+        let a = dir.path().join("a-1.0.txt");
         fs::write(&b, b"bb").unwrap();
         fs::write(&a, b"a").unwrap();
         let files = check(&[b.clone(), a.clone()]).unwrap();
         let entries: Vec<&str> = files.iter().map(|f| f.entry.as_str()).collect();
-        assert_eq!(entries, ["files/a.txt", "files/b.iso"]);
+        assert_eq!(entries, ["files/a-1.0.txt", "files/b-2.0.iso"]);
         assert_eq!(files[1].size, 2);
     }
 
@@ -112,8 +144,8 @@ mod tests {
     fn duplicate_and_reserved_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("x")).unwrap();
-        let one = dir.path().join("same.bin");
-        let two = dir.path().join("x/same.bin");
+        let one = dir.path().join("same-1.0.bin");
+        let two = dir.path().join("x/same-1.0.bin");
         fs::write(&one, b"1").unwrap();
         fs::write(&two, b"2").unwrap();
         let err = check(&[one, two]).unwrap_err();
@@ -124,6 +156,25 @@ mod tests {
         fs::write(&index, b"{}").unwrap();
         let err = check(&[index]).unwrap_err();
         assert!(err.to_string().contains("rename the file"), "{err}");
+    }
+
+    #[test]
+    fn files_import_could_not_place_are_refused_unless_a_sidecar_comes_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let readme = dir.path().join("README");
+        fs::write(&readme, b"read me").unwrap();
+        let err = check(std::slice::from_ref(&readme)).unwrap_err();
+        assert!(err.to_string().contains("NAME-VERSION.EXT"), "{err}");
+        assert_eq!(err.class(), crate::FailureClass::Config);
+
+        let sidecar = dir.path().join("README.artifact.yaml");
+        fs::write(&sidecar, b"repository: docs/readme\ntag: \"1\"\n").unwrap();
+        assert_eq!(check(&[readme, sidecar.clone()]).unwrap().len(), 2);
+        let err = check(&[sidecar]).unwrap_err();
+        assert!(
+            err.to_string().contains("not among the --file inputs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub const CREATE_HELP: &str = "\
 Examples:
   skopeo copy --all docker://quay.io/acme/app:1.0 oci:./layout:quay.io/acme/app:1.0
   airlock bundle create --output out/acme-2024-06.zst --signing-key signing-key.pem \\
-      --layout ./layout --file ./installer.iso
+      --layout ./layout --file ./palette-installer-4.6.0.iso
   airlock bundle create -o out/acme.zst --signing-key key.pem \\
       --layout ./images --layout ./more-images --zstd-level 19 --long
   airlock bundle create -o out/mirror.zst --signing-key key.pem \\
