@@ -286,6 +286,10 @@ fn restart_after_import_does_not_import_again_and_sigterm_exits_cleanly() {
         "the restarted daemon talked to the registry about a finished bundle"
     );
     assert_eq!(daemon.imports()[0]["status"], "imported");
+    assert!(
+        daemon.metric("airlock_last_success_timestamp_seconds") > 0.0,
+        "the last success is restored from the state directory"
+    );
 }
 
 #[test]

@@ -263,6 +263,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     tracing::info!(keys = keys.len(), "trusted keys loaded");
     let store = StateStore::open(&settings.state_dir)?;
     let metrics = Arc::new(Metrics::new());
+    // The last success survives restarts, so "no import for N hours" alerts
+    // do not fire (or go quiet) because the pod was rescheduled.
+    if let Some(at) = store.last_imported() {
+        metrics.mark_success(at);
+    }
     let mut destination = settings.destination.clone();
     // Sessions of large uploads, so an import cut off mid-blob continues
     // from the offset the registry acknowledges.

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::BundleRecord;
+use super::record::{BundleRecord, Status};
 use crate::durable::{self, TEMP_PREFIX};
 
 /// Result type of the store.
@@ -160,6 +161,16 @@ impl StateStore {
         records
     }
 
+    /// When the most recent successful import finished, across restarts.
+    pub fn last_imported(&self) -> Option<SystemTime> {
+        self.lock()
+            .records
+            .values()
+            .filter(|r| r.status == Status::Imported)
+            .filter_map(|r| r.finished)
+            .max()
+    }
+
     /// Records that were not finished when the daemon last stopped.
     pub fn unfinished(&self) -> Vec<BundleRecord> {
         self.lock()
@@ -228,10 +239,9 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::Duration;
 
     use super::*;
-    use crate::state::record::Status;
 
     fn record(id: &str, status: Status) -> BundleRecord {
         BundleRecord {
@@ -269,6 +279,26 @@ mod tests {
             Some("aa")
         );
         assert_eq!(store.identified(Path::new("/drop/a.zst"), 11, 7), None);
+    }
+
+    #[test]
+    fn the_last_import_is_the_latest_finished_imported_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("open");
+        assert_eq!(store.last_imported(), None);
+        let at = |secs| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        for (id, status, finished) in [
+            ("aa", Status::Imported, at(100)),
+            ("bb", Status::Imported, at(300)),
+            ("cc", Status::Rejected, at(500)),
+        ] {
+            let mut r = record(id, status);
+            r.finished = finished;
+            store.put(&r).expect("put");
+        }
+        drop(store);
+        let store = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.last_imported(), at(300));
     }
 
     #[test]
