@@ -687,6 +687,8 @@ fn bundle_create_carries_a_gzip_docker_archive_packs_and_a_chart() {
     );
 
     let inspected = inspect(&zst, &work);
+    // Only a docker-save, packs and a chart: no OCI layout at all.
+    assert_eq!(inspected["layoutRoot"], "none", "{inspected}");
     let extra: Vec<&str> = inspected["extraFiles"]
         .as_array()
         .expect("extraFiles")

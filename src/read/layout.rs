@@ -202,7 +202,7 @@ pub(super) fn assemble<B: BundleSource>(
     Ok(BundleIndex {
         bundle,
         content_sha256: sha256,
-        layout_root: root_name.unwrap_or_default(),
+        layout_root: root_name,
         blobs: assembly.blobs,
         sources: assembly.sources,
         documents: assembly.documents,

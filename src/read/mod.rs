@@ -334,7 +334,7 @@ impl BundleSource for UnverifiedBundle {
 pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     bundle: B,
     content_sha256: String,
-    layout_root: String,
+    layout_root: Option<String>,
     blobs: HashMap<Digest, u64>,
     sources: HashMap<Digest, BlobSource>,
     documents: HashMap<Digest, Bytes>,
@@ -365,9 +365,11 @@ impl<B: BundleSource> BundleIndex<B> {
         &self.content_sha256
     }
 
-    /// The directory in the tar holding the layout (`""` for the root).
-    pub fn layout_root(&self) -> &str {
-        &self.layout_root
+    /// The directory in the tar holding the OCI layout (`""` for the root),
+    /// or `None` when the bundle has none (only packs, charts, files or a
+    /// docker-save).
+    pub fn layout_root(&self) -> Option<&str> {
+        self.layout_root.as_deref()
     }
 
     /// The images and artifacts `index.json` lists, in its order.

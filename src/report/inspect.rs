@@ -82,7 +82,8 @@ pub struct Inspection {
     pub digest: String,
     /// Who verified it, if it was verified.
     pub verified_by: Option<VerifiedBy>,
-    /// Where the OCI layout sits in the tar (`/` for the root).
+    /// Where the OCI layout sits in the tar (`/` for the root, `none` when
+    /// the bundle has no OCI layout).
     pub layout_root: String,
     /// The tool that made the bundle (airlock layout, Zarf package, Hauler
     /// haul).
@@ -179,10 +180,10 @@ pub fn inspect<B: BundleSource>(
         bundle: index.bundle().path().display().to_string(),
         digest: format!("sha256:{}", index.content_sha256()),
         verified_by,
-        layout_root: if index.layout_root().is_empty() {
-            "/".into()
-        } else {
-            index.layout_root().to_owned()
+        layout_root: match index.layout_root() {
+            None => "none".into(),
+            Some("") => "/".into(),
+            Some(root) => root.to_owned(),
         },
         totals: Totals {
             images: images.len(),
