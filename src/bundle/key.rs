@@ -3,8 +3,6 @@
 //! signed with a key no importer could trust.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use ed25519_dalek::pkcs8::EncodePublicKey as _;
@@ -15,8 +13,8 @@ use rsa::traits::PublicKeyParts as _;
 use spki::der::Decode as _;
 
 use super::error::{Error, Result};
-use crate::verify::first_pem_block;
 use crate::verify::{KeyAlgorithm, TrustedKey};
+use crate::verify::{first_pem_block, read_key_file};
 
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -27,10 +25,6 @@ const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 /// RSA sizes `airlock verify` accepts: at least 2048 bits (weaker keys are
 /// forgeable), at most 4096 (the `rsa` crate's public-key limit).
 const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
-
-/// A private key file is a few KiB; the cap keeps a mistyped path to a
-/// multi-gigabyte file from being read into memory.
-const MAX_KEY_FILE_LEN: u64 = 1024 * 1024;
 
 /// The secret half, one variant per algorithm `airlock verify` accepts.
 pub(super) enum Secret {
@@ -69,13 +63,11 @@ impl SigningKey {
     pub fn from_pem_file(path: &Path) -> Result<Self> {
         let label = path.display().to_string();
         let mut bytes = Zeroizing::new(Vec::new());
-        File::open(path)
-            .and_then(|file| file.take(MAX_KEY_FILE_LEN + 1).read_to_end(&mut bytes))
-            .map_err(|source| Error::KeyRead {
-                path: path.to_owned(),
-                source,
-            })?;
-        if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+        let fits = read_key_file(path, &mut bytes).map_err(|source| Error::KeyRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        if !fits {
             return Err(malformed(
                 &label,
                 "larger than 1 MiB, far too big for a key",

@@ -205,13 +205,17 @@ pub async fn registry_packs(
                 break 'repositories;
             }
             manifests += 1;
-            let Some((digest, bytes)) = client.manifest(&repository, &tag).await? else {
+            let Some(fetched) = client.manifest(&repository, &tag).await? else {
                 continue;
             };
             let reference = format!("{}/{repository}:{tag}", client.host());
-            catalog
-                .packs
-                .push(describe(&repository, &tag, reference, digest, &bytes));
+            catalog.packs.push(describe(
+                &repository,
+                &tag,
+                reference,
+                fetched.digest,
+                &fetched.bytes,
+            ));
         }
     }
     Ok(catalog)

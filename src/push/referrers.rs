@@ -107,8 +107,8 @@ pub(super) async fn update_indexes(plan: &Plan, destination: &Destination) -> Re
     let mut written = 0;
     for ((repository, subject), wanted) in by_subject {
         let tag = referrers_tag(&subject);
-        let existing = client.find_manifest(&repository, &tag).await?;
-        let Some(index) = merged(existing.as_ref().map(|(bytes, _)| &bytes[..]), &wanted) else {
+        let existing = client.manifest(&repository, &tag).await?;
+        let Some(index) = merged(existing.as_ref().map(|m| &m.bytes[..]), &wanted) else {
             continue;
         };
         client

@@ -22,9 +22,18 @@ const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 /// well-funded forger (NIST SP 800-131A retired 1024-bit keys in 2013).
 const MIN_RSA_BITS: usize = 2048;
 
-/// A public key file is a few hundred bytes; the cap keeps a mistyped path
-/// to a multi-gigabyte file from being slurped into memory.
+/// A key file is a few hundred bytes to a few KiB; the cap keeps a mistyped
+/// path to a multi-gigabyte file from being slurped into memory.
 const MAX_KEY_FILE_LEN: u64 = 1024 * 1024;
+
+/// Reads a key file into `buffer` (a zeroizing one for private keys), at
+/// most [`MAX_KEY_FILE_LEN`] bytes; `Ok(false)` when the file is larger.
+pub(crate) fn read_key_file(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<bool> {
+    File::open(path)?
+        .take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(buffer)?;
+    Ok(buffer.len() as u64 <= MAX_KEY_FILE_LEN)
+}
 
 /// The signature algorithms airlock accepts, each exactly as
 /// `openssl dgst -sha256 -sign` (or `pkeyutl -rawin` for Ed25519) produces it.
@@ -86,10 +95,7 @@ impl TrustedKey {
         };
         let label = path.display().to_string();
         let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|file| file.take(MAX_KEY_FILE_LEN + 1).read_to_end(&mut bytes))
-            .map_err(read_error)?;
-        if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+        if !read_key_file(path, &mut bytes).map_err(read_error)? {
             return Err(malformed(
                 &label,
                 "file is larger than 1 MiB, far too big for a public key",

@@ -22,7 +22,7 @@ mod tests;
 
 pub use bundle::{VerifiedBundle, VerifiedBy, verify_bundle, verify_bundle_with_progress};
 pub use error::{Error, Result};
-pub(crate) use keys::first_pem_block;
 pub use keys::{KeyAlgorithm, TrustedKey};
+pub(crate) use keys::{first_pem_block, read_key_file};
 pub use keyset::TrustedKeys;
 pub use paths::signature_path_for;

@@ -85,10 +85,13 @@ impl fmt::Debug for ObserverHandle {
 }
 
 /// A manifest as a registry served it.
-struct FetchedManifest {
-    media_type: String,
-    digest: Option<Digest>,
-    bytes: Bytes,
+pub struct FetchedManifest {
+    /// The media type it was served as.
+    pub media_type: String,
+    /// Its digest, from `Docker-Content-Digest`, when the registry sent one.
+    pub digest: Option<Digest>,
+    /// Its exact bytes.
+    pub bytes: Bytes,
 }
 
 /// The access a request needs, as token scopes.
@@ -583,28 +586,15 @@ impl RegistryClient {
         Ok(body.tags.unwrap_or_default())
     }
 
-    /// The bytes and media type of the manifest a tag or digest resolves
-    /// to, or `None` when the repository has no such manifest.
-    pub async fn find_manifest(
-        &self,
-        repository: &str,
-        reference: &str,
-    ) -> Result<Option<(Bytes, String)>> {
-        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
-        let fetched = self.fetch_manifest(&url, &Scope::push(repository)).await?;
-        Ok(fetched.map(|f| (f.bytes, f.media_type)))
-    }
-
-    /// The manifest `repository:reference` as the registry serves it, with
-    /// its digest; `None` when absent.
+    /// The manifest `repository:reference` as the registry serves it (media
+    /// type, digest, bytes); `None` when absent.
     pub async fn manifest(
         &self,
         repository: &str,
         reference: &str,
-    ) -> Result<Option<(Option<Digest>, Bytes)>> {
+    ) -> Result<Option<FetchedManifest>> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
-        let fetched = self.fetch_manifest(&url, &Scope::push(repository)).await?;
-        Ok(fetched.map(|f| (f.digest, f.bytes)))
+        self.fetch_manifest(&url, &Scope::push(repository)).await
     }
 
     /// `GET` of a manifest URL, refusing anything larger than a registry

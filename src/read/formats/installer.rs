@@ -19,7 +19,7 @@ use crate::read::artifact::{
     WrittenManifest,
 };
 use crate::read::layout::BundleImage;
-use crate::read::names::{Area, ArtifactName, ImageName, is_path_component, is_tag, version_tag};
+use crate::read::names::{Area, ArtifactName, is_path_component, is_tag, version_tag};
 use crate::read::peek::ScannedFile;
 use crate::read::{Result, invalid};
 
@@ -102,9 +102,8 @@ pub fn collect(
             Some(sidecar) => Some(parse_sidecar(bundle, sidecar)?),
             None => None,
         };
-        let image = artifact(bundle, file, sidecar, assembly)?;
+        let (lands_at, image) = artifact(bundle, file, sidecar, assembly)?;
         used.push(file.file.path.clone());
-        let lands_at = image_label(&image.name);
         match claimed.get(&lands_at) {
             Some((_, digest)) if *digest == image.descriptor.digest => continue,
             Some((first, _)) => {
@@ -142,7 +141,7 @@ fn artifact(
     file: &ScannedFile,
     sidecar: Option<Sidecar>,
     assembly: &mut Assembly,
-) -> Result<BundleImage> {
+) -> Result<(String, BundleImage)> {
     let title = file.file_name().to_owned();
     let (name, artifact_type, media_type, mut annotations) = match sidecar {
         Some(sidecar) => {
@@ -192,7 +191,8 @@ fn artifact(
     let mut manifest = WrittenManifest::oci(config, vec![layer]);
     manifest.artifact_type = Some(artifact_type.clone());
     manifest.annotations = annotations;
-    Ok(assembly.artifact(name, &manifest, &artifact_type))
+    let lands_at = name.to_string();
+    Ok((lands_at, assembly.artifact(name, &manifest, &artifact_type)))
 }
 
 /// A string field that YAML could read as something else: `tag: 1.10` is
@@ -300,14 +300,6 @@ fn is_extension(text: &str) -> bool {
     (1..=6).contains(&text.len())
         && text.starts_with(|c: char| c.is_ascii_alphabetic())
         && text.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
-fn image_label(name: &ImageName) -> String {
-    match name {
-        ImageName::Artifact(name) => name.to_string(),
-        ImageName::Named(reference) => reference.whole(),
-        ImageName::Unnamed { reason } => reason.clone(),
-    }
 }
 
 #[cfg(test)]
