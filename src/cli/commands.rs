@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    BundleCommand, BundleCreateArgs, Command, ImportArgs, InspectArgs, RegistryAccessArgs,
-    VerifyArgs,
+    BundleCommand, BundleCreateArgs, Command, ConfigCheckArgs, ConfigCommand, ImportArgs,
+    InspectArgs, RegistryAccessArgs, VerifyArgs,
 };
 use crate::FailureClass;
 use crate::import::{self, ImportRequest};
@@ -59,12 +59,24 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Bundle(args) => match args.command {
             BundleCommand::Create(args) => run_bundle_create(args).await,
         },
+        Command::Config(args) => match args.command {
+            ConfigCommand::Check(args) => run_config_check(&args),
+        },
         Command::Watch(args) => {
             let config = crate::config::DaemonConfig::load(args.config.as_deref(), &args)
                 .map_err(|e| CommandError::new(e.class(), &e))?;
             run_watch(&config).await
         }
     }
+}
+
+/// Loads a configuration file as `airlock watch --config FILE` would, with
+/// no flags, and says whether it is usable.
+fn run_config_check(args: &ConfigCheckArgs) -> Result<(), CommandError> {
+    crate::config::DaemonConfig::load(Some(&args.file), &crate::config::WatchArgs::default())
+        .map_err(|e| CommandError::new(e.class(), &e))?;
+    println!("{}: ok", args.file.display());
+    Ok(())
 }
 
 /// Runs the daemon with an already loaded configuration.

@@ -62,6 +62,44 @@ pub enum Command {
     Watch(crate::config::WatchArgs),
     /// Make signed bundles (the producer side of `import`).
     Bundle(BundleArgs),
+    /// Work with `airlock watch` configuration files.
+    Config(ConfigArgs),
+}
+
+/// `airlock config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with a configuration.
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+/// The `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load a configuration file exactly as `airlock watch --config FILE`
+    /// would (same keys, same checks, `AIRLOCK_*` environment variables
+    /// included) and report the first error, without starting anything.
+    /// Paths need not exist.
+    #[command(after_help = CONFIG_CHECK_HELP)]
+    Check(ConfigCheckArgs),
+}
+
+const CONFIG_CHECK_HELP: &str = "\
+Examples:
+  airlock config check /etc/airlock/airlock.yaml
+  AIRLOCK_REGISTRY__TARGET=harbor.local/mirror airlock config check airlock.yaml
+
+Exit codes:
+  0  the configuration would start airlock watch
+  2  it would not; the one-line error says which key and where it came from";
+
+/// `airlock config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The configuration file (YAML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `airlock bundle`.

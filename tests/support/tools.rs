@@ -21,6 +21,10 @@ pub const TOOLS: &[(&str, &str)] = &[
         "helm",
         "helm (scripts/test fetches it into target/test-tools/bin)",
     ),
+    (
+        "kubernetes-validate",
+        "kubernetes-validate (scripts/test installs it with pip)",
+    ),
 ];
 
 /// Full path of `tool` on `PATH`; panics with a message naming `scripts/test`

@@ -1,0 +1,520 @@
+//! The Helm chart `helm/airlock` and the plain manifests in `deploy/`,
+//! checked with the real helm client, the Kubernetes API schemas
+//! (`kubernetes-validate --strict`), airlock's own configuration loader and a
+//! running daemon's `/metrics`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde::Deserialize as _;
+use serde_yaml_ng::Value;
+use support::daemon::{Daemon, DaemonSetup};
+use support::keys::{KeyKind, TestKey};
+use support::registry::Registry;
+use support::tools;
+
+/// The values every install must give.
+const REQUIRED: &[&str] = &[
+    "registry.target=registry.local/mirror",
+    "trust.existingSecret=airlock-keys",
+];
+
+/// One case of the test matrix: a name and the `--set` values on top of
+/// [`REQUIRED`] (a `trust.*` value here replaces the required Secret).
+struct Case {
+    name: &'static str,
+    set: &'static [&'static str],
+}
+
+const MATRIX: &[Case] = &[
+    Case {
+        name: "defaults",
+        set: &[],
+    },
+    Case {
+        name: "existing claim, 3 replicas",
+        set: &["replicaCount=3", "drop.existingClaim=transfer-drop"],
+    },
+    Case {
+        name: "USB stick on an edge node",
+        set: &[
+            "drop.hostPath=/media/usb",
+            "drop.readOnly=true",
+            "nodeSelector.airlock/usb=present",
+            "state.persistence.enabled=true",
+        ],
+    },
+    Case {
+        name: "NFS share",
+        set: &[
+            "drop.nfs.server=nfs.local",
+            "drop.nfs.path=/exports/drop",
+            "config.drop.settle_time=30s",
+        ],
+    },
+    Case {
+        name: "monitoring, dashboard and network policy",
+        set: &[
+            "serviceMonitor.enabled=true",
+            "serviceMonitor.labels.release=kube-prometheus-stack",
+            "prometheusRule.enabled=true",
+            "prometheusRule.alertLabels.team=platform",
+            "dashboard.enabled=true",
+            "networkPolicy.enabled=true",
+            "networkPolicy.ingress.namespaceSelectors[0].matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+            "networkPolicy.egress.registry.cidrs[0]=10.20.0.0/16",
+            "networkPolicy.egress.registry.ports[0]=5000",
+            "podDisruptionBudget.enabled=true",
+        ],
+    },
+    Case {
+        name: "registry auth and CA secrets",
+        set: &[
+            "registry.auth.existingSecret=registry-credentials",
+            "registry.caCert.existingSecret=registry-ca",
+            "state.existingClaim=airlock-state",
+            "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ],
+    },
+    Case {
+        name: "keys and CA from ConfigMaps, config overrides",
+        set: &[
+            "trust.existingSecret=",
+            "trust.existingConfigMap=airlock-keys",
+            "registry.caCert.existingConfigMap=corporate-ca",
+            "registry.caCert.key=ca-bundle.pem",
+            "registry.plainHttp=true",
+            "config.imports.on_success=move",
+            "config.registry.blob_concurrency=8",
+        ],
+    },
+];
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/airlock")
+}
+
+fn helm(args: &[&str], set: &[&str]) -> Output {
+    let mut command = tools::command("helm");
+    command.args(args).arg(chart_dir());
+    for value in REQUIRED.iter().chain(set) {
+        command.arg("--set").arg(value);
+    }
+    tools::output(&mut command, "run helm")
+}
+
+fn render(case: &Case) -> String {
+    let output = helm(&["template", "airlock", "--namespace", "airlock"], case.set);
+    assert!(
+        output.status.success(),
+        "helm template ({}) failed:\n{}",
+        case.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("helm prints UTF-8")
+}
+
+fn documents(rendered: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(rendered)
+        .map(|document| Value::deserialize(document).expect("helm renders YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn kind(object: &Value) -> &str {
+    object["kind"].as_str().unwrap_or_default()
+}
+
+fn api_version(object: &Value) -> &str {
+    object["apiVersion"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(objects: &'a [Value], wanted: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| kind(o) == wanted).collect()
+}
+
+/// airlock.yaml from the rendered ConfigMap that holds it.
+fn rendered_config(objects: &[Value]) -> String {
+    find(objects, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["airlock.yaml"].as_str())
+        .expect("a ConfigMap with airlock.yaml")
+        .to_owned()
+}
+
+#[test]
+fn chart_lints_strictly_for_every_case_of_the_matrix() {
+    for case in MATRIX {
+        let output = helm(&["lint", "--strict"], case.set);
+        assert!(
+            output.status.success(),
+            "helm lint --strict ({}) failed:\n{}{}",
+            case.name,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_rendered_builtin_object_passes_kubernetes_validate_strict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    let mut kinds = BTreeSet::new();
+    for (n, case) in MATRIX.iter().enumerate() {
+        for (i, object) in documents(&render(case)).iter().enumerate() {
+            // ServiceMonitor and PrometheusRule are prometheus-operator CRDs,
+            // which kubernetes-validate has no schema for.
+            if api_version(object).starts_with("monitoring.coreos.com/") {
+                continue;
+            }
+            kinds.insert(kind(object).to_owned());
+            let path = dir
+                .path()
+                .join(format!("{n:02}-{i:02}-{}.yaml", kind(object)));
+            std::fs::write(&path, serde_yaml_ng::to_string(object).expect("YAML")).expect("write");
+            files.push(path);
+        }
+    }
+    for expected in [
+        "Deployment",
+        "ConfigMap",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            kinds.contains(expected),
+            "no {expected} rendered: {kinds:?}"
+        );
+    }
+    let output = tools::output(
+        tools::command("kubernetes-validate")
+            .args(["--strict", "--quiet", "--kubernetes-version", "1.33.0"])
+            .args(&files),
+        "validate the rendered objects",
+    );
+    assert!(
+        output.status.success(),
+        "kubernetes-validate --strict refused rendered objects:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_rendered_config_passes_airlock_config_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (n, case) in MATRIX.iter().enumerate() {
+        let objects = documents(&render(case));
+        let path = dir.path().join(format!("{n}.yaml"));
+        std::fs::write(&path, rendered_config(&objects)).expect("write the config");
+        let output = config_check(&path);
+        assert!(
+            output.status.success(),
+            "airlock config check refused the config of {}:\n{}\n{}",
+            case.name,
+            String::from_utf8_lossy(&output.stderr),
+            rendered_config(&objects)
+        );
+    }
+}
+
+fn config_check(path: &Path) -> Output {
+    let mut command = support::airlock();
+    command.args(["config", "check"]).arg(path);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AIRLOCK_") {
+            command.env_remove(name);
+        }
+    }
+    tools::output(&mut command, "run airlock config check")
+}
+
+#[test]
+fn config_values_reach_airlock_yaml_and_roll_the_pods() {
+    let plain = documents(&render(&MATRIX[0]));
+    let changed = documents(&render(&Case {
+        name: "settle time",
+        set: &["config.drop.settle_time=45s"],
+    }));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&changed)).expect("YAML");
+    assert_eq!(config["drop"]["settle_time"].as_str(), Some("45s"));
+    // The chart's own keys survive the merge.
+    assert_eq!(config["drop"]["dirs"][0].as_str(), Some("/drop"));
+    let checksum = |objects: &[Value]| {
+        find(objects, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/config"]
+            .as_str()
+            .expect("checksum/config")
+            .to_owned()
+    };
+    assert_ne!(checksum(&plain), checksum(&changed));
+}
+
+#[test]
+fn nfs_and_usb_drops_poll_and_a_claim_does_not() {
+    let poll = |case: &Case| {
+        let config: Value =
+            serde_yaml_ng::from_str(&rendered_config(&documents(&render(case)))).expect("YAML");
+        config["drop"]["poll"].as_bool().expect("drop.poll")
+    };
+    assert!(!poll(&MATRIX[0]));
+    assert!(poll(&MATRIX[2]), "hostPath polls");
+    assert!(poll(&MATRIX[3]), "NFS polls");
+    assert!(!poll(&Case {
+        name: "NFS without polling",
+        set: &[
+            "drop.nfs.server=nfs.local",
+            "drop.nfs.path=/x",
+            "drop.poll=false"
+        ],
+    }));
+}
+
+#[test]
+fn schema_and_chart_refuse_wrong_values_with_a_clear_message() {
+    let refused: &[(&[&str], &str)] = &[
+        (&["replicaCount=abc"], "replicaCount"),
+        (&["nosuchvalue=1"], "nosuchvalue"),
+        (&["registry.plainHttp=maybe"], "plainHttp"),
+        (&["registry.target="], "registry.target is required"),
+        (&["trust.existingSecret="], "trust"),
+        (
+            &["drop.hostPath=/media/usb", "drop.existingClaim=x"],
+            "choose one of",
+        ),
+        (&["replicaCount=2"], "replicaCount > 1 needs a volume"),
+        (
+            &[
+                "replicaCount=2",
+                "drop.existingClaim=shared",
+                "state.persistence.enabled=true",
+            ],
+            "each pod keeps its own state",
+        ),
+        (&["drop.nfs.server=nfs.local"], "drop.nfs needs both"),
+    ];
+    for (set, message) in refused {
+        let output = helm(&["template", "airlock"], set);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{set:?} was accepted");
+        assert!(stderr.contains(message), "{set:?}: {stderr}");
+    }
+}
+
+#[test]
+fn default_pod_is_hardened_and_its_rights_are_namespaced_and_minimal() {
+    let objects = documents(&render(&MATRIX[0]));
+    let deployment = find(&objects, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(pod["terminationGracePeriodSeconds"].as_u64(), Some(30));
+    let env: Vec<&str> = container["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"));
+
+    for case in MATRIX {
+        let objects = documents(&render(case));
+        for object in &objects {
+            assert!(
+                !kind(object).starts_with("Cluster"),
+                "{}: a cluster-wide {}",
+                case.name,
+                kind(object)
+            );
+        }
+    }
+    let role = find(&objects, "Role")[0];
+    let mut rights = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        for group in rule["apiGroups"].as_sequence().expect("apiGroups") {
+            for resource in rule["resources"].as_sequence().expect("resources") {
+                for verb in rule["verbs"].as_sequence().expect("verbs") {
+                    rights.insert(format!(
+                        "{}/{} {}",
+                        group.as_str().unwrap_or_default(),
+                        resource.as_str().unwrap_or_default(),
+                        verb.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "coordination.k8s.io/leases get",
+        "coordination.k8s.io/leases list",
+        "coordination.k8s.io/leases create",
+        "coordination.k8s.io/leases update",
+        "coordination.k8s.io/leases patch",
+        "coordination.k8s.io/leases delete",
+        "events.k8s.io/events create",
+        "events.k8s.io/events patch",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(rights, expected);
+}
+
+#[test]
+fn deploy_manifests_equal_their_render() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tools::require("helm");
+    let output = tools::run(
+        std::process::Command::new(root.join("scripts/render-deploy")).arg("--stdout"),
+        "render deploy/airlock.yaml",
+    );
+    let committed =
+        std::fs::read_to_string(root.join("deploy/airlock.yaml")).expect("deploy/airlock.yaml");
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == committed,
+        "deploy/airlock.yaml differs from its render: run scripts/render-deploy"
+    );
+    let objects = documents(&committed);
+    let config = rendered_config(&objects);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("airlock.yaml");
+    std::fs::write(&path, config).expect("write");
+    assert!(config_check(&path).status.success());
+}
+
+/// The metric names a PromQL expression selects: every identifier directly
+/// followed by `{` or standing alone as a function argument that starts with
+/// `airlock_`. Label values (in quotes) are skipped.
+fn selected_metrics(expr: &str, names: &mut BTreeSet<String>) {
+    let mut chars = expr.char_indices().peekable();
+    let mut in_quotes = false;
+    let mut in_braces = false;
+    while let Some((start, c)) = chars.next() {
+        if in_quotes {
+            if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quotes = true,
+            '{' => in_braces = true,
+            '}' => in_braces = false,
+            c if !in_braces && (c.is_ascii_alphabetic() || c == '_') => {
+                let mut end = start + c.len_utf8();
+                while let Some(&(i, n)) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' || n == ':' {
+                        end = i + n.len_utf8();
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                let word = &expr[start..end];
+                let next = expr[end..].trim_start().chars().next();
+                if next == Some('{') || word.starts_with("airlock_") {
+                    names.insert(word.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn every_metric_in_the_rules_and_dashboard_is_exported_by_a_running_daemon() {
+    let monitoring = MATRIX
+        .iter()
+        .find(|c| c.name.starts_with("monitoring"))
+        .expect("the monitoring case");
+    let objects = documents(&render(monitoring));
+    let mut names = BTreeSet::new();
+    let rules = find(&objects, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    let mut alerts = 0;
+    for group in rules[0]["spec"]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            selected_metrics(rule["expr"].as_str().expect("expr"), &mut names);
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 5, "{alerts} alerts");
+    let dashboard = find(&objects, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["airlock.json"].as_str())
+        .expect("the dashboard ConfigMap");
+    let dashboard: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6, "{} panels", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            selected_metrics(target["expr"].as_str().expect("expr"), &mut names);
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            selected_metrics(query, &mut names);
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+
+    let registry = Registry::start();
+    let key = TestKey::generate(KeyKind::EcP256);
+    let drop = tempfile::tempdir().expect("drop");
+    let state = tempfile::tempdir().expect("state");
+    let daemon = Daemon::start(
+        &DaemonSetup {
+            drop_dir: drop.path().to_owned(),
+            state_dir: state.path().to_owned(),
+            extra: Vec::new(),
+            envs: Vec::new(),
+        },
+        &registry,
+        key.public_pem(),
+    );
+    let (status, scrape) = daemon.get("/metrics").expect("scrape /metrics");
+    assert_eq!(status, 200);
+    let exported: BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named in rules or dashboard but not exported: {missing:?}"
+    );
+}
