@@ -87,7 +87,8 @@ pub enum PackImagePolicy {
 pub struct ImportRequest {
     /// The bundle file (`X.zst`).
     pub bundle: PathBuf,
-    /// The detached signature; `None` means `X.sig.bin` beside the bundle.
+    /// The detached signature; `None` means the signature beside the bundle
+    /// ([`verify::signature_candidates`]).
     pub signature: Option<PathBuf>,
     /// Where to write.
     pub target: Target,
@@ -156,11 +157,8 @@ pub async fn run(
     keys: Arc<TrustedKeys>,
     progress: &Progress,
 ) -> Result<ImportReport> {
-    let signature = request
-        .signature
-        .clone()
-        .unwrap_or_else(|| verify::signature_path_for(&request.bundle));
-    let verified = verify(request.bundle.clone(), signature, keys, progress).await?;
+    let signatures = signatures_for(&request.bundle, request.signature.as_ref());
+    let verified = verify(request.bundle.clone(), signatures, keys, progress).await?;
     run_verified(verified, request.into(), progress).await
 }
 
@@ -198,11 +196,21 @@ impl From<ImportRequest> for Destination {
     }
 }
 
+/// The signatures to try for `bundle`: the one given, or every candidate
+/// beside it that exists, in the naming rule's order.
+pub fn signatures_for(bundle: &std::path::Path, given: Option<&PathBuf>) -> Vec<PathBuf> {
+    match given {
+        Some(signature) => vec![signature.clone()],
+        None => verify::signatures_beside(bundle),
+    }
+}
+
 /// Verifies a bundle's detached signature on a blocking thread, counting the
-/// bytes hashed into `progress`.
+/// bytes hashed into `progress`. With several candidate `signatures`, the
+/// first that verifies wins ([`verify::verify_bundle_by_any`]).
 pub async fn verify(
     bundle: PathBuf,
-    signature: PathBuf,
+    signatures: Vec<PathBuf>,
     keys: Arc<TrustedKeys>,
     progress: &Progress,
 ) -> Result<VerifiedBundle> {
@@ -210,7 +218,7 @@ pub async fn verify(
     progress.reset_bundle_bytes();
     let verify_progress = progress.clone();
     let verified = blocking(move || {
-        verify::verify_bundle_with_progress(&bundle, &signature, &keys, &mut |n| {
+        verify::verify_bundle_by_any(&bundle, &signatures, &keys, &mut |n| {
             verify_progress.add_bundle_bytes(n)
         })
     })

@@ -90,8 +90,17 @@ fn rejected_breakage(breakage: Breakage, fragments: &[&str]) {
 fn missing_signature_is_rejected() {
     let (_key, bundle) = one_image("unsigned");
     std::fs::remove_file(bundle.sig()).expect("remove signature");
-    let sig = bundle.sig().display().to_string();
-    assert_rejected(&bundle, bundle.public_key_pem(), &[&sig, "missing"]);
+    let zst = bundle.zst().display().to_string();
+    assert_rejected(
+        &bundle,
+        bundle.public_key_pem(),
+        &[
+            "no signature for bundle",
+            &zst,
+            "unsigned.sig.bin",
+            "unsigned.tar.sig.bin",
+        ],
+    );
 }
 
 #[test]

@@ -4,12 +4,13 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::batch::{self, Selection, VerifyLine};
 use super::{
-    BundleCommand, BundleCreateArgs, Command, ConfigCheckArgs, ConfigCommand, ImportArgs,
-    InspectArgs, RegistryAccessArgs, VerifyArgs,
+    BundleCommand, BundleCreateArgs, BundlePaths, Command, ConfigCheckArgs, ConfigCommand,
+    ImportArgs, InspectArgs, RegistryAccessArgs, VerifyArgs,
 };
 use crate::FailureClass;
-use crate::import::{self, ImportRequest};
+use crate::import::{self, ImportReport, ImportRequest};
 use crate::plan::{PlanOptions, Target};
 use crate::progress::Progress;
 use crate::push::registry::auth::{self, Credentials};
@@ -17,7 +18,7 @@ use crate::push::registry::{RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
 use crate::read::{BundleIndex, ReadLimits, UnverifiedBundle};
 use crate::report::{self, OutputFormat};
-use crate::verify::{self, TrustedKeys};
+use crate::verify::{self, TrustedKeys, VerifiedBundle};
 
 /// A failed command: its class (for the exit code) and a one-line message.
 #[derive(Debug)]
@@ -95,30 +96,115 @@ async fn load_keys(paths: Vec<PathBuf>) -> Result<Arc<TrustedKeys>, CommandError
     Ok(Arc::new(classed!(keys)?))
 }
 
+/// The bundles the command's paths name, and the `--signature` given for
+/// them, which only makes sense for a single bundle.
+fn select(
+    paths: &BundlePaths,
+    signature: Option<PathBuf>,
+) -> Result<(Selection, Option<PathBuf>), CommandError> {
+    let selection = batch::select(&paths.paths, paths.recursive)
+        .map_err(|e| CommandError::new(e.class(), &e))?;
+    if signature.is_some() && selection.bundles.len() != 1 {
+        return Err(CommandError::config(format!(
+            "--signature names the signature of one bundle, but the paths hold {} bundles",
+            selection.bundles.len()
+        )));
+    }
+    Ok((selection, signature))
+}
+
+async fn verify_one(
+    bundle: PathBuf,
+    signature: Option<&PathBuf>,
+    keys: Arc<TrustedKeys>,
+) -> Result<Result<VerifiedBundle, verify::Error>, CommandError> {
+    let signatures = import::signatures_for(&bundle, signature);
+    tokio::task::spawn_blocking(move || {
+        verify::verify_bundle_by_any(&bundle, &signatures, &keys, &mut |_| {})
+    })
+    .await
+    .map_err(|e| CommandError::config(e.to_string()))
+}
+
 async fn verify_blocking(
     bundle: PathBuf,
-    signature: Option<PathBuf>,
+    signature: Option<&PathBuf>,
     keys: Arc<TrustedKeys>,
-) -> Result<verify::VerifiedBundle, CommandError> {
-    let signature = signature.unwrap_or_else(|| verify::signature_path_for(&bundle));
-    let verified =
-        tokio::task::spawn_blocking(move || verify::verify_bundle(&bundle, &signature, &keys))
-            .await
-            .map_err(|e| CommandError::config(e.to_string()))?;
+) -> Result<VerifiedBundle, CommandError> {
+    let verified = verify_one(bundle, signature, keys).await?;
     classed!(verified)
 }
 
 async fn run_verify(args: VerifyArgs) -> Result<(), CommandError> {
     let keys = load_keys(args.signature.public_keys).await?;
-    let verified = verify_blocking(args.bundle, args.signature.signature, keys).await?;
+    let (selection, signature) = select(&args.bundles, args.signature.signature)?;
+    if selection.single_file && args.output == OutputFormat::Text {
+        return verify_single(&selection.bundles[0], signature.as_ref(), keys).await;
+    }
+    let mut lines = Vec::with_capacity(selection.bundles.len());
+    for bundle in &selection.bundles {
+        let line = match verify_one(bundle.clone(), signature.as_ref(), Arc::clone(&keys)).await? {
+            Ok(verified) => VerifyLine::verified(&verified),
+            Err(error) => VerifyLine::failed(bundle, &error),
+        };
+        lines.push(line);
+    }
+    let lone: Vec<VerifyLine> = selection
+        .lone_signatures
+        .iter()
+        .map(|path| VerifyLine::lone_signature(path))
+        .collect();
+    match args.output {
+        OutputFormat::Text => {
+            let width = lines.iter().chain(&lone).map(|l| l.file.len()).max();
+            for line in lines.iter().chain(&lone) {
+                println!("{}", line.text(width.unwrap_or(0)));
+            }
+            println!("{}", batch::verify_summary(&lines, lone.len()));
+        }
+        OutputFormat::Json => {
+            print_json(&lines.iter().chain(&lone).collect::<Vec<_>>())?;
+        }
+    }
+    let failed: Vec<&VerifyLine> = lines
+        .iter()
+        .chain(&lone)
+        .filter(|l| l.class.is_some())
+        .collect();
+    match batch::worst(failed.iter().filter_map(|l| l.class)) {
+        None => Ok(()),
+        Some(class) => Err(CommandError {
+            class,
+            message: format!(
+                "{} of {} file(s) did not verify: {}",
+                failed.len(),
+                lines.len() + lone.len(),
+                failed
+                    .iter()
+                    .map(|l| l.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// The answer for one bundle file, as `openssl dgst -verify` prints it.
+async fn verify_single(
+    bundle: &std::path::Path,
+    signature: Option<&PathBuf>,
+    keys: Arc<TrustedKeys>,
+) -> Result<(), CommandError> {
+    let verified = verify_blocking(bundle.to_owned(), signature, keys).await?;
     let key = verified.key();
     println!("Verified OK");
     println!(
-        "{} verified by {} ({}, {})",
+        "{} verified by {} ({}, {}) with {}",
         verified.path().display(),
         key.label,
         key.algorithm,
-        key.fingerprint
+        key.fingerprint,
+        verified.signature_path().display()
     );
     println!("digest {}", verified.digest());
     Ok(())
@@ -147,34 +233,106 @@ fn parse_target(text: &str) -> Result<Target, CommandError> {
 
 async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let target = args.registry.as_deref().map(parse_target).transpose()?;
-    let options = plan_options(args.pack_prefix.as_deref(), args.platforms)?;
+    let options = plan_options(args.pack_prefix.as_deref(), args.platforms.clone())?;
+    let keys = if args.public_keys.is_empty() {
+        None
+    } else {
+        Some(load_keys(args.public_keys.clone()).await?)
+    };
+    let (selection, signature) = select(&args.bundles, args.signature.clone())?;
+    if selection.single_file {
+        let inspection = inspect_one(
+            &selection.bundles[0],
+            signature.as_ref(),
+            keys,
+            target.as_ref(),
+            &options,
+        )
+        .await?;
+        return match args.output {
+            OutputFormat::Text => {
+                print!("{}", report::inspect::text(&inspection));
+                Ok(())
+            }
+            OutputFormat::Json => print_json(&inspection),
+        };
+    }
+    let mut inspections = Vec::new();
+    let mut failures = Vec::new();
+    for bundle in &selection.bundles {
+        match inspect_one(bundle, None, keys.clone(), target.as_ref(), &options).await {
+            Ok(inspection) => {
+                if args.output == OutputFormat::Text {
+                    if !inspections.is_empty() {
+                        println!();
+                    }
+                    print!("{}", report::inspect::text(&inspection));
+                }
+                inspections.push(inspection);
+            }
+            Err(error) => {
+                eprintln!("error: {}", error.message);
+                failures.push((bundle.display().to_string(), error.class));
+            }
+        }
+    }
+    if args.output == OutputFormat::Json {
+        print_json(&inspections)?;
+    }
+    batch_outcome(&failures, selection.bundles.len(), "could not be inspected")
+}
+
+/// The exit of a command over several bundles: the worst failure, naming
+/// every bundle that failed.
+fn batch_outcome(
+    failures: &[(String, FailureClass)],
+    total: usize,
+    what: &str,
+) -> Result<(), CommandError> {
+    match batch::worst(failures.iter().map(|(_, class)| *class)) {
+        None => Ok(()),
+        Some(class) => Err(CommandError {
+            class,
+            message: format!(
+                "{} of {total} bundle(s) {what}: {}",
+                failures.len(),
+                failures
+                    .iter()
+                    .map(|(bundle, _)| bundle.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+async fn inspect_one(
+    bundle: &std::path::Path,
+    signature: Option<&PathBuf>,
+    keys: Option<Arc<TrustedKeys>>,
+    target: Option<&Target>,
+    options: &PlanOptions,
+) -> Result<report::inspect::Inspection, CommandError> {
     let progress = Progress::new();
-    let inspection = if args.public_keys.is_empty() {
-        let bundle = UnverifiedBundle::new(&args.bundle);
+    let Some(keys) = keys else {
+        let bundle = UnverifiedBundle::new(bundle);
         let index = tokio::task::spawn_blocking(move || {
             BundleIndex::build(bundle, ReadLimits::default(), &progress)
         })
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
         let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &options, None)
-    } else {
-        let keys = load_keys(args.public_keys).await?;
-        let verified = verify_blocking(args.bundle, args.signature, keys).await?;
-        let key = verified.key().clone();
-        let index = tokio::task::spawn_blocking(move || {
-            BundleIndex::build(verified, ReadLimits::default(), &progress)
-        })
-        .await
-        .map_err(|e| CommandError::config(e.to_string()))?;
-        let index = classed!(index)?;
-        report::inspect::inspect(&index, target.as_ref(), &options, Some(key))
+        return Ok(report::inspect::inspect(&index, target, options, None));
     };
-    match args.output {
-        OutputFormat::Text => print!("{}", report::inspect::text(&inspection)),
-        OutputFormat::Json => print_json(&inspection)?,
-    }
-    Ok(())
+    let verified = verify_blocking(bundle.to_owned(), signature, keys).await?;
+    let key = verified.key().clone();
+    let index = tokio::task::spawn_blocking(move || {
+        BundleIndex::build(verified, ReadLimits::default(), &progress)
+    })
+    .await
+    .map_err(|e| CommandError::config(e.to_string()))?;
+    let index = classed!(index)?;
+    Ok(report::inspect::inspect(&index, target, options, Some(key)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {
@@ -218,6 +376,7 @@ fn credentials(access: &RegistryAccessArgs, host: &str) -> Result<Credentials, C
 async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
     let target = parse_target(&args.registry)?;
     let keys = load_keys(args.signature.public_keys.clone()).await?;
+    let (selection, signature) = select(&args.bundles, args.signature.signature.clone())?;
     let registry = match &target {
         Target::Registry { host, .. } => RegistryConfig {
             host: host.clone(),
@@ -233,8 +392,8 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
     let request = ImportRequest {
         plan: plan_options(args.pack_prefix.as_deref(), args.platforms.clone())?,
         pack_image_policy: args.pack_image_policy,
-        bundle: args.bundle.clone(),
-        signature: args.signature.signature.clone(),
+        bundle: PathBuf::new(),
+        signature,
         target,
         registry,
         push: PushOptions {
@@ -245,14 +404,69 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         },
         limits: ReadLimits::default(),
     };
+    if selection.single_file {
+        let bundle = selection.bundles[0].clone();
+        let (report, failure) = import_one(&request, bundle, &keys, None, args.quiet).await?;
+        match args.output {
+            OutputFormat::Text => print!("{}", report::import_text(&report)),
+            OutputFormat::Json => print_json(&report)?,
+        }
+        return failure.map_or(Ok(()), Err);
+    }
+    let total = selection.bundles.len();
+    let mut rows = Vec::with_capacity(total);
+    for (n, bundle) in selection.bundles.iter().enumerate() {
+        let label = format!("[{}/{total}] {}", n + 1, bundle.display());
+        let started = std::time::Instant::now();
+        let outcome = import_one(&request, bundle.clone(), &keys, Some(label), args.quiet).await;
+        let row = report::batch::ImportRow::new(bundle, started.elapsed(), outcome_parts(outcome));
+        if let Some(reason) = &row.error {
+            eprintln!("error: {reason}");
+        }
+        rows.push(row);
+    }
+    match args.output {
+        OutputFormat::Text => print!("{}", report::batch::import_table(&rows)),
+        OutputFormat::Json => print_json(&rows)?,
+    }
+    let failures: Vec<(String, FailureClass)> = rows
+        .iter()
+        .filter_map(|row| Some((row.bundle.clone(), row.class?)))
+        .collect();
+    batch_outcome(&failures, total, "were not imported whole")
+}
+
+/// Splits an import's outcome into its report (when anything was imported)
+/// and its failure.
+fn outcome_parts(
+    outcome: Result<(ImportReport, Option<CommandError>), CommandError>,
+) -> (Option<ImportReport>, Option<(FailureClass, String)>) {
+    match outcome {
+        Ok((report, None)) => (Some(report), None),
+        Ok((report, Some(failure))) => (Some(report), Some((failure.class, failure.message))),
+        Err(failure) => (None, Some((failure.class, failure.message))),
+    }
+}
+
+/// Imports one bundle with its own progress display. `Ok` carries the report
+/// and, when packs were held back, the failure to exit with.
+async fn import_one(
+    template: &ImportRequest,
+    bundle: PathBuf,
+    keys: &Arc<TrustedKeys>,
+    label: Option<String>,
+    quiet: bool,
+) -> Result<(ImportReport, Option<CommandError>), CommandError> {
+    let request = ImportRequest {
+        bundle: bundle.clone(),
+        ..template.clone()
+    };
     let progress = Progress::new();
-    let bundle_bytes = std::fs::metadata(&args.bundle)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let display = report::progress::Display::start(progress.clone(), bundle_bytes, args.quiet);
-    let result = import::run(request, keys, &progress).await;
+    let bundle_bytes = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
+    let display = report::progress::Display::start(progress.clone(), bundle_bytes, quiet, label);
+    let result = import::run(request, Arc::clone(keys), &progress).await;
     display.finish();
-    let (report, failure) = match result {
+    match result {
         Err(import::Error::PacksHeldBack {
             bundle,
             held_back,
@@ -263,15 +477,10 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
                 held_back,
                 report: report.clone(),
             };
-            (*report, Some(CommandError::new(error.class(), &error)))
+            Ok((*report, Some(CommandError::new(error.class(), &error))))
         }
-        other => (classed!(other)?, None),
-    };
-    match args.output {
-        OutputFormat::Text => print!("{}", report::import_text(&report)),
-        OutputFormat::Json => print_json(&report)?,
+        other => Ok((classed!(other)?, None)),
     }
-    failure.map_or(Ok(()), Err)
 }
 
 async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {

@@ -2,6 +2,7 @@
 //! lives here so the reference documentation can be generated from it;
 //! `main.rs` only parses, sets up logging and maps errors to exit codes.
 
+mod batch;
 mod commands;
 
 use std::path::PathBuf;
@@ -22,7 +23,8 @@ Exit codes:
      unsafe bundle content, an item (pack, chart, file) that cannot be
      imported. Nothing was pushed. Also: a pack held back by
      --pack-image-policy fail (everything else was pushed).
-  4  registry or transport failure (unreachable, refused, unauthorized)";
+  4  registry or transport failure (unreachable, refused, unauthorized)
+With several bundles every one is handled and the exit code is the worst.";
 
 /// Verify signed air-gap bundles and import their images, Palette packs, Helm
 /// charts and installers into an OCI registry.
@@ -47,14 +49,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a bundle's detached signature, as `openssl dgst -sha256 -verify` does.
-    #[command(after_help = "Example:\n  airlock verify content.zst --public-key artifact-studio.pem\n\n".to_owned() + EXIT_CODES)]
+    /// Check bundles' detached signatures, as `openssl dgst -sha256 -verify` does.
+    #[command(after_help = "Examples:\n  airlock verify content.zst --public-key artifact-studio.pem\n  airlock verify ~/Downloads/packs --public-key artifact-studio.pem\n\n".to_owned() + SIGNATURE_NAMES + "\n\n" + EXIT_CODES)]
     Verify(VerifyArgs),
-    /// Show what a bundle holds and where it would land. Never pushes.
-    #[command(after_help = "Examples:\n  airlock inspect content.zst\n  airlock inspect content.zst --public-key key.pem --registry harbor.local/spectro-images --output json\n\n".to_owned() + EXIT_CODES)]
+    /// Show what bundles hold and where they would land. Never pushes.
+    #[command(after_help = "Examples:\n  airlock inspect content.zst\n  airlock inspect ~/Downloads/packs --output json\n  airlock inspect content.zst --public-key key.pem --registry harbor.local/spectro-images --output json\n\n".to_owned() + EXIT_CODES)]
     Inspect(InspectArgs),
-    /// Verify a bundle, then push its images into a registry or OCI layout.
-    #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images \\\n      --pack-prefix spectro-packs-base --pack-image-policy fail --platform linux/amd64,linux/arm64\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
+    /// Verify bundles, then push their content into a registry or OCI layout.
+    #[command(after_help = "Examples:\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images\n  airlock import ~/Downloads/packs --public-key key.pem --registry harbor.local/spectro-images\n  airlock import content.zst --public-key key.pem --registry 127.0.0.1:5000 --plain-http\n  airlock import content.zst --public-key key.pem --registry oci:./mirror\n  airlock import content.zst --public-key key.pem --registry harbor.local/spectro-images \\\n      --pack-prefix spectro-packs-base --pack-image-policy fail --platform linux/amd64,linux/arm64\n  echo \"$PASS\" | airlock import content.zst --public-key key.pem \\\n      --registry harbor.local/mirror --ca-cert ca.pem --username robot --password-stdin\n\n".to_owned() + EXIT_CODES)]
     Import(ImportArgs),
     /// Run as a service: watch drop folders and import every signed bundle
     /// that arrives, exactly once, with metrics, health checks and an API.
@@ -188,10 +190,31 @@ pub struct BundleCreateArgs {
     pub long: bool,
 }
 
+/// Where a bundle's signature is looked for without `--signature`.
+const SIGNATURE_NAMES: &str = "\
+Signature names: for B.zst the first that exists of B.sig.bin, B.tar.sig.bin,
+B.zst.sig.bin, B.zst.sig, B.sig; for B.tar.zst, B.tar.sig.bin then B.sig.bin
+and the same fallbacks. When two of them differ, the one that verifies wins
+and the other is named in a warning.";
+
+/// The bundles a command works on.
+#[derive(Debug, Args)]
+pub struct BundlePaths {
+    /// Bundle files (`X.zst`) or folders of bundles (every `*.zst` in them,
+    /// sorted by name).
+    #[arg(value_name = "BUNDLE|DIR", required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Look for bundles in subfolders of the folders given too.
+    #[arg(long, short)]
+    pub recursive: bool,
+}
+
 /// Which signature and keys to check.
 #[derive(Debug, Args)]
 pub struct SignatureArgs {
-    /// The detached signature (DER or base64). Default: `X.sig.bin` beside `X.zst`.
+    /// The detached signature (DER or base64), for a single bundle. Default:
+    /// the file beside the bundle, by the naming rule below.
     #[arg(long, value_name = "SIG")]
     pub signature: Option<PathBuf>,
 
@@ -204,21 +227,25 @@ pub struct SignatureArgs {
 /// `airlock verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle (`X.zst`).
-    #[arg(value_name = "BUNDLE")]
-    pub bundle: PathBuf,
+    /// The bundles.
+    #[command(flatten)]
+    pub bundles: BundlePaths,
 
     /// Signature and keys.
     #[command(flatten)]
     pub signature: SignatureArgs,
+
+    /// Output format: a line per bundle, or a JSON array.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 /// `airlock inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle (`X.zst`).
-    #[arg(value_name = "BUNDLE")]
-    pub bundle: PathBuf,
+    /// The bundles.
+    #[command(flatten)]
+    pub bundles: BundlePaths,
 
     /// Output format.
     #[arg(long, short, value_enum, default_value = "text")]
@@ -228,7 +255,8 @@ pub struct InspectArgs {
     #[arg(long = "public-key", value_name = "PEM")]
     pub public_keys: Vec<PathBuf>,
 
-    /// The detached signature, when verifying. Default: `X.sig.bin`.
+    /// The detached signature of a single bundle, when verifying. Default:
+    /// the file beside the bundle (`X.sig.bin`, `X.tar.sig.bin`, ...).
     #[arg(long, value_name = "SIG", requires = "public_keys")]
     pub signature: Option<PathBuf>,
 
@@ -253,9 +281,9 @@ pub struct InspectArgs {
 /// `airlock import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The bundle (`X.zst`).
-    #[arg(value_name = "BUNDLE")]
-    pub bundle: PathBuf,
+    /// The bundles, imported one after another.
+    #[command(flatten)]
+    pub bundles: BundlePaths,
 
     /// Signature and keys.
     #[command(flatten)]

@@ -36,6 +36,12 @@ pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// noticeably. Raise it for slow or bursty transfers.
 pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(5);
 
+/// `drop.unpaired_warn_after`: a settled bundle without its signature (or a
+/// signature without its bundle) is shown as waiting at once; after 10
+/// minutes, far longer than copying the partner takes, one warning is
+/// logged, since by then the partner was most likely forgotten or misnamed.
+pub const DEFAULT_UNPAIRED_WARN_AFTER: Duration = Duration::from_secs(10 * 60);
+
 /// `registry.plain_http`: HTTPS, unless the operator says otherwise.
 pub const DEFAULT_PLAIN_HTTP: bool = false;
 

@@ -67,6 +67,7 @@ pub const KEYS: &[Key] = &[
     key("drop.poll_interval", Some("--poll-interval")),
     key("drop.rescan_interval", None),
     key("drop.settle_time", Some("--settle-time")),
+    key("drop.unpaired_warn_after", None),
     list("trust.public_keys", "--public-key", true),
     Key {
         required: true,

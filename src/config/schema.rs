@@ -87,6 +87,11 @@ pub struct DropSection {
     /// as complete (default [`DEFAULT_SETTLE_TIME`]).
     #[serde(with = "humantime_serde")]
     pub settle_time: Duration,
+    /// How long a settled file may wait for its partner (a bundle for its
+    /// signature, or the other way round) before one warning is logged
+    /// (default [`DEFAULT_UNPAIRED_WARN_AFTER`]).
+    #[serde(with = "humantime_serde")]
+    pub unpaired_warn_after: Duration,
 }
 
 impl Default for DropSection {
@@ -98,6 +103,7 @@ impl Default for DropSection {
             poll_interval: DEFAULT_POLL_INTERVAL,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             settle_time: DEFAULT_SETTLE_TIME,
+            unpaired_warn_after: DEFAULT_UNPAIRED_WARN_AFTER,
         }
     }
 }

@@ -29,6 +29,7 @@ impl DaemonConfig {
         positive("drop.settle_time", self.drop.settle_time)?;
         positive("drop.poll_interval", self.drop.poll_interval)?;
         positive("drop.rescan_interval", self.drop.rescan_interval)?;
+        positive("drop.unpaired_warn_after", self.drop.unpaired_warn_after)?;
         positive(
             "imports.retry_initial_backoff",
             self.imports.retry_initial_backoff,

@@ -29,9 +29,9 @@ use crate::import::Destination;
 use crate::metrics::Metrics;
 use crate::plan::Target;
 use crate::push::registry::{RegistryClient, RetryPolicy};
-use crate::state::{BundleRecord, StateStore};
+use crate::state::{BundleRecord, StateStore, Status, WaitingRecord};
 use crate::verify::TrustedKeys;
-use crate::watch::{ReadyBundle, WatchControl, WatchOptions};
+use crate::watch::{ReadyBundle, Unpaired, WatchControl, WatchOptions};
 use worker::Attempt;
 
 /// Bundles waiting for a worker, at most. Each waiting entry is two paths, so
@@ -178,11 +178,32 @@ struct View {
     shared: Arc<Shared>,
     watcher_running: Arc<AtomicBool>,
     registry: Option<RegistryClient>,
+    waiting: watch::Receiver<Vec<Unpaired>>,
 }
 
 impl DaemonView for View {
     fn imports(&self, limit: usize) -> Vec<BundleRecord> {
         self.shared.store.recent(limit)
+    }
+
+    fn waiting(&self) -> Vec<WaitingRecord> {
+        self.waiting
+            .borrow()
+            .iter()
+            .map(|file| WaitingRecord {
+                status: Status::Waiting,
+                names: file
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .into_iter()
+                    .collect(),
+                path: file.path.display().to_string(),
+                size: file.state.size,
+                first_seen: file.since_wall_clock(),
+                missing: file.missing.clone(),
+            })
+            .collect()
     }
 
     fn import(&self, id: &str) -> Option<BundleRecord> {
@@ -314,11 +335,14 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher_running = Arc::new(AtomicBool::new(false));
+    let (waiting_tx, waiting_rx) = watch::channel(Vec::new());
     let view = Arc::new(View {
         shared: Arc::clone(&shared),
         watcher_running: Arc::clone(&watcher_running),
         registry,
+        waiting: waiting_rx.clone(),
     });
+    tokio::spawn(count_waiting(waiting_rx, Arc::clone(&metrics)));
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(crate::http::serve(
         listener,
@@ -333,6 +357,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     let watcher = tokio::spawn(crate::watch::run(
         settings.watch.clone(),
         ready_tx.clone(),
+        waiting_tx,
         control_rx,
         Arc::clone(&watcher_running),
         stop_rx.clone(),
@@ -356,6 +381,18 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps `airlock_bundles_waiting` equal to the number of files the watcher
+/// reports waiting for their partner, until the watcher stops.
+async fn count_waiting(mut waiting: watch::Receiver<Vec<Unpaired>>, metrics: Arc<Metrics>) {
+    loop {
+        let count = waiting.borrow_and_update().len();
+        metrics.set_waiting(count);
+        if waiting.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves once the daemon is asked to stop.

@@ -40,7 +40,7 @@ pub async fn handle(shared: Arc<Shared>, ready: ReadyBundle) -> Attempt {
     handle_in_span(shared, ready, name).instrument(span).await
 }
 
-async fn handle_in_span(shared: Arc<Shared>, ready: ReadyBundle, name: String) -> Attempt {
+async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: String) -> Attempt {
     // A bundle already finished in an earlier run is recognised by its file
     // memo without reading it again.
     if let Some(id) = shared
@@ -55,7 +55,7 @@ async fn handle_in_span(shared: Arc<Shared>, ready: ReadyBundle, name: String) -
     let progress = Progress::new();
     let verified = import::verify(
         ready.bundle.clone(),
-        ready.signature.clone(),
+        ready.signatures(),
         Arc::clone(&shared.keys),
         &progress,
     )
@@ -64,6 +64,7 @@ async fn handle_in_span(shared: Arc<Shared>, ready: ReadyBundle, name: String) -
         Ok(verified) => verified,
         Err(error) => return verification_failed(&shared, &ready, &name, error).await,
     };
+    ready.prefer_signature(verified.signature_path());
     shared.metrics.verification(VerificationResult::Verified);
     let id = verified.sha256().to_owned();
     tracing::Span::current().record("digest", verified.digest().as_str());
@@ -101,7 +102,7 @@ async fn handle_in_span(shared: Arc<Shared>, ready: ReadyBundle, name: String) -
             tracing::info!("this content was rejected before; leaving it");
             return Attempt::Done;
         }
-        Status::Queued | Status::Importing | Status::Retrying => {}
+        Status::Waiting | Status::Queued | Status::Importing | Status::Retrying => {}
     }
     record.status = Status::Importing;
     record.attempts += 1;

@@ -61,7 +61,17 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// `GET /api/v1/imports?limit=N`: newest first, `N` capped at [`MAX_LIMIT`].
+/// One entry of `/api/v1/imports`: a file waiting for its partner or a
+/// bundle record.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ImportEntry {
+    Waiting(crate::state::WaitingRecord),
+    Record(Box<crate::state::BundleRecord>),
+}
+
+/// `GET /api/v1/imports?limit=N`: the files waiting for their partner, then
+/// the records newest first; `N` entries in all, capped at [`MAX_LIMIT`].
 pub(super) async fn imports(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -69,11 +79,21 @@ pub(super) async fn imports(
     let Query(query) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let view = state.view.clone();
-    let mut records = tokio::task::spawn_blocking(move || view.imports(limit))
-        .await
-        .map_err(|e| internal("imports", &e))?;
-    records.truncate(limit);
-    Ok(Json(records).into_response())
+    let (waiting, records) =
+        tokio::task::spawn_blocking(move || (view.waiting(), view.imports(limit)))
+            .await
+            .map_err(|e| internal("imports", &e))?;
+    let entries: Vec<ImportEntry> = waiting
+        .into_iter()
+        .map(ImportEntry::Waiting)
+        .chain(
+            records
+                .into_iter()
+                .map(|r| ImportEntry::Record(Box::new(r))),
+        )
+        .take(limit)
+        .collect();
+    Ok(Json(entries).into_response())
 }
 
 /// `GET /api/v1/imports/{id}`.

@@ -6,7 +6,7 @@
 //! | `GET /metrics` | every metric, Prometheus text format |
 //! | `GET /healthz` | `200 ok` while the process runs |
 //! | `GET /readyz` | `200` when every check passes, `503` otherwise; JSON naming each check |
-//! | `GET /api/v1/imports?limit=N` | the newest `N` bundle records (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) |
+//! | `GET /api/v1/imports?limit=N` | the files waiting for their partner (status `waiting`), then the newest bundle records; `N` entries in all (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) |
 //! | `GET /api/v1/imports/{id}` | one bundle record; `400` for an id that is not 64 lowercase hex characters, `404` when unknown |
 //! | `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=` | the packs in the target's pack area, filtered ([`crate::push::catalog`]); `502` when the target cannot be read |
 //!
@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 pub use crate::push::catalog::{PackCatalog, PackFilter};
-use crate::state::BundleRecord;
+use crate::state::{BundleRecord, WaitingRecord};
 
 /// Records listed by `/api/v1/imports` without `?limit=`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -57,6 +57,11 @@ pub trait DaemonView: Send + Sync + 'static {
     fn imports(&self, limit: usize) -> Vec<BundleRecord>;
     /// The record of bundle `id` (64 lowercase hex characters), if known.
     fn import(&self, id: &str) -> Option<BundleRecord>;
+    /// The settled drop-folder files waiting for their partner. The default
+    /// lists none.
+    fn waiting(&self) -> Vec<WaitingRecord> {
+        Vec::new()
+    }
     /// Checks whether the daemon can do its work now.
     fn readiness(&self) -> Pin<Box<dyn Future<Output = Readiness> + Send + '_>>;
     /// The packs in the target's pack area, or why they cannot be listed.

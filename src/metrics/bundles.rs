@@ -87,6 +87,7 @@ pub(super) struct BundleMetrics {
     verifications: IntCounterVec,
     duration: Histogram,
     queued: IntGauge,
+    waiting: IntGauge,
     in_progress: IntGauge,
     last_success: Gauge,
 }
@@ -118,6 +119,11 @@ impl BundleMetrics {
             "Bundles waiting for an import slot.",
         )?;
         registry.register(Box::new(queued.clone()))?;
+        let waiting = IntGauge::new(
+            "airlock_bundles_waiting",
+            "Settled files in the drop folders without their partner: a bundle without a signature or a signature without its bundle.",
+        )?;
+        registry.register(Box::new(waiting.clone()))?;
         let in_progress = IntGauge::new("airlock_imports_in_progress", "Imports running now.")?;
         registry.register(Box::new(in_progress.clone()))?;
         let last_success = Gauge::new(
@@ -130,6 +136,7 @@ impl BundleMetrics {
             verifications,
             duration,
             queued,
+            waiting,
             in_progress,
             last_success,
         })
@@ -151,6 +158,10 @@ impl BundleMetrics {
 
     pub(super) fn set_queued(&self, queued: usize) {
         self.queued.set(gauge_value(queued));
+    }
+
+    pub(super) fn set_waiting(&self, waiting: usize) {
+        self.waiting.set(gauge_value(waiting));
     }
 
     pub(super) fn set_in_progress(&self, running: usize) {

@@ -105,6 +105,12 @@ impl Metrics {
         self.bundles.set_queued(queued);
     }
 
+    /// Sets how many drop-folder files wait for their partner
+    /// (`airlock_bundles_waiting`).
+    pub fn set_waiting(&self, waiting: usize) {
+        self.bundles.set_waiting(waiting);
+    }
+
     /// Sets how many imports run now (`airlock_imports_in_progress`).
     pub fn set_in_progress(&self, running: usize) {
         self.bundles.set_in_progress(running);
@@ -216,6 +222,7 @@ mod tests {
         ("airlock_blobs_mounted_total", "counter"),
         ("airlock_import_duration_seconds", "histogram"),
         ("airlock_bundles_queued", "gauge"),
+        ("airlock_bundles_waiting", "gauge"),
         ("airlock_imports_in_progress", "gauge"),
         ("airlock_retries_total", "counter"),
         ("airlock_registry_requests_total", "counter"),
@@ -387,6 +394,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.set_queued(7);
         metrics.set_queued(3);
+        metrics.set_waiting(4);
+        metrics.set_waiting(1);
         metrics.set_in_progress(2);
         metrics.set_watcher_up(true);
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
@@ -395,6 +404,7 @@ mod tests {
         metrics.mark_success(earlier);
         let text = metrics.render();
         assert_eq!(sample(&text, "airlock_bundles_queued"), Some(3.0));
+        assert_eq!(sample(&text, "airlock_bundles_waiting"), Some(1.0));
         assert_eq!(sample(&text, "airlock_imports_in_progress"), Some(2.0));
         assert_eq!(sample(&text, "airlock_watcher_up"), Some(1.0));
         assert_eq!(

@@ -4,6 +4,7 @@
 //! Depends on every stage before it for their result types; nothing depends
 //! on it but the CLI and the daemon.
 
+pub mod batch;
 pub mod inspect;
 pub mod progress;
 

@@ -22,8 +22,15 @@ pub struct Display {
 }
 
 impl Display {
-    /// Starts showing `progress` for a bundle of `bundle_bytes` on stderr.
-    pub fn start(progress: Progress, bundle_bytes: u64, quiet: bool) -> Self {
+    /// Starts showing `progress` for a bundle of `bundle_bytes` on stderr;
+    /// `label` (e.g. `[2/5] cni-calico-3.29.2.zst`) says which bundle when a
+    /// command imports several, one after another.
+    pub fn start(
+        progress: Progress,
+        bundle_bytes: u64,
+        quiet: bool,
+        label: Option<String>,
+    ) -> Self {
         if quiet {
             return Display {
                 task: None,
@@ -43,7 +50,7 @@ impl Display {
             let shown = bar.clone();
             let task = tokio::spawn(async move {
                 loop {
-                    update_bar(&shown, &progress, bundle_bytes);
+                    update_bar(&shown, &progress, bundle_bytes, label.as_deref());
                     tokio::time::sleep(BAR_TICK).await;
                 }
             });
@@ -55,7 +62,10 @@ impl Display {
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOG_EVERY).await;
-                eprintln!("airlock: {}", line(&progress, bundle_bytes));
+                match &label {
+                    Some(label) => eprintln!("airlock: {label}: {}", line(&progress, bundle_bytes)),
+                    None => eprintln!("airlock: {}", line(&progress, bundle_bytes)),
+                }
             }
         });
         Display {
@@ -85,20 +95,24 @@ impl Drop for Display {
     }
 }
 
-fn update_bar(bar: &ProgressBar, progress: &Progress, bundle_bytes: u64) {
+fn update_bar(bar: &ProgressBar, progress: &Progress, bundle_bytes: u64, label: Option<&str>) {
     let stage = progress.stage();
     bar.set_prefix(stage.label());
-    match stage {
+    let message = match stage {
         Stage::Verifying | Stage::Indexing => {
             bar.set_length(bundle_bytes);
             bar.set_position(progress.bundle_bytes());
-            bar.set_message("");
+            String::new()
         }
         Stage::Uploading | Stage::Checking | Stage::Tagging | Stage::Done => {
             bar.set_length(progress.bytes_to_push().max(1));
             bar.set_position(progress.pushed_bytes());
-            bar.set_message(format!("{} blobs done", progress.blobs_done()));
+            format!("{} blobs done", progress.blobs_done())
         }
+    };
+    match label {
+        Some(label) => bar.set_message(format!("{label} {message}")),
+        None => bar.set_message(message),
     }
 }
 

@@ -11,6 +11,9 @@ use crate::verify::VerifiedBy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// A settled file without its partner (a bundle without its signature,
+    /// or a signature without its bundle); never stored, only listed.
+    Waiting,
     /// Seen, settled, waiting for a free import slot.
     Queued,
     /// Being verified and pushed (also what a crash leaves behind).
@@ -32,6 +35,7 @@ impl Status {
     /// A short label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Waiting => "waiting",
             Status::Queued => "queued",
             Status::Importing => "importing",
             Status::Retrying => "retrying",
@@ -127,4 +131,26 @@ pub struct BundleRecord {
     pub pushed: Option<Pushed>,
     /// The last failure, if any.
     pub error: Option<Failure>,
+}
+
+/// A drop-folder file waiting for its partner, as `/api/v1/imports` lists
+/// it beside the bundle records. It has no id: its content is only read
+/// once both files are there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRecord {
+    /// Always [`Status::Waiting`].
+    pub status: Status,
+    /// The file's name, as `names` of a bundle record.
+    pub names: Vec<String>,
+    /// The file's path.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Since when it has been as it is.
+    #[serde(with = "crate::state::time")]
+    pub first_seen: SystemTime,
+    /// What is missing: the partner's possible file names, in the order
+    /// they are looked for.
+    pub missing: Vec<String>,
 }

@@ -100,6 +100,23 @@ pub fn verify_bundle_with_progress(
     keys: &TrustedKeys,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<VerifiedBundle> {
+    verify_bundle_by_any(bundle, &[signature.to_owned()], keys, on_bytes)
+}
+
+/// Verifies `bundle` against several candidate signatures in one read: the
+/// first of `signatures` (in the order given, normally the naming rule's,
+/// see [`super::signatures_beside`]) that a trusted key verifies wins.
+/// Candidates with identical content count once; one that differs from the
+/// winner is named in a warning, so an operator sees a stray or stale file.
+/// With no candidate at all the bundle is unsigned
+/// ([`Error::NoSignature`]); when none verifies, the error is the first
+/// candidate's.
+pub fn verify_bundle_by_any(
+    bundle: &Path,
+    signatures: &[PathBuf],
+    keys: &TrustedKeys,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<VerifiedBundle> {
     let bundle_error = |source| Error::BundleRead {
         path: bundle.to_owned(),
         source,
@@ -107,36 +124,113 @@ pub fn verify_bundle_with_progress(
     // Open the bundle first so a mistyped bundle path is reported as such
     // rather than as a missing signature.
     let mut file = File::open(bundle).map_err(bundle_error)?;
-    let signature_bytes = signature::read(signature, bundle)?;
-
-    let mut checks = Checks::new(keys, &signature_bytes);
-    if checks.is_empty() {
-        return Err(Error::SignatureMalformed {
-            path: signature.to_owned(),
-            reason: no_format_matches(keys, signature_bytes.len()),
-        });
+    let candidates = read_distinct(bundle, signatures)?;
+    let mut usable = Vec::new();
+    let mut first_error = None;
+    for (path, bytes) in &candidates {
+        let checks = Checks::new(keys, bytes);
+        if checks.is_empty() {
+            let error = Error::SignatureMalformed {
+                path: path.clone(),
+                reason: no_format_matches(keys, bytes.len()),
+            };
+            if first_error.is_none() {
+                first_error = Some(error);
+            } else {
+                tracing::warn!(bundle = %bundle.display(), "ignored: {error}");
+            }
+        } else {
+            usable.push((path, checks));
+        }
+    }
+    if usable.is_empty() {
+        return Err(first_error.unwrap_or_else(|| no_signature(bundle)));
     }
 
     let digested = digest::digest(&mut file, |chunk| {
-        checks.update(chunk);
+        for (_, checks) in &mut usable {
+            checks.update(chunk);
+        }
         on_bytes(chunk.len() as u64);
     })
     .map_err(bundle_error)?;
 
-    let key = checks
-        .finish(&digested.sha256)
-        .ok_or_else(|| Error::NotVerified {
-            signature: signature.to_owned(),
+    let mut winner: Option<(&PathBuf, &TrustedKey)> = None;
+    let mut losers = Vec::new();
+    for (path, checks) in usable {
+        match (winner, checks.finish(&digested.sha256)) {
+            (None, Some(key)) => winner = Some((path, key)),
+            _ => losers.push(path),
+        }
+    }
+    let Some((signature, key)) = winner else {
+        let first = losers.first().map_or(&signatures[0], |p| *p);
+        for other in losers.iter().skip(1) {
+            tracing::warn!(bundle = %bundle.display(), signature = %other.display(), "this signature does not verify the bundle either");
+        }
+        return Err(first_error.unwrap_or_else(|| Error::NotVerified {
+            signature: first.clone(),
             bundle: bundle.to_owned(),
             keys: keys.len(),
-        })?;
+        }));
+    };
+    for other in losers {
+        tracing::warn!(
+            bundle = %bundle.display(),
+            verified_by = %signature.display(),
+            ignored = %other.display(),
+            "two signature files for one bundle differ; the one that verifies is used, the other is ignored"
+        );
+    }
     Ok(VerifiedBundle {
         path: bundle.to_owned(),
-        signature_path: signature.to_owned(),
+        signature_path: signature.clone(),
         sha256: hex::encode(digested.sha256),
         size: digested.size,
         key: key.into(),
     })
+}
+
+/// Reads every candidate, keeping the first path of each distinct content.
+/// A candidate that cannot be read is an error when it is the only one, and
+/// otherwise only a warning, so a stray unreadable file beside a good
+/// signature does not block the bundle.
+fn read_distinct(bundle: &Path, signatures: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    if let [only] = signatures {
+        return Ok(vec![(only.clone(), signature::read(only, bundle)?)]);
+    }
+    let mut distinct: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut first_error = None;
+    for path in signatures {
+        match signature::read(path, bundle) {
+            Ok(bytes) if distinct.iter().any(|(_, seen)| *seen == bytes) => {}
+            Ok(bytes) => distinct.push((path.clone(), bytes)),
+            Err(error) if first_error.is_none() => first_error = Some(error),
+            Err(error) => tracing::warn!(bundle = %bundle.display(), "ignored: {error}"),
+        }
+    }
+    match (distinct.is_empty(), first_error) {
+        (true, Some(error)) => Err(error),
+        (true, None) => Err(no_signature(bundle)),
+        (false, Some(error)) => {
+            tracing::warn!(bundle = %bundle.display(), "ignored: {error}");
+            Ok(distinct)
+        }
+        (false, None) => Ok(distinct),
+    }
+}
+
+fn no_signature(bundle: &Path) -> Error {
+    let looked_for = super::signature_candidates(bundle)
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Error::NoSignature {
+        bundle: bundle.to_owned(),
+        looked_for,
+    }
 }
 
 fn no_format_matches(keys: &TrustedKeys, len: usize) -> String {

@@ -69,6 +69,17 @@ pub enum Error {
         bundle: PathBuf,
     },
 
+    /// No file beside the bundle has any of the names its signature may have
+    /// ([`super::signature_candidates`]): the bundle is unsigned as far as
+    /// airlock can tell, or its signature has not arrived yet.
+    #[error("no signature for bundle {}: none of {looked_for} exists", bundle.display())]
+    NoSignature {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The names looked for, comma separated, in rule order.
+        looked_for: String,
+    },
+
     /// The signature file exists but could not be read.
     #[error("cannot read signature {}", path.display())]
     SignatureRead {
@@ -135,6 +146,7 @@ impl Error {
             | Error::KeyUnsupported { .. }
             | Error::NoTrustedKeys { .. } => FailureClass::Config,
             Error::SignatureMissing { .. }
+            | Error::NoSignature { .. }
             | Error::SignatureRead { .. }
             | Error::SignatureMalformed { .. }
             | Error::BundleRead { .. }

@@ -1,7 +1,8 @@
 //! Proof that a bundle file was signed by a trusted key, before anything in it
 //! is read.
 //!
-//! A bundle `X.zst` travels with a detached signature `X.sig.bin` made by
+//! A bundle `X.zst` travels with a detached signature (`X.sig.bin`, or
+//! another name of [`signature_candidates`]) made by
 //! `openssl dgst -sha256 -sign` (ECDSA P-256/P-384, RSA PKCS#1 v1.5), by
 //! `openssl pkeyutl -sign -rawin` (Ed25519) or by `cosign sign-blob` (base64
 //! text). [`verify_bundle`] checks it against the operator's [`TrustedKeys`]
@@ -20,9 +21,14 @@ mod signature;
 #[cfg(test)]
 mod tests;
 
-pub use bundle::{VerifiedBundle, VerifiedBy, verify_bundle, verify_bundle_with_progress};
+pub use bundle::{
+    VerifiedBundle, VerifiedBy, verify_bundle, verify_bundle_by_any, verify_bundle_with_progress,
+};
 pub use error::{Error, Result};
 pub use keys::{KeyAlgorithm, TrustedKey};
 pub(crate) use keys::{first_pem_block, read_key_file};
 pub use keyset::TrustedKeys;
-pub use paths::signature_path_for;
+pub use paths::{
+    bundles_for_signature, is_signature_name, signature_candidates, signature_path_for,
+    signatures_beside,
+};

@@ -20,7 +20,7 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{Notify, mpsc, watch};
 
 pub use scan::FileState;
-pub use settle::{ReadyBundle, Settler};
+pub use settle::{ReadyBundle, Settler, Unpaired};
 
 /// Quiet time after an inotify event before scanning, so a burst of writes
 /// from one copy costs one scan.
@@ -41,6 +41,8 @@ pub struct WatchOptions {
     pub rescan_interval: Duration,
     /// How long both files must be unchanged.
     pub settle_time: Duration,
+    /// When a settled file without its partner is warned about.
+    pub unpaired_warn_after: Duration,
 }
 
 impl From<&crate::config::DropSection> for WatchOptions {
@@ -52,6 +54,7 @@ impl From<&crate::config::DropSection> for WatchOptions {
             poll_interval: drop.poll_interval,
             rescan_interval: drop.rescan_interval,
             settle_time: drop.settle_time,
+            unpaired_warn_after: drop.unpaired_warn_after,
         }
     }
 }
@@ -64,11 +67,13 @@ pub enum WatchControl {
     Resettle(PathBuf),
 }
 
-/// Runs until `shutdown` turns true, sending ready bundles to `ready`.
-/// `running` is true while the watcher works (for `/readyz`).
+/// Runs until `shutdown` turns true, sending ready bundles to `ready` and
+/// publishing the settled files still waiting for their partner to
+/// `waiting`. `running` is true while the watcher works (for `/readyz`).
 pub async fn run(
     options: WatchOptions,
     ready: mpsc::Sender<ReadyBundle>,
+    waiting: watch::Sender<Vec<Unpaired>>,
     mut control: mpsc::UnboundedReceiver<WatchControl>,
     running: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
@@ -81,7 +86,8 @@ pub async fn run(
         start_events(&options, Arc::clone(&hint))
     };
     let poll = options.poll || _events.is_none();
-    let mut settler = Settler::new(options.settle_time);
+    let mut settler =
+        Settler::new(options.settle_time).warn_unpaired_after(options.unpaired_warn_after);
     running.store(true, Ordering::Relaxed);
     tracing::info!(
         dirs = ?options.dirs,
@@ -108,6 +114,7 @@ pub async fn run(
                 return;
             }
         }
+        report_unpaired(&mut settler, &waiting, now);
         let interval = if poll {
             options.poll_interval
         } else {
@@ -132,6 +139,27 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Publishes the files waiting for their partner and warns, once per file,
+/// about those that have waited too long.
+fn report_unpaired(settler: &mut Settler, waiting: &watch::Sender<Vec<Unpaired>>, now: Instant) {
+    for file in settler.due_warnings(now) {
+        tracing::warn!(
+            file = %file.path.display(),
+            waited = ?now.duration_since(file.since),
+            missing = %file.missing.join(" or "),
+            "a file in the drop folder is still waiting for its partner; nothing is imported until it arrives"
+        );
+    }
+    let unpaired = settler.unpaired(now);
+    waiting.send_if_modified(|published| {
+        let changed = *published != unpaired;
+        if changed {
+            *published = unpaired;
+        }
+        changed
+    });
 }
 
 /// Resolves once `shutdown` turns true (the guard `wait_for` returns is not
