@@ -3,21 +3,33 @@
 //! `kill -9` or power loss at any moment leaves either the old or the new
 //! content, never a mix. Used for every state file and `index.json`.
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Prefix of the temporary files, so readers can skip leftovers of a crash.
 pub const TEMP_PREFIX: &str = ".airlock-";
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Mode of private files (state records): the owner's only.
+const PRIVATE_MODE: u32 = 0o600;
+
+/// Replaces `path` with `bytes` atomically and durably, readable by its
+/// owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with_mode(path, bytes, PRIVATE_MODE)
+}
+
+/// [`write_atomic`] creating the file with `mode`, less the process umask
+/// (as `open(2)` applies it).
+pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut file = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
+        .permissions(Permissions::from_mode(mode))
         .tempfile_in(parent)?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;

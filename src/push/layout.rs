@@ -3,9 +3,18 @@
 //! file that is renamed into place only once its digest is proven, and
 //! `index.json` is replaced atomically at the end with every image named by
 //! its full reference in `org.opencontainers.image.ref.name`.
+//!
+//! Files are created 0644 less the umask, like `bundle create`'s output: the
+//! directory is usually served to others (a registry, a web server) by a
+//! different user. The read-merge-replace of `index.json` holds an exclusive
+//! lock on a lock file in the directory, so imports running at the same time
+//! (several processes, or one daemon importing several bundles) all keep
+//! their entries.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,6 +28,15 @@ use crate::read::names::OCI_REF_NAME;
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
 const OCI_LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// Mode of every file written (before the umask): readable by whoever
+/// serves the layout.
+const FILE_MODE: u32 = 0o644;
+
+/// Locked while `index.json` is read, merged and replaced. Hidden, with the
+/// prefix airlock's own readers skip; other tools ignore files they do not
+/// know in a layout.
+const INDEX_LOCK_FILE: &str = ".airlock-index.lock";
 
 /// An OCI image layout directory being written.
 pub struct LayoutWriter {
@@ -97,6 +115,7 @@ impl LayoutWriter {
         let file = tempfile::Builder::new()
             .prefix(crate::durable::TEMP_PREFIX)
             .suffix(".partial")
+            .permissions(Permissions::from_mode(FILE_MODE))
             .tempfile_in(&parent)
             .map_err(|e| io_error(&parent, e))?;
         Ok(BlobWrite {
@@ -169,9 +188,26 @@ impl LayoutWriter {
         }
     }
 
+    /// Takes the exclusive lock on `index.json` updates, held until the
+    /// returned file is dropped (closing it releases the lock, also when the
+    /// process dies).
+    fn lock_index(&self) -> Result<File> {
+        let path = self.dir.join(INDEX_LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        file.lock().map_err(|e| io_error(&path, e))?;
+        Ok(file)
+    }
+
     /// Merges the recorded entries into `index.json`: an existing entry with
     /// the same reference name is replaced, everything else is kept.
     pub fn finish(&self) -> Result<()> {
+        let _locked = self.lock_index()?;
         let path = self.dir.join("index.json");
         let mut index = self.read_index()?.unwrap_or_else(|| Index {
             schema_version: 2,
@@ -253,5 +289,90 @@ impl BlobWrite {
 
 /// Writes a small file atomically (see [`crate::durable`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::durable::write_atomic(path, bytes).map_err(|e| io_error(path, e))
+    crate::durable::write_atomic_with_mode(path, bytes, FILE_MODE).map_err(|e| io_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(n: usize) -> (Digest, Bytes) {
+        let bytes = Bytes::from(format!("{{\"manifest\":{n}}}"));
+        let mut hasher = Hasher::new(crate::digest::Algorithm::Sha256);
+        hasher.update(&bytes);
+        (hasher.finish(), bytes)
+    }
+
+    fn names_in_index(dir: &Path) -> HashSet<String> {
+        let bytes = std::fs::read(dir.join("index.json")).expect("read index.json");
+        let index: Value = serde_json::from_slice(&bytes).expect("index.json is JSON");
+        index["manifests"]
+            .as_array()
+            .expect("a manifests list")
+            .iter()
+            .filter_map(|m| m["annotations"][OCI_REF_NAME].as_str())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn imports_finishing_at_the_same_time_keep_every_index_entry() {
+        const WRITERS: usize = 8;
+        const ROUNDS: usize = 4;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for round in 0..ROUNDS {
+            let start = std::sync::Barrier::new(WRITERS);
+            std::thread::scope(|scope| {
+                for writer in 0..WRITERS {
+                    let (dir, start) = (dir.path(), &start);
+                    scope.spawn(move || {
+                        let layout = LayoutWriter::open(dir).expect("open the layout");
+                        let (digest, bytes) = manifest(round * WRITERS + writer);
+                        let name = format!("example.com/app:{round}-{writer}");
+                        layout
+                            .put_manifest(&digest, "application/json", &bytes, Some(&name))
+                            .expect("write the manifest");
+                        start.wait();
+                        layout.finish().expect("update index.json");
+                    });
+                }
+            });
+        }
+        let names = names_in_index(dir.path());
+        assert_eq!(
+            names.len(),
+            WRITERS * ROUNDS,
+            "entries were lost: {names:?}"
+        );
+    }
+
+    #[test]
+    fn files_are_readable_by_others_less_the_umask() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = LayoutWriter::open(dir.path()).expect("open the layout");
+        let (digest, bytes) = manifest(1);
+        layout
+            .put_manifest(&digest, "application/json", &bytes, Some("example.com/a:1"))
+            .expect("write the manifest");
+        layout.finish().expect("write index.json");
+        let expected = FILE_MODE & !process_umask();
+        for file in [
+            dir.path().join("oci-layout"),
+            dir.path().join("index.json"),
+            layout.blob_path(&digest),
+        ] {
+            let mode = std::fs::metadata(&file).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, expected, "{:o} for {}", mode, file.display());
+        }
+    }
+
+    /// The umask of this process, from `/proc/self/status` (Linux).
+    fn process_umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .expect("a Umask line");
+        u32::from_str_radix(line.trim(), 8).expect("an octal umask")
+    }
 }
