@@ -59,6 +59,9 @@ struct Counters {
     bundle_bytes_read: AtomicU64,
     blob_bytes_pushed: AtomicU64,
     blobs_done: AtomicU64,
+    blobs_uploaded: AtomicU64,
+    blobs_mounted: AtomicU64,
+    blobs_present: AtomicU64,
 }
 
 impl Progress {
@@ -120,5 +123,35 @@ impl Progress {
     /// Blobs settled so far.
     pub fn blobs_done(&self) -> u64 {
         self.inner.blobs_done.load(Ordering::Relaxed)
+    }
+
+    /// Records one blob upload completed at one repository of the target.
+    pub fn add_blob_uploaded(&self) {
+        self.inner.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blob uploads completed so far.
+    pub fn blobs_uploaded(&self) -> u64 {
+        self.inner.blobs_uploaded.load(Ordering::Relaxed)
+    }
+
+    /// Records one blob linked from another repository instead of uploaded.
+    pub fn add_blob_mounted(&self) {
+        self.inner.blobs_mounted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blobs mounted so far.
+    pub fn blobs_mounted(&self) -> u64 {
+        self.inner.blobs_mounted.load(Ordering::Relaxed)
+    }
+
+    /// Records one blob the target already held.
+    pub fn add_blob_present(&self) {
+        self.inner.blobs_present.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blobs found present so far.
+    pub fn blobs_present(&self) -> u64 {
+        self.inner.blobs_present.load(Ordering::Relaxed)
     }
 }

@@ -46,11 +46,7 @@ fn assert_rejected(bundle: &BuiltBundle, public_key: &Path, fragments: &[&str]) 
         "blobs reached the registry: {:?}",
         registry.stored_blobs()
     );
-    let writes: Vec<_> = registry
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .collect();
+    let writes = registry.settled_writes_since(0);
     assert!(
         writes.is_empty(),
         "airlock wrote to the registry: {writes:?}"

@@ -39,14 +39,6 @@ fn import_ok(bundle: &BuiltBundle, registry: &Registry) -> Value {
     serde_json::from_slice(&output.stdout).expect("import report is JSON")
 }
 
-fn writes_since(registry: &Registry, before: usize) -> Vec<String> {
-    registry.requests()[before..]
-        .iter()
-        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 /// `helm pull oci://HOST/REPO --version V` into a fresh directory; the bytes
 /// of the one file it wrote.
 fn helm_pull(helm: &Helm, registry: &Registry, repository: &str, version: &str) -> Vec<u8> {
@@ -178,7 +170,7 @@ fn charts_loose_and_inside_packs_are_pulled_back_by_helm_as_helm_pushed_them() {
     // Importing again writes nothing.
     let before = registry.settled_requests().len();
     import_ok(&bundle, &registry);
-    let writes = writes_since(&registry, before);
+    let writes = registry.settled_writes_since(before);
     assert!(writes.is_empty(), "a second import wrote: {writes:?}");
 }
 
@@ -220,7 +212,7 @@ fn assert_rejected(bundle: &BuiltBundle, fragments: &[&str]) {
         );
     }
     assert!(registry.catalog().is_empty(), "{:?}", registry.catalog());
-    let writes = writes_since(&registry, 0);
+    let writes = registry.settled_writes_since(0);
     assert!(
         writes.is_empty(),
         "airlock wrote to the registry: {writes:?}"

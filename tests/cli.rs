@@ -80,6 +80,41 @@ fn an_unreadable_key_file_is_a_usage_error_with_exit_code_2() {
 }
 
 #[test]
+fn a_mistyped_bundle_path_is_a_usage_error_with_exit_code_2() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("typo")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let mistyped = bundle.dir().join("tpyo.zst");
+    let mirror = bundle.dir().join("mirror");
+    let key_flag = [
+        "--public-key",
+        bundle.public_key_pem().to_str().expect("utf-8 path"),
+    ];
+    let target = format!("oci:{}", mirror.display());
+    for args in [
+        vec!["verify"],
+        vec!["import", "--registry", target.as_str()],
+        vec!["inspect"],
+    ] {
+        let output = airlock()
+            .args(&args)
+            .arg(&mistyped)
+            .args(key_flag)
+            .output()
+            .expect("run airlock");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&mistyped.display().to_string()) && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!mirror.exists(), "the import created its target");
+}
+
+#[test]
 fn bad_flags_exit_with_code_2() {
     let output = airlock()
         .args(["import", "x.zst", "--registry", "oci:./m"])

@@ -614,6 +614,17 @@ fn values_that_cannot_work_are_refused_at_load() {
             &[("AIRLOCK_LOG__LEVEL", "airlock=loud")],
             "invalid log.level",
         ),
+        (
+            &[("AIRLOCK_READ__MAX_DOCUMENT_BYTES", "100")],
+            "invalid read.max_document_bytes",
+        ),
+        (
+            &[
+                ("AIRLOCK_READ__MAX_DOCUMENT_BYTES", "1048576"),
+                ("AIRLOCK_READ__MAX_DOCUMENTS_TOTAL_BYTES", "65536"),
+            ],
+            "invalid read.max_documents_total_bytes",
+        ),
     ];
     for (vars, expected) in cases {
         let error = load_err(Some(&file.path), vars, &no_flags());
@@ -642,6 +653,26 @@ fn a_missing_or_malformed_file_is_named() {
             .starts_with("cannot parse configuration file"),
         "{error}"
     );
+}
+
+#[test]
+fn read_limits_follow_the_read_section() {
+    let defaults = load_ok(Some(&yaml(MINIMAL).path), &[], &no_flags()).read_limits();
+    assert_eq!(defaults.max_document_bytes, 4 << 20);
+    assert_eq!(defaults.max_documents_total_bytes, 256 << 20);
+    let file = yaml(&format!(
+        "{MINIMAL}read:\n  max_document_bytes: 65536\n  max_documents_total_bytes: 1048576\n"
+    ));
+    let limits = load_ok(Some(&file.path), &[], &no_flags()).read_limits();
+    assert_eq!(limits.max_document_bytes, 65536);
+    assert_eq!(limits.max_documents_total_bytes, 1 << 20);
+    let limits = load_ok(
+        Some(&file.path),
+        &[("AIRLOCK_READ__MAX_DOCUMENTS_TOTAL_BYTES", "2097152")],
+        &no_flags(),
+    )
+    .read_limits();
+    assert_eq!(limits.max_documents_total_bytes, 2 << 20);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use airlock::http::{self, DaemonView, Readiness};
 use airlock::metrics::{Metrics, Outcome, RetryReason};
+use airlock::progress::Progress;
 use airlock::push::registry::{
     ObserverHandle, RegistryClient, RegistryConfig, RequestObserver, RetryPolicy,
 };
@@ -241,7 +242,11 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     server.metrics.bundle_finished(Outcome::Imported);
     server.metrics.bundle_finished(Outcome::Imported);
     server.metrics.retry(RetryReason::RateLimited);
-    server.metrics.blobs(2, 2048, 1, 0);
+    // An import still running: what it sent so far shows at the scrape.
+    let progress = Progress::new();
+    let _running = server.metrics.track_import(&progress);
+    progress.add_blob_uploaded();
+    progress.add_pushed_bytes(2048);
     server.metrics.set_watcher_up(true);
 
     let response = server.get("/metrics").await;

@@ -168,11 +168,7 @@ fn importing_again_pushes_nothing_and_succeeds() {
     assert_eq!(count(&report, "blobsUploaded"), 0, "{report}");
     assert_eq!(count(&report, "manifestsPushed"), 0, "{report}");
     assert_eq!(count(&report, "manifestsPresent"), 2, "{report}");
-    let writes: Vec<_> = registry.requests()[before..]
-        .iter()
-        .filter(|r| matches!(r.method.as_str(), "PUT" | "PATCH" | "POST"))
-        .cloned()
-        .collect();
+    let writes = registry.settled_writes_since(before);
     assert!(
         writes.is_empty(),
         "a warm import wrote to the registry: {writes:?}"
@@ -289,20 +285,39 @@ fn registry_with_tls_and_basic_auth_accepts_ca_cert_and_password_stdin() {
     let (output, _) = import_with_stdin(
         &bundle,
         &registry,
-        &["--ca-cert", &ca, "--username", "robot", "--password-stdin"],
+        &[
+            "--ca-cert",
+            &ca,
+            "--username",
+            "robot",
+            "--password-stdin",
+            "--log",
+            "trace",
+        ],
         Some("hunter2-secret\n"),
     );
 
     assert_landed_with_same_digests(&bundle, &registry);
+    assert_secret_not_printed(&output, "robot", "hunter2-secret");
+}
+
+/// Asserts that neither `password` nor the Basic credentials made from it
+/// (`base64(user:password)`) appear in what airlock printed, even with
+/// every log line on (`--log trace`).
+fn assert_secret_not_printed(output: &Output, user: &str, password: &str) {
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        !printed.contains("hunter2-secret"),
-        "the password was printed"
+        printed.contains("TRACE") || printed.contains("DEBUG"),
+        "the import did not log at trace level:\n{printed}"
     );
+    let basic = support::base64(format!("{user}:{password}").as_bytes());
+    for secret in [password, basic.as_str()] {
+        assert!(!printed.contains(secret), "{secret:?} was printed");
+    }
 }
 
 #[test]
@@ -315,7 +330,7 @@ fn credentials_come_from_a_docker_config_file() {
         Registry::start_with(RegistryOptions::default().with_basic_auth("ci", "from-config"));
     let config_dir = tempfile::tempdir().expect("tempdir");
     let config = config_dir.path().join("config.json");
-    let encoded = base64_encode(b"ci:from-config");
+    let encoded = support::base64(b"ci:from-config");
     std::fs::write(
         &config,
         format!(
@@ -325,13 +340,19 @@ fn credentials_come_from_a_docker_config_file() {
     )
     .expect("write config.json");
 
-    import(
+    let (output, _) = import(
         &bundle,
         &registry,
-        &["--auth-file", config.to_str().expect("utf-8")],
+        &[
+            "--auth-file",
+            config.to_str().expect("utf-8"),
+            "--log",
+            "trace",
+        ],
     );
 
     assert_landed_with_same_digests(&bundle, &registry);
+    assert_secret_not_printed(&output, "ci", "from-config");
 }
 
 #[test]
@@ -347,7 +368,7 @@ fn wrong_password_is_a_registry_failure_with_exit_code_4() {
         .arg("--public-key")
         .arg(bundle.public_key_pem())
         .args(["--registry", &registry.host(), "--plain-http", "--quiet"])
-        .args(["--username", "ci", "--password-stdin"])
+        .args(["--username", "ci", "--password-stdin", "--log", "trace"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -357,16 +378,13 @@ fn wrong_password_is_a_registry_failure_with_exit_code_4() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"wrong")
+        .write_all(b"wrong-secret")
         .expect("write password");
     let output = child.wait_with_output().expect("wait");
     assert_eq!(output.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refused access"), "{stderr}");
-    assert!(
-        !stderr.contains("wrong"),
-        "the password was printed: {stderr}"
-    );
+    assert_secret_not_printed(&output, "ci", "wrong-secret");
     assert!(registry.catalog().is_empty());
 }
 
@@ -403,25 +421,4 @@ fn oci_layout_target_is_readable_by_skopeo_and_merges_imports() {
         let raw = skopeo::inspect_oci_layout(mirror.path(), &image.full_ref);
         assert_eq!(raw, image.manifest, "{} in the layout", image.full_ref);
     }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

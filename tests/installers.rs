@@ -66,14 +66,6 @@ fn assert_success(output: &Output) {
     );
 }
 
-fn writes_since(registry: &Registry, before: usize) -> Vec<String> {
-    registry.requests()[before..]
-        .iter()
-        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 fn bundle_with(name: &str, files: &[(&str, &[u8])]) -> BuiltBundle {
     let key = TestKey::generate(KeyKind::EcP256);
     files
@@ -203,7 +195,7 @@ fn installers_are_pulled_back_by_oras_byte_for_byte() {
     // Importing again writes nothing.
     let before = registry.settled_requests().len();
     assert_success(&import(&bundle, &registry));
-    let writes = writes_since(&registry, before);
+    let writes = registry.settled_writes_since(before);
     assert!(writes.is_empty(), "a second import wrote: {writes:?}");
 }
 
@@ -261,7 +253,7 @@ fn assert_rejected(files: &[(&str, &[u8])], item: &str, reason: &str) {
         );
     }
     assert!(registry.catalog().is_empty(), "{:?}", registry.catalog());
-    let writes = writes_since(&registry, 0);
+    let writes = registry.settled_writes_since(0);
     assert!(
         writes.is_empty(),
         "airlock wrote to the registry: {writes:?}"

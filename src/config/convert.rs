@@ -9,6 +9,7 @@ use crate::plan::{PlanOptions, Target};
 use crate::push::registry::auth::{self, Credentials};
 use crate::push::registry::{RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
+use crate::read::ReadLimits;
 
 impl DaemonConfig {
     /// The parsed `registry.target`.
@@ -76,7 +77,7 @@ impl DaemonConfig {
         })
     }
 
-    fn credentials(&self, host: &str) -> Result<Credentials, Error> {
+    pub(super) fn credentials(&self, host: &str) -> Result<Credentials, Error> {
         let registry = &self.registry;
         if let (Some(username), Some(path)) = (&registry.username, &registry.password_file) {
             return Ok(Credentials::Basic {
@@ -95,6 +96,15 @@ impl DaemonConfig {
             path,
             source: Box::new(source),
         })
+    }
+
+    /// How much of a bundle's metadata each import may keep in memory:
+    /// `read.max_document_bytes` and `read.max_documents_total_bytes`.
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits {
+            max_document_bytes: self.read.max_document_bytes,
+            max_documents_total_bytes: self.read.max_documents_total_bytes,
+        }
     }
 
     /// How each import pushes: `registry.blob_concurrency`,

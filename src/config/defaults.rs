@@ -102,6 +102,20 @@ pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_secs(5);
 /// trivial while an import still resumes soon after it recovers.
 pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(600);
 
+/// `read.max_document_bytes`: registries are only required to accept
+/// manifests up to 4 MiB, so a larger one could not be pushed anyway
+/// ([`crate::read::DEFAULT_MAX_DOCUMENT_BYTES`]).
+pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENT_BYTES;
+
+/// `read.max_documents_total_bytes`: about 60,000 typical manifests, far
+/// more than the largest bundles seen in the field
+/// ([`crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
+pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES;
+
+/// The smallest `read.max_document_bytes` accepted: below this even a
+/// single-image bundle's index could be refused.
+pub const MIN_DOCUMENT_BYTES: u64 = 4 << 10;
+
 /// `state_dir`: the conventional place for a daemon's durable state (and the
 /// mount point of the volume in the container image).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";

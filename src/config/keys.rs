@@ -93,6 +93,8 @@ pub const KEYS: &[Key] = &[
     list("imports.platforms", "--platform", false),
     key("imports.retry_initial_backoff", None),
     key("imports.retry_max_backoff", None),
+    key("read.max_document_bytes", None),
+    key("read.max_documents_total_bytes", None),
     key("state_dir", Some("--state-dir")),
     key("http.listen", Some("--listen")),
     key("log.format", None),

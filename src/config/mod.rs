@@ -16,6 +16,7 @@
 //! rather than re-deriving it.
 
 mod convert;
+mod credentials;
 pub mod defaults;
 mod env;
 mod error;
@@ -25,6 +26,7 @@ mod load;
 mod schema;
 mod validate;
 
+pub use credentials::CredentialFiles;
 pub use error::{Error, Origin};
 pub use flags::{WATCH_EXAMPLES, WatchArgs};
 pub use keys::{KEYS, Key};

@@ -40,6 +40,8 @@ pub struct DaemonConfig {
     pub registry: RegistrySection,
     /// How imports are scheduled and what happens to bundles afterwards.
     pub imports: ImportsSection,
+    /// How much of a bundle's metadata an import may hold in memory.
+    pub read: ReadSection,
     /// Where the daemon keeps its per-bundle records (default
     /// [`DEFAULT_STATE_DIR`]).
     pub state_dir: PathBuf,
@@ -56,6 +58,7 @@ impl Default for DaemonConfig {
             trust: TrustSection::default(),
             registry: RegistrySection::default(),
             imports: ImportsSection::default(),
+            read: ReadSection::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             http: HttpSection::default(),
             log: LogSection::default(),
@@ -222,6 +225,29 @@ impl Default for ImportsSection {
             platforms: Vec::new(),
             retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
             retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+        }
+    }
+}
+
+/// `read`: the memory an import may spend on a bundle's JSON documents
+/// (manifests, indexes, configs, pack and chart metadata), which are kept
+/// while the bundle is indexed; blob contents only stream through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the read section)")]
+pub struct ReadSection {
+    /// The largest single document kept (default
+    /// [`DEFAULT_MAX_DOCUMENT_BYTES`]).
+    pub max_document_bytes: u64,
+    /// All documents of one bundle together (default
+    /// [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
+    pub max_documents_total_bytes: u64,
+}
+
+impl Default for ReadSection {
+    fn default() -> Self {
+        ReadSection {
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
         }
     }
 }

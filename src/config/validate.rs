@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::defaults::{MAX_BLOB_CONCURRENCY, MAX_BUFFER_MIB};
+use super::defaults::{MAX_BLOB_CONCURRENCY, MAX_BUFFER_MIB, MIN_DOCUMENT_BYTES};
 use super::error::Error;
 use super::keys;
 use super::schema::DaemonConfig;
@@ -55,6 +55,19 @@ impl DaemonConfig {
             return Err(invalid(
                 "registry.buffer_mib",
                 format!("must be between 1 and {MAX_BUFFER_MIB}"),
+            ));
+        }
+
+        if self.read.max_document_bytes < MIN_DOCUMENT_BYTES {
+            return Err(invalid(
+                "read.max_document_bytes",
+                format!("must be at least {MIN_DOCUMENT_BYTES}"),
+            ));
+        }
+        if self.read.max_documents_total_bytes < self.read.max_document_bytes {
+            return Err(invalid(
+                "read.max_documents_total_bytes",
+                "is smaller than read.max_document_bytes",
             ));
         }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::config::CredentialFiles;
 pub use crate::config::{OnReject, OnSuccess};
 use crate::http::{DaemonView, Readiness};
 use crate::import::Destination;
@@ -53,6 +54,9 @@ pub struct DaemonSettings {
     pub public_keys: Vec<PathBuf>,
     /// Where and how to import.
     pub destination: Destination,
+    /// Where the registry credentials come from, read again before an
+    /// import attempt when they changed (`None` for an `oci:DIR` target).
+    pub credential_files: Option<Arc<CredentialFiles>>,
     /// Bundles imported at once.
     pub concurrency: usize,
     /// What to do with imported bundles.
@@ -83,9 +87,10 @@ impl DaemonSettings {
                 target: config.target()?,
                 registry: config.registry_config()?,
                 push: config.push_options(),
-                limits: crate::read::ReadLimits::default(),
+                limits: config.read_limits(),
                 upload_journal: None,
             },
+            credential_files: config.credential_files()?.map(Arc::new),
             concurrency: config.imports.concurrency,
             on_success: config.imports.on_success,
             on_reject: config.imports.on_reject,
@@ -139,6 +144,7 @@ pub(crate) struct Shared {
     store: StateStore,
     keys: Arc<TrustedKeys>,
     destination: Destination,
+    credential_files: Option<Arc<CredentialFiles>>,
     metrics: Arc<Metrics>,
     on_success: OnSuccess,
     on_reject: OnReject,
@@ -160,6 +166,16 @@ impl Shared {
         self.retry
             .delay(attempt.max(1), None)
             .unwrap_or(self.retry.max_backoff)
+    }
+
+    /// Where and how the next import attempt writes, with the registry
+    /// credentials as their files hold them now.
+    fn destination_now(&self) -> Destination {
+        let mut destination = self.destination.clone();
+        if let Some(files) = &self.credential_files {
+            destination.registry.credentials = files.current();
+        }
+        destination
     }
 
     /// Drops the file memo of a bundle whose files were moved or deleted.
@@ -314,6 +330,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         store,
         keys: Arc::new(keys),
         destination,
+        credential_files: settings.credential_files.clone(),
         metrics: Arc::clone(&metrics),
         on_success: settings.on_success,
         on_reject: settings.on_reject,

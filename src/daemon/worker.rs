@@ -13,7 +13,7 @@ use super::disposal::{self, Reason};
 use crate::FailureClass;
 use crate::digest::{Algorithm, Hasher};
 use crate::import;
-use crate::metrics::{Outcome, RetryReason, VerificationResult};
+use crate::metrics::{AttemptOutcome, Outcome, RetryReason, VerificationResult};
 use crate::progress::Progress;
 use crate::state::{BundleRecord, Failure, Pushed, PushedImageRecord, Status};
 use crate::watch::{FileState, ReadyBundle, WatchControl};
@@ -112,7 +112,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
 
     let started = Instant::now();
     shared.in_progress_changed(1);
-    let result = import::run_verified(verified, shared.destination.clone(), &progress).await;
+    let tracker = shared.metrics.track_import(&progress);
+    let result = import::run_verified(verified, shared.destination_now(), &progress).await;
+    drop(tracker);
     shared.in_progress_changed(-1);
     match result {
         Ok(report) => {
@@ -129,13 +131,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             });
             save(&shared, &record);
             shared.metrics.bundle_finished(Outcome::Imported);
-            shared.metrics.blobs(
-                push.blobs_uploaded,
-                push.bytes_uploaded,
-                push.blobs_present,
-                push.blobs_mounted,
-            );
-            shared.metrics.observe_import_duration(started.elapsed());
+            shared
+                .metrics
+                .observe_import_duration(AttemptOutcome::Imported, started.elapsed());
             shared.metrics.mark_success(SystemTime::now());
             tracing::info!(
                 images = push.images.len(),
@@ -154,6 +152,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             if changed_since(&ready) {
                 return resettle(&shared, &ready);
             }
+            shared
+                .metrics
+                .observe_import_duration(AttemptOutcome::Rejected, started.elapsed());
             reject(&shared, &ready, &name, Some(record), &error).await
         }
         Err(error) => {
@@ -166,6 +167,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             });
             save(&shared, &record);
             shared.metrics.bundle_finished(Outcome::Failed);
+            shared
+                .metrics
+                .observe_import_duration(AttemptOutcome::Failed, started.elapsed());
             shared.metrics.retry(RetryReason::of(&error));
             let delay = shared.backoff(record.attempts);
             tracing::warn!(attempt = record.attempts, retry_in = ?delay, error = %message, "import failed; will retry");
@@ -180,11 +184,13 @@ async fn verification_failed(
     name: &str,
     error: import::Error,
 ) -> Attempt {
+    // A bundle that changed or vanished while it was read is judged again
+    // once it settles, whatever the failure said.
+    if changed_since(ready) {
+        return resettle(shared, ready);
+    }
     match error.class() {
         FailureClass::Integrity => {
-            if changed_since(ready) {
-                return resettle(shared, ready);
-            }
             shared.metrics.verification(VerificationResult::Rejected);
             reject(shared, ready, name, None, &error).await
         }

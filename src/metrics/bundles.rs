@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Registry};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 
 use super::{LabelValue, gauge_value, labelled_counter};
 
@@ -52,6 +52,34 @@ impl LabelValue for Outcome {
     }
 }
 
+/// How one import attempt ended, the `outcome` label of
+/// `airlock_import_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// Everything is in the target.
+    Imported,
+    /// A permanent failure found during the import; not retried.
+    Rejected,
+    /// A transient failure; the bundle will be tried again.
+    Failed,
+}
+
+impl LabelValue for AttemptOutcome {
+    const ALL: &'static [Self] = &[
+        AttemptOutcome::Imported,
+        AttemptOutcome::Rejected,
+        AttemptOutcome::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Imported => "imported",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// The result of one signature check, the `result` label of
 /// `airlock_signature_verifications_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,7 +113,7 @@ impl LabelValue for VerificationResult {
 pub(super) struct BundleMetrics {
     outcomes: IntCounterVec,
     verifications: IntCounterVec,
-    duration: Histogram,
+    duration: HistogramVec,
     queued: IntGauge,
     waiting: IntGauge,
     in_progress: IntGauge,
@@ -106,14 +134,18 @@ impl BundleMetrics {
             "Bundle signature checks by result.",
             "result",
         )?;
-        let duration = Histogram::with_opts(
+        let duration = HistogramVec::new(
             HistogramOpts::new(
                 "airlock_import_duration_seconds",
-                "Time from the start of an import attempt to its end.",
+                "Time from the start of an import attempt to its end, by how it ended: imported, rejected or failed (will be retried).",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
+            &["outcome"],
         )?;
         registry.register(Box::new(duration.clone()))?;
+        for outcome in AttemptOutcome::ALL {
+            duration.get_metric_with_label_values(&[outcome.as_str()])?;
+        }
         let queued = IntGauge::new(
             "airlock_bundles_queued",
             "Bundles waiting for an import slot.",
@@ -152,8 +184,10 @@ impl BundleMetrics {
             .inc();
     }
 
-    pub(super) fn observe_duration(&self, duration: Duration) {
-        self.duration.observe(duration.as_secs_f64());
+    pub(super) fn observe_duration(&self, outcome: AttemptOutcome, duration: Duration) {
+        self.duration
+            .with_label_values(&[outcome.as_str()])
+            .observe(duration.as_secs_f64());
     }
 
     pub(super) fn set_queued(&self, queued: usize) {
@@ -195,14 +229,18 @@ mod tests {
     #[test]
     fn durations_land_in_their_buckets() {
         let metrics = Metrics::new();
-        metrics.observe_import_duration(Duration::from_millis(500));
-        metrics.observe_import_duration(Duration::from_secs(90));
-        metrics.observe_import_duration(Duration::from_secs(8 * 3600));
+        let imported = AttemptOutcome::Imported;
+        metrics.observe_import_duration(imported, Duration::from_millis(500));
+        metrics.observe_import_duration(imported, Duration::from_secs(90));
+        metrics.observe_import_duration(imported, Duration::from_secs(8 * 3600));
+        metrics.observe_import_duration(AttemptOutcome::Failed, Duration::from_secs(2));
         let text = metrics.render();
         let bucket = |le: &str| {
             sample(
                 &text,
-                &format!(r#"airlock_import_duration_seconds_bucket{{le="{le}"}}"#),
+                &format!(
+                    r#"airlock_import_duration_seconds_bucket{{outcome="imported",le="{le}"}}"#
+                ),
             )
         };
         assert_eq!(bucket("1"), Some(1.0));
@@ -210,10 +248,15 @@ mod tests {
         assert_eq!(bucket("120"), Some(2.0));
         assert_eq!(bucket("21600"), Some(2.0));
         assert_eq!(bucket("+Inf"), Some(3.0));
-        assert_eq!(
-            sample(&text, "airlock_import_duration_seconds_count"),
-            Some(3.0)
-        );
+        let count = |outcome: &str| {
+            sample(
+                &text,
+                &format!(r#"airlock_import_duration_seconds_count{{outcome="{outcome}"}}"#),
+            )
+        };
+        assert_eq!(count("imported"), Some(3.0));
+        assert_eq!(count("failed"), Some(1.0));
+        assert_eq!(count("rejected"), Some(0.0));
     }
 
     #[test]
@@ -232,5 +275,7 @@ mod tests {
         assert_eq!(outcomes, ["imported", "rejected", "failed", "duplicate"]);
         let results: Vec<_> = VerificationResult::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(results, ["verified", "rejected"]);
+        let attempts: Vec<_> = AttemptOutcome::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(attempts, ["imported", "rejected", "failed"]);
     }
 }

@@ -22,7 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
 
-pub use bundles::{Outcome, VerificationResult};
+use crate::progress::Progress;
+
+pub use blobs::ImportTracker;
+pub use bundles::{AttemptOutcome, Outcome, VerificationResult};
 pub use registry::{RequestMethod, RetryReason, StatusClass};
 
 /// The content type of [`Metrics::render`]'s output.
@@ -87,17 +90,19 @@ impl Metrics {
         self.bundles.verification(result);
     }
 
-    /// Adds what one import transferred: blobs uploaded and their bytes,
-    /// blobs already present (skipped) and blobs mounted from another
-    /// repository.
-    pub fn blobs(&self, pushed: u64, bytes: u64, skipped: u64, mounted: u64) {
-        self.blobs.add(pushed, bytes, skipped, mounted);
+    /// Counts the blob families (`airlock_blobs_pushed_total`,
+    /// `airlock_pushed_bytes_total`, `airlock_blobs_skipped_total`,
+    /// `airlock_blobs_mounted_total`) from what an import reports into
+    /// `progress`, at every scrape while it runs and when the returned
+    /// tracker is dropped.
+    pub fn track_import(&self, progress: &Progress) -> ImportTracker {
+        self.blobs.track(progress)
     }
 
-    /// Records how long one import took, from start to final state
-    /// (`airlock_import_duration_seconds`).
-    pub fn observe_import_duration(&self, duration: Duration) {
-        self.bundles.observe_duration(duration);
+    /// Records how long one import attempt took and how it ended
+    /// (`airlock_import_duration_seconds{outcome}`).
+    pub fn observe_import_duration(&self, outcome: AttemptOutcome, duration: Duration) {
+        self.bundles.observe_duration(outcome, duration);
     }
 
     /// Sets how many bundles wait for an import slot (`airlock_bundles_queued`).
@@ -149,6 +154,7 @@ impl Metrics {
     /// A family that cannot be encoded (which the fixed definitions here
     /// rule out) is logged and left out rather than failing the scrape.
     pub fn render(&self) -> String {
+        self.blobs.count_running();
         let encoder = TextEncoder::new();
         let mut out = String::new();
         for family in self.registry.gather() {
@@ -337,8 +343,20 @@ mod tests {
         metrics.verification(VerificationResult::Verified);
         metrics.verification(VerificationResult::Verified);
         metrics.verification(VerificationResult::Rejected);
-        metrics.blobs(3, 1000, 2, 1);
-        metrics.blobs(1, 24, 0, 4);
+        for (pushed, bytes, present, mounted) in [(3, 1000, 2, 1), (1, 24, 0, 4)] {
+            let progress = Progress::new();
+            let _tracker = metrics.track_import(&progress);
+            for _ in 0..pushed {
+                progress.add_blob_uploaded();
+            }
+            progress.add_pushed_bytes(bytes);
+            for _ in 0..present {
+                progress.add_blob_present();
+            }
+            for _ in 0..mounted {
+                progress.add_blob_mounted();
+            }
+        }
         metrics.retry(RetryReason::Unavailable);
         metrics.retry(RetryReason::Unavailable);
         metrics.retry(RetryReason::Timeout);
@@ -387,6 +405,29 @@ mod tests {
         for (series, value) in expect {
             assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn blob_counters_move_while_an_import_runs_and_count_each_event_once() {
+        let metrics = Metrics::new();
+        let progress = Progress::new();
+        let tracker = metrics.track_import(&progress);
+        progress.add_pushed_bytes(8 << 20);
+        progress.add_blob_uploaded();
+        let text = metrics.render();
+        assert_eq!(sample(&text, "airlock_pushed_bytes_total"), Some(8388608.0));
+        assert_eq!(sample(&text, "airlock_blobs_pushed_total"), Some(1.0));
+        // Rendering again adds nothing that was counted already.
+        let text = metrics.render();
+        assert_eq!(sample(&text, "airlock_pushed_bytes_total"), Some(8388608.0));
+        progress.add_pushed_bytes(1);
+        progress.add_blob_mounted();
+        drop(tracker);
+        // Events after the tracker ends are not the daemon's to count.
+        progress.add_pushed_bytes(1000);
+        let text = metrics.render();
+        assert_eq!(sample(&text, "airlock_pushed_bytes_total"), Some(8388609.0));
+        assert_eq!(sample(&text, "airlock_blobs_mounted_total"), Some(1.0));
     }
 
     #[test]

@@ -476,10 +476,13 @@ impl Destination {
     }
 }
 
-/// Counters of what a push did, shared by concurrent tasks.
-#[derive(Debug, Clone, Default)]
+/// Counters of what a push did, shared by concurrent tasks. Each blob event
+/// is also recorded in the import's [`Progress`] as it happens, so the
+/// daemon's metrics move during a long import, not only at its end.
+#[derive(Debug, Clone)]
 pub struct Tally {
     inner: Arc<TallyCounters>,
+    progress: Progress,
 }
 
 #[derive(Debug, Default)]
@@ -493,17 +496,26 @@ struct TallyCounters {
 }
 
 impl Tally {
+    fn reporting_to(progress: &Progress) -> Self {
+        Tally {
+            inner: Arc::default(),
+            progress: progress.clone(),
+        }
+    }
     fn uploaded(&self, bytes: u64) {
         self.inner.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
         self.inner
             .bytes_uploaded
             .fetch_add(bytes, Ordering::Relaxed);
+        self.progress.add_blob_uploaded();
     }
     fn mounted(&self) {
         self.inner.blobs_mounted.fetch_add(1, Ordering::Relaxed);
+        self.progress.add_blob_mounted();
     }
     fn present(&self) {
         self.inner.blobs_present.fetch_add(1, Ordering::Relaxed);
+        self.progress.add_blob_present();
     }
     fn manifest_pushed(&self) {
         self.inner.manifests_pushed.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +589,7 @@ pub async fn push(
     progress: &Progress,
 ) -> Result<PushReport> {
     let started = Instant::now();
-    let tally = Tally::default();
+    let tally = Tally::reporting_to(progress);
     let requests = options.concurrency.max(1) * REQUESTS_PER_BLOB;
 
     // 0. Which images are already complete? A tag is only ever set once

@@ -123,7 +123,15 @@ pub fn verify_bundle_by_any(
     };
     // Open the bundle first so a mistyped bundle path is reported as such
     // rather than as a missing signature.
-    let mut file = File::open(bundle).map_err(bundle_error)?;
+    let mut file = File::open(bundle).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::BundleMissing {
+                path: bundle.to_owned(),
+            }
+        } else {
+            bundle_error(source)
+        }
+    })?;
     let candidates = read_distinct(bundle, signatures)?;
     let mut usable = Vec::new();
     let mut first_error = None;

@@ -100,6 +100,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// There is no bundle file at the path given: a mistyped path is the
+    /// operator's to fix, not a bundle that failed a check.
+    #[error("bundle {} does not exist", path.display())]
+    BundleMissing {
+        /// The path as given.
+        path: PathBuf,
+    },
+
     /// The bundle file could not be opened or read to the end.
     #[error("cannot read bundle {}", path.display())]
     BundleRead {
@@ -144,7 +152,8 @@ impl Error {
             Error::KeyRead { .. }
             | Error::KeyMalformed { .. }
             | Error::KeyUnsupported { .. }
-            | Error::NoTrustedKeys { .. } => FailureClass::Config,
+            | Error::NoTrustedKeys { .. }
+            | Error::BundleMissing { .. } => FailureClass::Config,
             Error::SignatureMissing { .. }
             | Error::NoSignature { .. }
             | Error::SignatureRead { .. }

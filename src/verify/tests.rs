@@ -318,10 +318,22 @@ fn progress_callback_sees_every_byte_once() {
 }
 
 #[test]
-fn missing_bundle_is_an_integrity_failure() {
+fn missing_bundle_is_a_usage_error() {
     let signing = Signing::ed25519(5);
     let fixture = fixture(b"x", &signing.sign(b"x"));
     std::fs::remove_file(&fixture.bundle).unwrap();
+    let err = verify(&fixture, &keys(vec![signing.trusted("k.pem")])).unwrap_err();
+    assert!(matches!(err, Error::BundleMissing { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::Config);
+}
+
+#[test]
+fn unreadable_bundle_is_an_integrity_failure() {
+    let signing = Signing::ed25519(5);
+    let fixture = fixture(b"x", &signing.sign(b"x"));
+    // A directory opens but cannot be read as a file.
+    std::fs::remove_file(&fixture.bundle).unwrap();
+    std::fs::create_dir(&fixture.bundle).unwrap();
     let err = verify(&fixture, &keys(vec![signing.trusted("k.pem")])).unwrap_err();
     assert!(matches!(err, Error::BundleRead { .. }), "{err}");
     assert_eq!(err.class(), FailureClass::Integrity);

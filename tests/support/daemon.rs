@@ -14,6 +14,11 @@ use super::registry::{Registry, free_port};
 /// How long any wait in these tests may take before it fails.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(90);
 
+/// The rescan interval of every test daemon: far longer than any test, so a
+/// bundle that lands was found by inotify or by polling, never by the
+/// periodic full rescan that would hide a watcher that sees nothing.
+pub const TEST_RESCAN_INTERVAL: &str = "1h";
+
 /// A running `airlock watch`.
 pub struct Daemon {
     child: Option<Child>,
@@ -38,7 +43,8 @@ pub struct DaemonSetup {
 
 impl Daemon {
     /// Starts `airlock watch` against `registry` (prefix `mirror`), trusting
-    /// `public_key`, with a 1 s settle time and fast retries.
+    /// `public_key`, with a 1 s settle time, fast retries and no periodic
+    /// rescan ([`TEST_RESCAN_INTERVAL`]).
     pub fn start(setup: &DaemonSetup, registry: &Registry, public_key: &Path) -> Daemon {
         Daemon::start_at(setup, &registry.host(), public_key)
     }
@@ -76,6 +82,10 @@ impl Daemon {
             (
                 "AIRLOCK_LOG__LEVEL".to_owned(),
                 "info,airlock=debug".to_owned(),
+            ),
+            (
+                "AIRLOCK_DROP__RESCAN_INTERVAL".to_owned(),
+                TEST_RESCAN_INTERVAL.to_owned(),
             ),
         ];
         envs.extend(setup.envs.iter().cloned());
@@ -190,8 +200,19 @@ impl Daemon {
 
     /// Waits until `condition` holds, failing with the daemon's log after
     /// [`WAIT_LIMIT`].
-    pub fn wait_until(&self, what: &str, mut condition: impl FnMut(&Daemon) -> bool) {
-        let deadline = Instant::now() + WAIT_LIMIT;
+    pub fn wait_until(&self, what: &str, condition: impl FnMut(&Daemon) -> bool) {
+        self.wait_within(what, WAIT_LIMIT, condition);
+    }
+
+    /// Waits until `condition` holds, failing with the daemon's log after
+    /// `limit`.
+    pub fn wait_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut condition: impl FnMut(&Daemon) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if condition(self) {
                 return;
@@ -206,14 +227,39 @@ impl Daemon {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("daemon running");
-        let pid = child.id().to_string();
+        self.send_sigterm();
+        self.wait_for_exit(Duration::from_secs(40))
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// How many inotify instances the daemon process holds, read from its
+    /// open file descriptors (`anon_inode:inotify`), independently of what
+    /// it logs.
+    pub fn inotify_instances(&self) -> usize {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("list /proc/PID/fd");
+        fds.filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.to_string_lossy() == "anon_inode:inotify")
+            .count()
+    }
+
+    /// Sends SIGTERM without waiting; [`Daemon::wait_for_exit`] collects the
+    /// status.
+    pub fn send_sigterm(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("send SIGTERM");
         assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(40);
+    }
+
+    /// Waits (at most `limit`) for the daemon to exit and returns its status.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.try_status() {
                 self.child = None;
@@ -221,10 +267,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "airlock watch did not exit after SIGTERM:\n{}",
-            self.log_text()
-        );
+        panic!("airlock watch did not exit:\n{}", self.log_text());
     }
 
     /// SIGKILL, like a crash or an OOM kill.

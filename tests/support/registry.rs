@@ -346,10 +346,20 @@ impl Registry {
     /// The number of write requests (anything but `GET` and `HEAD`) in the
     /// settled access log (see [`Registry::settled_requests`]).
     pub fn settled_writes(&self) -> usize {
+        self.settled_writes_since(0).len()
+    }
+
+    /// The write requests (anything but `GET` and `HEAD`) in the settled
+    /// access log after its first `before` lines, as `METHOD path`. Every
+    /// "nothing was written" check reads this, never the raw log: a write
+    /// the registry has answered but not yet logged would go unseen.
+    pub fn settled_writes_since(&self, before: usize) -> Vec<String> {
         self.settled_requests()
             .iter()
+            .skip(before)
             .filter(|r| r.method != "GET" && r.method != "HEAD")
-            .count()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
     }
 
     pub fn is_running(&mut self) -> bool {
