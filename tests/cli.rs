@@ -107,7 +107,8 @@ fn a_mistyped_bundle_path_is_a_usage_error_with_exit_code_2() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(
-            stderr.contains(&mistyped.display().to_string()) && stderr.contains("does not exist"),
+            stderr.contains(&mistyped.display().to_string())
+                && (stderr.contains("does not exist") || stderr.contains("No such file")),
             "{args:?}: {stderr}"
         );
     }
