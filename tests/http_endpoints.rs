@@ -67,6 +67,7 @@ fn records() -> Vec<BundleRecord> {
                 blobs_present: 2,
             }),
             error: None,
+            pair: None,
         },
         BundleRecord {
             id: id(2),
@@ -84,6 +85,7 @@ fn records() -> Vec<BundleRecord> {
                 message: "no trusted key verifies the signature".into(),
                 at: at(1_700_000_202),
             }),
+            pair: None,
         },
         BundleRecord {
             id: id(1),
@@ -101,6 +103,7 @@ fn records() -> Vec<BundleRecord> {
                 message: "registry unreachable".into(),
                 at: at(1_700_000_151),
             }),
+            pair: None,
         },
     ]
 }
@@ -132,9 +135,20 @@ impl FakeView {
 }
 
 impl DaemonView for FakeView {
-    fn imports(&self, limit: usize) -> Vec<BundleRecord> {
+    fn imports(&self, limit: usize, after: Option<&str>) -> Vec<BundleRecord> {
         self.last_limit.store(limit, Ordering::SeqCst);
-        self.records.iter().take(limit).cloned().collect()
+        let skip = after.map_or(0, |id| {
+            self.records
+                .iter()
+                .position(|r| r.id == id)
+                .map_or(self.records.len(), |n| n + 1)
+        });
+        self.records
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     fn import(&self, id: &str) -> Option<BundleRecord> {

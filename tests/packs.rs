@@ -682,7 +682,7 @@ mod http_view {
     struct Unreachable;
 
     impl DaemonView for Unreachable {
-        fn imports(&self, _limit: usize) -> Vec<BundleRecord> {
+        fn imports(&self, _limit: usize, _after: Option<&str>) -> Vec<BundleRecord> {
             Vec::new()
         }
         fn import(&self, _id: &str) -> Option<BundleRecord> {

@@ -41,6 +41,11 @@ pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(5);
 /// minutes, far longer than copying the partner takes, one warning is
 /// logged, since by then the partner was most likely forgotten or misnamed.
 pub const DEFAULT_UNPAIRED_WARN_AFTER: Duration = Duration::from_secs(10 * 60);
+/// `drop.confirm_rejection`: a copy that stalls longer than the settle time
+/// (a USB stick, a WAN share) looks like a forged bundle until it completes;
+/// a second look one settle time later tells the two apart, at the cost of
+/// that delay before a genuine rejection is final.
+pub const DEFAULT_CONFIRM_REJECTION: bool = true;
 
 /// `registry.plain_http`: HTTPS, unless the operator says otherwise.
 pub const DEFAULT_PLAIN_HTTP: bool = false;
@@ -115,6 +120,16 @@ pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = crate::read::DEFAULT_MAX_DOCU
 /// The smallest `read.max_document_bytes` accepted: below this even a
 /// single-image bundle's index could be refused.
 pub const MIN_DOCUMENT_BYTES: u64 = 4 << 10;
+/// `state.retention`: a finished record is what makes the same bundle,
+/// dropped again, a duplicate instead of a second import. 90 days covers
+/// any redelivery seen in practice while keeping the state directory small;
+/// a bundle dropped again after that is imported again, which sends only
+/// what the registry lacks.
+pub const DEFAULT_STATE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
+/// `state.max_records`: about 1 KiB each on disk and in memory, so 100,000
+/// records stay near 100 MiB at most, whatever the delivery rate.
+pub const DEFAULT_STATE_MAX_RECORDS: usize = 100_000;
 
 /// `state_dir`: the conventional place for a daemon's durable state (and the
 /// mount point of the volume in the container image).

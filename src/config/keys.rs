@@ -68,6 +68,7 @@ pub const KEYS: &[Key] = &[
     key("drop.rescan_interval", None),
     key("drop.settle_time", Some("--settle-time")),
     key("drop.unpaired_warn_after", None),
+    key("drop.confirm_rejection", None),
     list("trust.public_keys", "--public-key", true),
     Key {
         required: true,
@@ -96,6 +97,8 @@ pub const KEYS: &[Key] = &[
     key("read.max_document_bytes", None),
     key("read.max_documents_total_bytes", None),
     key("state_dir", Some("--state-dir")),
+    key("state.retention", None),
+    key("state.max_records", None),
     key("http.listen", Some("--listen")),
     key("log.format", None),
     key("log.level", None),

@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     /// Where the daemon keeps its per-bundle records (default
     /// [`DEFAULT_STATE_DIR`]).
     pub state_dir: PathBuf,
+    /// How long records are kept in the state directory.
+    pub state: StateSection,
     /// The HTTP listener for metrics, probes and the API.
     pub http: HttpSection,
     /// Log output.
@@ -60,6 +62,7 @@ impl Default for DaemonConfig {
             imports: ImportsSection::default(),
             read: ReadSection::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            state: StateSection::default(),
             http: HttpSection::default(),
             log: LogSection::default(),
         }
@@ -95,6 +98,11 @@ pub struct DropSection {
     /// (default [`DEFAULT_UNPAIRED_WARN_AFTER`]).
     #[serde(with = "humantime_serde")]
     pub unpaired_warn_after: Duration,
+    /// Before rejecting a bundle that failed verification or integrity
+    /// checks, wait another `settle_time` and reject only if both files are
+    /// unchanged (size, mtime and content digest); a copy that went on is
+    /// settled and imported afresh (default [`DEFAULT_CONFIRM_REJECTION`]).
+    pub confirm_rejection: bool,
 }
 
 impl Default for DropSection {
@@ -107,6 +115,7 @@ impl Default for DropSection {
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             settle_time: DEFAULT_SETTLE_TIME,
             unpaired_warn_after: DEFAULT_UNPAIRED_WARN_AFTER,
+            confirm_rejection: DEFAULT_CONFIRM_REJECTION,
         }
     }
 }
@@ -248,6 +257,30 @@ impl Default for ReadSection {
         ReadSection {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
+        }
+    }
+}
+
+/// `state`: how much the state directory remembers. Records still under
+/// way, and records of bundles whose files are still in a drop folder, are
+/// always kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a map (the state section)")]
+pub struct StateSection {
+    /// Finished records older than this are removed (default
+    /// [`DEFAULT_STATE_RETENTION`]).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At most this many records are kept; the oldest finished ones go
+    /// first (default [`DEFAULT_STATE_MAX_RECORDS`]).
+    pub max_records: usize,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            retention: DEFAULT_STATE_RETENTION,
+            max_records: DEFAULT_STATE_MAX_RECORDS,
         }
     }
 }

@@ -30,6 +30,10 @@ impl DaemonConfig {
         positive("drop.poll_interval", self.drop.poll_interval)?;
         positive("drop.rescan_interval", self.drop.rescan_interval)?;
         positive("drop.unpaired_warn_after", self.drop.unpaired_warn_after)?;
+        positive("state.retention", self.state.retention)?;
+        if self.state.max_records == 0 {
+            return Err(invalid("state.max_records", "must be at least 1"));
+        }
         positive(
             "imports.retry_initial_backoff",
             self.imports.retry_initial_backoff,

@@ -12,16 +12,18 @@
 //! limit in time; permanent ones are rejected once.
 
 pub mod disposal;
+mod queue;
+mod reconcile;
 mod worker;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
 use crate::config::CredentialFiles;
 pub use crate::config::{OnReject, OnSuccess};
@@ -33,7 +35,6 @@ use crate::push::registry::{RegistryClient, RetryPolicy};
 use crate::state::{BundleRecord, StateStore, Status, WaitingRecord};
 use crate::verify::TrustedKeys;
 use crate::watch::{ReadyBundle, Unpaired, WatchControl, WatchOptions};
-use worker::Attempt;
 
 /// Bundles waiting for a worker, at most. Each waiting entry is two paths, so
 /// a flood of drops costs little memory, and the watcher simply waits when
@@ -73,6 +74,13 @@ pub struct DaemonSettings {
     pub listen: SocketAddr,
     /// Time in-flight imports get after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Look at a bundle that failed verification or integrity checks again
+    /// after a settle time before rejecting it (`drop.confirm_rejection`).
+    pub confirm_rejection: bool,
+    /// Finished records older than this are removed (`state.retention`).
+    pub retention: Duration,
+    /// At most this many records are kept (`state.max_records`).
+    pub max_records: usize,
 }
 
 impl DaemonSettings {
@@ -99,9 +107,15 @@ impl DaemonSettings {
             state_dir: config.state_dir.clone(),
             listen: config.http.listen,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            confirm_rejection: config.drop.confirm_rejection,
+            retention: config.state.retention,
+            max_records: config.state.max_records,
         })
     }
 }
+
+/// How often old records are removed (`state.retention`), besides at start.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +165,15 @@ pub(crate) struct Shared {
     retry: RetryPolicy,
     watch_control: mpsc::UnboundedSender<WatchControl>,
     in_progress: AtomicI64,
+    /// How long to wait before a second look at a failed bundle; `None`
+    /// when rejections are not confirmed.
+    confirm_rejection: Option<Duration>,
+    /// One lock per content being handled, so two copies of the same bytes
+    /// under different names are never imported at once.
+    content_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Final import records the state directory refused, kept until a retry
+    /// writes them (so the retry does not push again).
+    unsaved: Mutex<HashMap<String, BundleRecord>>,
 }
 
 impl Shared {
@@ -163,9 +186,7 @@ impl Shared {
     /// The delay before retrying a bundle after its `attempt`-th failure:
     /// the import retry policy (exponential with jitter, capped, no limit).
     fn backoff(&self, attempt: u32) -> Duration {
-        self.retry
-            .delay(attempt.max(1), None)
-            .unwrap_or(self.retry.max_backoff)
+        queue::backoff(&self.retry, attempt)
     }
 
     /// Where and how the next import attempt writes, with the registry
@@ -179,27 +200,81 @@ impl Shared {
     }
 
     /// Drops the file memo of a bundle whose files were moved or deleted.
-    fn forget_moved(&self, ready: &ReadyBundle) {
-        if self.on_success == OnSuccess::Keep {
-            return;
-        }
-        if let Err(e) = self.store.forget_file(&ready.bundle) {
+    fn forget_file(&self, bundle: &Path) {
+        if let Err(e) = self.store.forget_file(bundle) {
             tracing::warn!(error = %e, "cannot update the file memo");
         }
+    }
+
+    /// Waits until no other worker handles content `id`, then holds it.
+    async fn hold_content(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.content_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        match Arc::clone(&lock).try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                tracing::info!(
+                    "the same content is being handled under another name; waiting for it"
+                );
+                lock.lock_owned().await
+            }
+        }
+    }
+
+    fn keep_unsaved(&self, record: BundleRecord) {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.id.clone(), record);
+    }
+
+    fn take_unsaved(&self, id: &str) -> Option<BundleRecord> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+}
+
+/// The watcher's state as `/readyz` and `airlock_watcher_up` show it.
+struct WatcherStatus {
+    up: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl crate::watch::WatchObserver for WatcherStatus {
+    fn watching(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            self.metrics.set_watcher_up(up);
+        }
+    }
+
+    fn listed(&self) {
+        self.metrics.drop_listed();
     }
 }
 
 /// The readiness and API view the HTTP server shows.
 struct View {
     shared: Arc<Shared>,
-    watcher_running: Arc<AtomicBool>,
+    watcher: Arc<WatcherStatus>,
     registry: Option<RegistryClient>,
     waiting: watch::Receiver<Vec<Unpaired>>,
 }
 
 impl DaemonView for View {
-    fn imports(&self, limit: usize) -> Vec<BundleRecord> {
-        self.shared.store.recent(limit)
+    fn imports(&self, limit: usize, after: Option<&str>) -> Vec<BundleRecord> {
+        self.shared.store.recent(limit, after)
     }
 
     fn waiting(&self) -> Vec<WaitingRecord> {
@@ -230,7 +305,7 @@ impl DaemonView for View {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Readiness> + Send + '_>> {
         Box::pin(async move {
-            let watcher_running = self.watcher_running.load(Ordering::Relaxed);
+            let watcher_running = self.watcher.up.load(Ordering::Relaxed);
             let state = self.shared.store.check_writable();
             let registry = match &self.registry {
                 Some(client) => client
@@ -341,7 +416,17 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         },
         watch_control: control_tx,
         in_progress: AtomicI64::new(0),
+        confirm_rejection: settings
+            .confirm_rejection
+            .then_some(settings.watch.settle_time),
+        content_locks: Mutex::new(HashMap::new()),
+        unsaved: Mutex::new(HashMap::new()),
     });
+    let reconciling = Arc::clone(&shared);
+    if let Err(e) = tokio::task::spawn_blocking(move || reconcile::run(&reconciling)).await {
+        tracing::error!(error = %e, "finishing interrupted disposals failed");
+    }
+
     let unfinished = shared.store.unfinished();
     if !unfinished.is_empty() {
         tracing::info!(
@@ -351,11 +436,20 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher_running = Arc::new(AtomicBool::new(false));
     let (waiting_tx, waiting_rx) = watch::channel(Vec::new());
+    let retention = tokio::spawn(keep_records_bounded(
+        Arc::clone(&shared),
+        settings.retention,
+        settings.max_records,
+        stop_rx.clone(),
+    ));
+    let watcher_status = Arc::new(WatcherStatus {
+        up: AtomicBool::new(false),
+        metrics: Arc::clone(&metrics),
+    });
     let view = Arc::new(View {
         shared: Arc::clone(&shared),
-        watcher_running: Arc::clone(&watcher_running),
+        watcher: Arc::clone(&watcher_status),
         registry,
         waiting: waiting_rx.clone(),
     });
@@ -376,25 +470,26 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         ready_tx.clone(),
         waiting_tx,
         control_rx,
-        Arc::clone(&watcher_running),
+        watcher_status as Arc<dyn crate::watch::WatchObserver>,
         stop_rx.clone(),
     ));
-    metrics.set_watcher_up(true);
-    let dispatcher = tokio::spawn(dispatch(
-        Arc::clone(&shared),
-        ready_rx,
-        ready_tx,
-        settings.concurrency,
-        stop_rx,
-        settings.shutdown_grace,
-    ));
+    let queue = queue::Queue {
+        metrics: Arc::clone(&metrics),
+        retry: shared.retry,
+        concurrency: settings.concurrency,
+        grace: settings.shutdown_grace,
+    };
+    let workers = Arc::clone(&shared);
+    let dispatcher = tokio::spawn(queue.run(ready_rx, ready_tx, stop_rx, move |bundle| {
+        worker::handle(Arc::clone(&workers), bundle)
+    }));
 
     shutdown_signal().await;
     tracing::info!("stop requested; finishing in-flight imports");
     let _ = stop_tx.send(true);
-    metrics.set_watcher_up(false);
     let _ = dispatcher.await;
     let _ = watcher.await;
+    let _ = retention.await;
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())
@@ -412,72 +507,36 @@ async fn count_waiting(mut waiting: watch::Receiver<Vec<Unpaired>>, metrics: Arc
     }
 }
 
+/// Removes old records at start and then every [`RETENTION_INTERVAL`].
+async fn keep_records_bounded(
+    shared: Arc<Shared>,
+    retention: Duration,
+    max_records: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let pruning = Arc::clone(&shared);
+        let pruned = tokio::task::spawn_blocking(move || {
+            pruning
+                .store
+                .prune(std::time::SystemTime::now(), retention, max_records)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove old records"),
+            Err(e) => tracing::warn!(error = %e, "removing old records failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
 /// Resolves once the daemon is asked to stop.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
-}
-
-/// The queue: hands bundles to at most `concurrency` workers in arrival
-/// order, schedules retries, and on stop gives in-flight imports `grace` to
-/// finish.
-async fn dispatch(
-    shared: Arc<Shared>,
-    mut ready: mpsc::Receiver<ReadyBundle>,
-    requeue: mpsc::Sender<ReadyBundle>,
-    concurrency: usize,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let concurrency = concurrency.max(1);
-    let mut running: JoinSet<(ReadyBundle, Attempt)> = JoinSet::new();
-    let mut retries = JoinSet::new();
-    loop {
-        shared
-            .metrics
-            .set_queued(QUEUE_CAPACITY - requeue.capacity());
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok((bundle, Attempt::RetryAfter(delay))) = done {
-                    let requeue = requeue.clone();
-                    let mut stop = stop.clone();
-                    retries.spawn(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {
-                                let _ = requeue.send(bundle).await;
-                            }
-                            () = stopped(&mut stop) => {}
-                        }
-                    });
-                }
-                while retries.try_join_next().is_some() {}
-            }
-            bundle = ready.recv(), if running.len() < concurrency => {
-                let Some(bundle) = bundle else { break };
-                let worker_shared = Arc::clone(&shared);
-                running.spawn(async move {
-                    let attempt = worker::handle(worker_shared, bundle.clone()).await;
-                    (bundle, attempt)
-                });
-            }
-        }
-    }
-    retries.abort_all();
-    if running.is_empty() {
-        return;
-    }
-    let deadline = tokio::time::sleep(grace);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = running.join_next() => if next.is_none() { break },
-            () = &mut deadline => {
-                tracing::warn!(imports = running.len(), "grace period over; in-flight imports resume at the next start");
-                running.abort_all();
-                break;
-            }
-        }
-    }
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

@@ -1,6 +1,17 @@
 //! One settled bundle, from the drop folder to its final state: identify,
 //! verify, de-duplicate, import, record, dispose. Every outcome is logged and
 //! counted in one place, here.
+//!
+//! The promises kept here, whatever fails around them:
+//! - content is imported at most once at a time and, once recorded as
+//!   imported, never again (a per-content guard, then the record);
+//! - nothing is disposed of (moved, deleted) before its final record is on
+//!   disk: a record that cannot be written is a transient failure;
+//! - a bad signature is held against that bundle-and-signature pair only,
+//!   never against the content, which may arrive again correctly signed;
+//! - a verification or integrity failure is final only once the files have
+//!   been seen unchanged again a settle time later (when
+//!   `drop.confirm_rejection` is on), so a stalled copy is not a forgery.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +26,9 @@ use crate::digest::{Algorithm, Hasher};
 use crate::import;
 use crate::metrics::{AttemptOutcome, Outcome, RetryReason, VerificationResult};
 use crate::progress::Progress;
-use crate::state::{BundleRecord, Failure, Pushed, PushedImageRecord, Status};
+use crate::state::{
+    BundleRecord, Failure, FileMemo, Pair, Pushed, PushedImageRecord, RejectedSignature, Status,
+};
 use crate::watch::{FileState, ReadyBundle, WatchControl};
 
 /// What became of one attempt.
@@ -41,15 +54,22 @@ pub async fn handle(shared: Arc<Shared>, ready: ReadyBundle) -> Attempt {
 }
 
 async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: String) -> Attempt {
-    // A bundle already finished in an earlier run is recognised by its file
-    // memo without reading it again.
-    if let Some(id) = shared
-        .store
-        .identified(&ready.bundle, ready.state.size, ready.state.mtime_ns)
-        && shared.store.get(&id).is_some_and(|r| r.status.is_final())
-    {
-        tracing::debug!("already handled in an earlier run");
-        return Attempt::Done;
+    match FileState::of(&ready.bundle) {
+        Ok(state) if state == ready.state => {}
+        Ok(_) => {
+            // A retry of an older version: the watcher hands on the new one
+            // once it has settled.
+            tracing::debug!("the bundle changed since it settled; the newer version follows");
+            return Attempt::Done;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            removed(&shared, &ready);
+            return Attempt::Done;
+        }
+        Err(e) => return transient(&shared, &format!("cannot look at the bundle: {e}"), 1),
+    }
+    if let Some(attempt) = already_known(&shared, &ready, &name) {
+        return attempt;
     }
 
     let progress = Progress::new();
@@ -68,47 +88,39 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     shared.metrics.verification(VerificationResult::Verified);
     let id = verified.sha256().to_owned();
     tracing::Span::current().record("digest", verified.digest().as_str());
-    remember(&shared, &ready, &id);
 
-    let now = SystemTime::now();
-    let mut record = shared.store.get(&id).unwrap_or_else(|| BundleRecord {
-        id: id.clone(),
-        names: Vec::new(),
-        size: verified.size(),
-        status: Status::Queued,
-        attempts: 0,
-        first_seen: now,
-        started: None,
-        finished: None,
-        verified_by: None,
-        pushed: None,
-        error: None,
-    });
-    let new_name = !record.names.contains(&name);
-    if new_name {
-        record.names.push(name.clone());
+    // One import of a content at a time: a copy under another name waits
+    // here and then finds the content imported.
+    let _content = shared.hold_content(&id).await;
+    if let Some(unsaved) = shared.take_unsaved(&id) {
+        return record_import(&shared, &ready, &name, unsaved, None);
     }
+    let now = SystemTime::now();
+    let mut record = shared
+        .store
+        .get(&id)
+        .unwrap_or_else(|| BundleRecord::new(id.clone(), &name, verified.size(), now));
+    let new_name = record.add_name(&name);
     match record.status {
-        Status::Imported => {
-            tracing::info!(first_name = %record.names[0], "the same bundle was already imported; not pushing it again");
-            shared.metrics.bundle_finished(Outcome::Duplicate);
-            if new_name {
-                save(&shared, &record);
-            }
-            disposal::finish_imported(&ready.bundle, &ready.signature, shared.on_success);
-            return Attempt::Done;
-        }
-        Status::Rejected => {
-            tracing::info!("this content was rejected before; leaving it");
-            return Attempt::Done;
-        }
-        Status::Waiting | Status::Queued | Status::Importing | Status::Retrying => {}
+        Status::Imported => return duplicate(&shared, &ready, &record, new_name),
+        Status::Rejected => return rejected_before(&shared, &ready, &name, record, new_name),
+        Status::Waiting
+        | Status::Queued
+        | Status::Importing
+        | Status::Retrying
+        | Status::Removed => {}
+    }
+    let before = shared.store.get(&id);
+    if let Err(e) = remember(&shared, &ready, &id, None) {
+        return state_failed(&shared, &e, record.attempts);
     }
     record.status = Status::Importing;
     record.attempts += 1;
     record.started = Some(now);
     record.verified_by = Some(verified.key().clone());
-    save(&shared, &record);
+    if let Err(e) = shared.store.put(&record) {
+        return state_failed(&shared, &e, record.attempts);
+    }
 
     let started = Instant::now();
     shared.in_progress_changed(1);
@@ -118,9 +130,6 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     shared.in_progress_changed(-1);
     match result {
         Ok(report) => {
-            record.status = Status::Imported;
-            record.finished = Some(SystemTime::now());
-            record.error = None;
             let push = &report.push;
             record.pushed = Some(Pushed {
                 images: push.images.iter().map(PushedImageRecord::from).collect(),
@@ -129,12 +138,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
                 blobs_mounted: push.blobs_mounted,
                 blobs_present: push.blobs_present,
             });
-            save(&shared, &record);
-            shared.metrics.bundle_finished(Outcome::Imported);
             shared
                 .metrics
                 .observe_import_duration(AttemptOutcome::Imported, started.elapsed());
-            shared.metrics.mark_success(SystemTime::now());
             tracing::info!(
                 images = push.images.len(),
                 blobs_uploaded = push.blobs_uploaded,
@@ -144,37 +150,215 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
                 seconds = started.elapsed().as_secs_f64(),
                 "bundle imported"
             );
-            disposal::finish_imported(&ready.bundle, &ready.signature, shared.on_success);
-            shared.forget_moved(&ready);
-            Attempt::Done
+            record.status = Status::Imported;
+            record.finished = Some(SystemTime::now());
+            record.error = None;
+            record_import(&shared, &ready, &name, record, Some(started))
         }
+        Err(error) if is_transient_io(&error) => import_failed(
+            &shared,
+            record,
+            &error,
+            started,
+            "the bundle could not be read now",
+        ),
         Err(error) if error.class() == FailureClass::Integrity => {
-            if changed_since(&ready) {
-                return resettle(&shared, &ready);
+            match look_again(&shared, &ready, Some(&id)).await {
+                Look::Unchanged(_) => {
+                    shared
+                        .metrics
+                        .observe_import_duration(AttemptOutcome::Rejected, started.elapsed());
+                    reject_content(&shared, &ready, &name, record, &error)
+                }
+                Look::Changed => {
+                    // Forget the attempt: the record goes back to what it
+                    // was before it, so nothing says "rejected".
+                    let restored = match before {
+                        Some(before) => shared.store.put(&before),
+                        None => shared.store.remove(&id),
+                    };
+                    if let Err(e) = restored {
+                        tracing::warn!(error = %e, "cannot reset the record of the abandoned attempt");
+                    }
+                    resettle(&shared, &ready)
+                }
+                Look::Gone => {
+                    removed(&shared, &ready);
+                    Attempt::Done
+                }
+                Look::Unreadable(reason) => {
+                    import_failed(&shared, record, &error, started, &reason)
+                }
             }
-            shared
-                .metrics
-                .observe_import_duration(AttemptOutcome::Rejected, started.elapsed());
-            reject(&shared, &ready, &name, Some(record), &error).await
         }
-        Err(error) => {
-            let message = crate::report::error_chain(&error);
-            record.status = Status::Retrying;
-            record.error = Some(Failure {
-                class: error.class().as_str().to_owned(),
-                message: message.clone(),
-                at: SystemTime::now(),
-            });
-            save(&shared, &record);
-            shared.metrics.bundle_finished(Outcome::Failed);
-            shared
-                .metrics
-                .observe_import_duration(AttemptOutcome::Failed, started.elapsed());
-            shared.metrics.retry(RetryReason::of(&error));
-            let delay = shared.backoff(record.attempts);
-            tracing::warn!(attempt = record.attempts, retry_in = ?delay, error = %message, "import failed; will retry");
-            Attempt::RetryAfter(delay)
+        Err(error) => import_failed(&shared, record, &error, started, "import failed"),
+    }
+}
+
+/// The shortcut for a file whose outcome is already on record (a restart, a
+/// retry, or a crash between recording and disposing): apply the configured
+/// disposal without reading the bundle again.
+fn already_known(shared: &Arc<Shared>, ready: &ReadyBundle, name: &str) -> Option<Attempt> {
+    let memo = shared
+        .store
+        .identified(&ready.bundle, ready.state.size, ready.state.mtime_ns)?;
+    if let Some(record) = shared.store.get(&memo.id) {
+        match record.status {
+            Status::Imported => {
+                if shared.on_success == crate::config::OnSuccess::Keep {
+                    tracing::debug!(
+                        "already handled in an earlier run: imported, and kept in place as configured"
+                    );
+                } else {
+                    tracing::info!(first_name = %record.names[0], "already handled in an earlier run: imported; finishing the disposal a stop interrupted");
+                }
+                dispose_imported(shared, ready);
+                return Some(Attempt::Done);
+            }
+            Status::Rejected => {
+                tracing::info!(reason = %reason_of(&record), "this content was rejected before; not looking at it again");
+                dispose_rejected(shared, ready, name, &record);
+                return Some(Attempt::Done);
+            }
+            Status::Waiting
+            | Status::Queued
+            | Status::Importing
+            | Status::Retrying
+            | Status::Removed => {}
         }
+    }
+    let signature = memo.rejected.as_ref()?;
+    let unchanged = signature.size == ready.signature_state.size
+        && signature.mtime_ns == ready.signature_state.mtime_ns;
+    let record = shared
+        .store
+        .get(&signature.id)
+        .filter(|r| unchanged && r.status == Status::Rejected)?;
+    tracing::info!(reason = %reason_of(&record), "this bundle and signature were rejected before; not looking at them again");
+    dispose_rejected(shared, ready, name, &record);
+    Some(Attempt::Done)
+}
+
+fn reason_of(record: &BundleRecord) -> String {
+    record
+        .error
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), |e| e.message.clone())
+}
+
+/// The same content, dropped again, was imported before.
+fn duplicate(
+    shared: &Arc<Shared>,
+    ready: &ReadyBundle,
+    record: &BundleRecord,
+    new_name: bool,
+) -> Attempt {
+    if new_name && let Err(e) = shared.store.put(record) {
+        return state_failed(shared, &e, 1);
+    }
+    if let Err(e) = remember(shared, ready, &record.id, None) {
+        return state_failed(shared, &e, 1);
+    }
+    tracing::info!(first_name = %record.names[0], "the same bundle was already imported; not pushing it again");
+    dispose_imported(shared, ready);
+    shared.metrics.bundle_finished(Outcome::Duplicate);
+    Attempt::Done
+}
+
+/// The content itself (correctly signed) was found broken before.
+fn rejected_before(
+    shared: &Arc<Shared>,
+    ready: &ReadyBundle,
+    name: &str,
+    record: BundleRecord,
+    new_name: bool,
+) -> Attempt {
+    if new_name && let Err(e) = shared.store.put(&record) {
+        return state_failed(shared, &e, 1);
+    }
+    if let Err(e) = remember(shared, ready, &record.id, None) {
+        return state_failed(shared, &e, 1);
+    }
+    tracing::info!(reason = %reason_of(&record), "this content was rejected before; not importing it");
+    shared.metrics.bundle_finished(Outcome::Duplicate);
+    dispose_rejected(shared, ready, name, &record);
+    Attempt::Done
+}
+
+/// Writes the final record of an import; only then are the files disposed
+/// of. If the record cannot be written, the import counts as failed and is
+/// retried, the record kept in memory so the retry writes it without pushing
+/// again.
+fn record_import(
+    shared: &Arc<Shared>,
+    ready: &ReadyBundle,
+    name: &str,
+    record: BundleRecord,
+    started: Option<Instant>,
+) -> Attempt {
+    if let Err(e) = shared.store.put(&record) {
+        let attempts = record.attempts;
+        shared.keep_unsaved(record);
+        return state_failed(shared, &e, attempts);
+    }
+    if started.is_none() {
+        tracing::info!("the import's record is written now that the state directory accepts it");
+    }
+    supersede_rejections(shared, ready, name, &record.id);
+    dispose_imported(shared, ready);
+    // Counted once its files are where the operator expects them.
+    shared.metrics.bundle_finished(Outcome::Imported);
+    shared.metrics.mark_success(SystemTime::now());
+    Attempt::Done
+}
+
+/// A name that imports now shows no earlier rejection: rejected records of
+/// that name lose it (and go when it was their only name), and a reason file
+/// beside the bundle is removed.
+fn supersede_rejections(shared: &Arc<Shared>, ready: &ReadyBundle, name: &str, id: &str) {
+    for mut record in shared.store.rejected_named(name) {
+        if record.id == id {
+            continue;
+        }
+        record.names.retain(|n| n != name);
+        let result = if record.names.is_empty() {
+            shared.store.remove(&record.id)
+        } else {
+            shared.store.put(&record)
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(rejected = %record.id, "an earlier rejection under this name is superseded")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot supersede an earlier rejection"),
+        }
+    }
+    disposal::remove_reason_file(&ready.bundle);
+}
+
+fn dispose_imported(shared: &Arc<Shared>, ready: &ReadyBundle) {
+    disposal::finish_imported(&ready.bundle, &ready.signature, shared.on_success);
+    if shared.on_success != crate::config::OnSuccess::Keep {
+        shared.forget_file(&ready.bundle);
+    }
+}
+
+fn dispose_rejected(shared: &Arc<Shared>, ready: &ReadyBundle, name: &str, record: &BundleRecord) {
+    let failure = record.error.clone().unwrap_or_else(|| Failure {
+        class: FailureClass::Integrity.as_str().to_owned(),
+        message: "rejected".to_owned(),
+        at: record.finished.unwrap_or_else(SystemTime::now),
+    });
+    let reason = Reason {
+        bundle: name,
+        id: &record.id,
+        class: &failure.class,
+        message: &failure.message,
+        at: failure.at,
+    };
+    disposal::finish_rejected(&ready.bundle, &ready.signature, &reason, shared.on_reject);
+    if shared.on_reject == crate::config::OnReject::Move {
+        shared.forget_file(&ready.bundle);
     }
 }
 
@@ -187,87 +371,261 @@ async fn verification_failed(
     // A bundle that changed or vanished while it was read is judged again
     // once it settles, whatever the failure said.
     if changed_since(ready) {
-        return resettle(shared, ready);
+        return match gone_or_changed(ready) {
+            Look::Gone => {
+                removed(shared, ready);
+                Attempt::Done
+            }
+            _ => resettle(shared, ready),
+        };
     }
-    match error.class() {
-        FailureClass::Integrity => {
-            shared.metrics.verification(VerificationResult::Rejected);
-            reject(shared, ready, name, None, &error).await
+    if is_transient_io(&error) {
+        return transient(
+            shared,
+            &format!(
+                "cannot read the bundle now: {}",
+                crate::report::error_chain(&error)
+            ),
+            1,
+        );
+    }
+    if error.class() != FailureClass::Integrity {
+        let message = crate::report::error_chain(&error);
+        return transient(
+            shared,
+            &format!("cannot verify the bundle now: {message}"),
+            1,
+        );
+    }
+    let read = match &error {
+        import::Error::Verify(crate::verify::Error::NotVerified { bundle_sha256, .. }) => {
+            Some(bundle_sha256.as_str())
         }
-        _ => {
-            let message = crate::report::error_chain(&error);
-            tracing::warn!(error = %message, "cannot verify the bundle now; will retry");
-            shared.metrics.bundle_finished(Outcome::Failed);
-            shared.metrics.retry(RetryReason::Other);
-            Attempt::RetryAfter(shared.backoff(1))
+        _ => None,
+    };
+    match look_again(shared, ready, read).await {
+        Look::Unchanged(pair) => reject_pair(shared, ready, name, pair, &error),
+        Look::Changed => resettle(shared, ready),
+        Look::Gone => {
+            removed(shared, ready);
+            Attempt::Done
         }
+        Look::Unreadable(reason) => transient(shared, &reason, 1),
     }
 }
 
-/// Records a permanent failure, writes the reason file, applies `on_reject`.
-async fn reject(
+/// A second look at a pair that failed, before the failure becomes final.
+enum Look {
+    /// Both files are as they were judged: the failure stands.
+    Unchanged(Pair),
+    /// Something changed (the copy went on): forget the attempt.
+    Changed,
+    /// The bundle is gone.
+    Gone,
+    /// The files cannot be read now (a transient failure).
+    Unreadable(String),
+}
+
+/// Waits a settle time (when rejections are confirmed), then checks the
+/// files' size and mtime and the bundle's digest against what was judged.
+async fn look_again(shared: &Arc<Shared>, ready: &ReadyBundle, judged: Option<&str>) -> Look {
+    if let Some(wait) = shared.confirm_rejection {
+        tracing::info!(
+            wait = ?wait,
+            "the bundle failed its checks; looking at it again before rejecting, in case its copy is still going on"
+        );
+        tokio::time::sleep(wait).await;
+    }
+    if changed_since(ready) {
+        return gone_or_changed(ready);
+    }
+    let (bundle, signature) = (ready.bundle.clone(), ready.signature.clone());
+    let hashed = tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>((sha256_of(&bundle)?, sha256_of(&signature)?))
+    })
+    .await;
+    let (bundle, signature) = match hashed {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return gone_or_changed(ready),
+        Ok(Err(e)) => return Look::Unreadable(format!("cannot read the bundle again: {e}")),
+        Err(e) => return Look::Unreadable(format!("cannot read the bundle again: {e}")),
+    };
+    if judged.is_some_and(|judged| judged != bundle) || changed_since(ready) {
+        return Look::Changed;
+    }
+    tracing::Span::current().record("digest", format!("sha256:{bundle}").as_str());
+    Look::Unchanged(Pair { bundle, signature })
+}
+
+fn gone_or_changed(ready: &ReadyBundle) -> Look {
+    if ready.bundle.exists() {
+        Look::Changed
+    } else {
+        Look::Gone
+    }
+}
+
+/// Records a confirmed verification failure against the bundle-and-signature
+/// pair, writes the reason file, applies `on_reject`.
+fn reject_pair(
     shared: &Arc<Shared>,
     ready: &ReadyBundle,
     name: &str,
-    record: Option<BundleRecord>,
+    pair: Pair,
     error: &import::Error,
 ) -> Attempt {
-    let message = crate::report::error_chain(error);
-    let mut record = match record {
-        Some(record) => record,
-        None => {
-            let path = ready.bundle.clone();
-            let Ok(Ok(id)) = tokio::task::spawn_blocking(move || content_id(&path)).await else {
-                tracing::warn!("bundle vanished before it could be identified");
-                return Attempt::Done;
-            };
-            tracing::Span::current().record("digest", format!("sha256:{id}").as_str());
-            remember(shared, ready, &id);
-            let existing = shared.store.get(&id);
-            existing.unwrap_or_else(|| BundleRecord {
-                id,
-                names: vec![name.to_owned()],
-                size: ready.state.size,
-                status: Status::Rejected,
-                attempts: 1,
-                first_seen: SystemTime::now(),
-                started: Some(SystemTime::now()),
-                finished: None,
-                verified_by: None,
-                pushed: None,
-                error: None,
-            })
+    let id = pair.id();
+    let now = SystemTime::now();
+    let mut record = shared
+        .store
+        .get(&id)
+        .unwrap_or_else(|| BundleRecord::new(id.clone(), name, ready.state.size, now));
+    let new_name = record.add_name(name);
+    let rejected = RejectedSignature {
+        size: ready.signature_state.size,
+        mtime_ns: ready.signature_state.mtime_ns,
+        id: id.clone(),
+    };
+    if record.status == Status::Rejected {
+        if new_name && let Err(e) = shared.store.put(&record) {
+            return state_failed(shared, &e, 1);
         }
-    };
-    let at = SystemTime::now();
+        if let Err(e) = remember(shared, ready, &pair.bundle, Some(rejected)) {
+            return state_failed(shared, &e, 1);
+        }
+        tracing::info!(reason = %reason_of(&record), "this bundle and signature were rejected before under another name");
+        shared.metrics.bundle_finished(Outcome::Duplicate);
+        dispose_rejected(shared, ready, name, &record);
+        return Attempt::Done;
+    }
     record.status = Status::Rejected;
-    record.finished = Some(at);
-    record.error = Some(Failure {
-        class: error.class().as_str().to_owned(),
-        message: message.clone(),
-        at,
-    });
-    save(shared, &record);
+    record.attempts += 1;
+    record.started.get_or_insert(now);
+    record.finished = Some(now);
+    record.error = Some(failure(error, now));
+    record.pair = Some(pair.clone());
+    if let Err(e) = shared.store.put(&record) {
+        return state_failed(shared, &e, 1);
+    }
+    if let Err(e) = remember(shared, ready, &pair.bundle, Some(rejected)) {
+        tracing::warn!(error = %e, "cannot record the file memo of a rejected bundle; it will be read again after a restart");
+    }
+    dispose_rejected(shared, ready, name, &record);
+    shared.metrics.verification(VerificationResult::Rejected);
     shared.metrics.bundle_finished(Outcome::Rejected);
-    tracing::error!(reason = %message, "bundle rejected; it will not be retried");
-    let reason = Reason {
-        bundle: name,
-        id: &record.id,
-        class: error.class().as_str(),
-        message: &message,
-        at,
-    };
-    disposal::finish_rejected(&ready.bundle, &ready.signature, &reason, shared.on_reject);
+    tracing::error!(reason = %reason_of(&record), "bundle rejected; it will not be retried");
     Attempt::Done
 }
 
-/// The file changed while it was read: it is still arriving. Let it settle
+/// Records a confirmed integrity failure of correctly signed content against
+/// the content: any copy of it would fail the same way.
+fn reject_content(
+    shared: &Arc<Shared>,
+    ready: &ReadyBundle,
+    name: &str,
+    mut record: BundleRecord,
+    error: &import::Error,
+) -> Attempt {
+    let now = SystemTime::now();
+    record.status = Status::Rejected;
+    record.finished = Some(now);
+    record.error = Some(failure(error, now));
+    if let Err(e) = shared.store.put(&record) {
+        return state_failed(shared, &e, record.attempts);
+    }
+    dispose_rejected(shared, ready, name, &record);
+    shared.metrics.bundle_finished(Outcome::Rejected);
+    tracing::error!(reason = %reason_of(&record), "bundle rejected; it will not be retried");
+    Attempt::Done
+}
+
+fn failure(error: &import::Error, at: SystemTime) -> Failure {
+    Failure {
+        class: error.class().as_str().to_owned(),
+        message: crate::report::error_chain(error),
+        at,
+    }
+}
+
+/// A transient import failure: recorded as `retrying`, retried after a
+/// backoff.
+fn import_failed(
+    shared: &Arc<Shared>,
+    mut record: BundleRecord,
+    error: &import::Error,
+    started: Instant,
+    what: &str,
+) -> Attempt {
+    let message = crate::report::error_chain(error);
+    record.status = Status::Retrying;
+    record.error = Some(Failure {
+        class: FailureClass::Transport.as_str().to_owned(),
+        message: message.clone(),
+        at: SystemTime::now(),
+    });
+    if let Err(e) = shared.store.put(&record) {
+        tracing::error!(error = %e, "cannot record the failed attempt");
+    }
+    shared.metrics.bundle_finished(Outcome::Failed);
+    shared
+        .metrics
+        .observe_import_duration(AttemptOutcome::Failed, started.elapsed());
+    shared.metrics.retry(RetryReason::of(error));
+    let delay = shared.backoff(record.attempts);
+    tracing::warn!(attempt = record.attempts, retry_in = ?delay, error = %message, "{what}; will retry");
+    Attempt::RetryAfter(delay)
+}
+
+/// A failure before anything was recorded: retried after a backoff.
+fn transient(shared: &Arc<Shared>, message: &str, attempt: u32) -> Attempt {
+    let delay = shared.backoff(attempt);
+    tracing::warn!(retry_in = ?delay, "{message}; will retry");
+    shared.metrics.bundle_finished(Outcome::Failed);
+    shared.metrics.retry(RetryReason::Other);
+    Attempt::RetryAfter(delay)
+}
+
+/// The state directory refused a write: the attempt fails (and is retried)
+/// rather than carry on with an outcome that a restart would not know.
+fn state_failed(shared: &Arc<Shared>, error: &crate::state::Error, attempt: u32) -> Attempt {
+    let delay = shared.backoff(attempt);
+    tracing::error!(error = %error, retry_in = ?delay, "cannot write to the state directory; nothing is disposed of, will retry");
+    shared.metrics.bundle_finished(Outcome::Failed);
+    shared.metrics.retry(RetryReason::Other);
+    Attempt::RetryAfter(delay)
+}
+
+/// The bundle was removed from the drop folder: a record still waiting for
+/// it is marked `removed` instead of staying `importing` forever.
+fn removed(shared: &Arc<Shared>, ready: &ReadyBundle) {
+    let memo = shared
+        .store
+        .identified(&ready.bundle, ready.state.size, ready.state.mtime_ns);
+    if let Some(mut record) = memo
+        .and_then(|m| shared.store.get(&m.id))
+        .filter(|r| r.status.is_pending())
+    {
+        record.status = Status::Removed;
+        record.finished = Some(SystemTime::now());
+        match shared.store.put(&record) {
+            Ok(()) => tracing::info!(
+                "the bundle was removed from the drop folder before its import finished; it is imported if dropped again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot record that the bundle was removed"),
+        }
+    } else {
+        tracing::info!("the bundle was removed from the drop folder before it was handled");
+    }
+    shared.forget_file(&ready.bundle);
+}
+
+/// The file changed while it was judged: it is still arriving. Let it settle
 /// again instead of judging a partial copy.
 fn resettle(shared: &Arc<Shared>, ready: &ReadyBundle) -> Attempt {
-    tracing::info!("bundle changed while it was read; waiting for it to settle again");
+    tracing::info!("bundle changed while it was checked; waiting for it to settle again");
     let _ = shared
         .watch_control
-        .send(WatchControl::Resettle(ready.bundle.clone()));
+        .send(WatchControl::Resettle(ready.clone()));
     Attempt::Done
 }
 
@@ -276,27 +634,70 @@ fn changed_since(ready: &ReadyBundle) -> bool {
         || FileState::of(&ready.signature).ok() != Some(ready.signature_state)
 }
 
-fn remember(shared: &Arc<Shared>, ready: &ReadyBundle, id: &str) {
-    if let Err(e) =
-        shared
-            .store
-            .remember_file(&ready.bundle, ready.state.size, ready.state.mtime_ns, id)
-    {
-        tracing::warn!(error = %e, "cannot record the file memo");
-    }
+fn remember(
+    shared: &Arc<Shared>,
+    ready: &ReadyBundle,
+    id: &str,
+    rejected: Option<RejectedSignature>,
+) -> crate::state::Result<()> {
+    shared.store.remember_file(
+        &ready.bundle,
+        FileMemo {
+            size: ready.state.size,
+            mtime_ns: ready.state.mtime_ns,
+            id: id.to_owned(),
+            rejected,
+        },
+    )
 }
 
-fn save(shared: &Arc<Shared>, record: &BundleRecord) {
-    if let Err(e) = shared.store.put(record) {
-        tracing::error!(error = %e, "cannot write the state record");
+/// Whether a failure is a read error of the drop volume that may pass (an
+/// NFS server restarting, a flaky USB link) rather than anything wrong with
+/// the bundle.
+pub(super) fn is_transient_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    /// EINTR, EIO, EAGAIN, ENOMEM, EBUSY, ENETDOWN, ENETUNREACH, ECONNRESET,
+    /// ENOTCONN, ETIMEDOUT, EHOSTDOWN, EHOSTUNREACH, ESTALE on Linux.
+    const TRANSIENT_ERRNOS: [i32; 13] = [4, 5, 11, 12, 16, 100, 101, 104, 107, 110, 112, 113, 116];
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .raw_os_error()
+                .is_some_and(|code| TRANSIENT_ERRNOS.contains(&code))
+        {
+            return true;
+        }
+        current = e.source();
     }
+    false
 }
 
-/// The hex SHA-256 of a file, for identifying bundles whose signature failed.
-fn content_id(path: &Path) -> std::io::Result<String> {
+/// The hex SHA-256 of a file.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
     // 1 MiB reads, as the signature check does: this may be a large file.
     let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
     let mut hasher = Hasher::new(Algorithm::Sha256);
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hasher.finish().hex().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_of_a_flaky_volume_are_transient_and_a_short_file_is_not() {
+        let eio = std::io::Error::from_raw_os_error(5);
+        let stale = std::io::Error::from_raw_os_error(116);
+        let wrapped = crate::verify::Error::BundleRead {
+            path: "/drop/a.zst".into(),
+            source: eio,
+        };
+        assert!(is_transient_io(&wrapped));
+        assert!(is_transient_io(&stale));
+        let short = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!is_transient_io(&short));
+        let missing = std::io::Error::from_raw_os_error(2);
+        assert!(!is_transient_io(&missing));
+    }
 }

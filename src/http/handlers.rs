@@ -59,6 +59,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
     limit: Option<usize>,
+    after: Option<String>,
 }
 
 /// One entry of `/api/v1/imports`: a file waiting for its partner or a
@@ -70,19 +71,31 @@ enum ImportEntry {
     Record(Box<crate::state::BundleRecord>),
 }
 
-/// `GET /api/v1/imports?limit=N`: the files waiting for their partner, then
-/// the records newest first; `N` entries in all, capped at [`MAX_LIMIT`].
+/// `GET /api/v1/imports?limit=N&after=ID`: the files waiting for their
+/// partner (first page only), then the records newest first; `N` entries in
+/// all, capped at [`MAX_LIMIT`]. The next page starts after the last record
+/// id of this one.
 pub(super) async fn imports(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(query) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    if query.after.as_deref().is_some_and(|id| !is_bundle_id(id)) {
+        return Err(Error::InvalidId);
+    }
     let view = state.view.clone();
-    let (waiting, records) =
-        tokio::task::spawn_blocking(move || (view.waiting(), view.imports(limit)))
-            .await
-            .map_err(|e| internal("imports", &e))?;
+    let after = query.after;
+    let (waiting, records) = tokio::task::spawn_blocking(move || {
+        let waiting = if after.is_none() {
+            view.waiting()
+        } else {
+            Vec::new()
+        };
+        (waiting, view.imports(limit, after.as_deref()))
+    })
+    .await
+    .map_err(|e| internal("imports", &e))?;
     let entries: Vec<ImportEntry> = waiting
         .into_iter()
         .map(ImportEntry::Waiting)

@@ -6,7 +6,7 @@
 //! | `GET /metrics` | every metric, Prometheus text format |
 //! | `GET /healthz` | `200 ok` while the process runs |
 //! | `GET /readyz` | `200` when every check passes, `503` otherwise; JSON naming each check |
-//! | `GET /api/v1/imports?limit=N` | the files waiting for their partner (status `waiting`), then the newest bundle records; `N` entries in all (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) |
+//! | `GET /api/v1/imports?limit=N&after=ID` | the files waiting for their partner (status `waiting`, on the first page only), then the newest bundle records; `N` entries in all (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]); the next page starts after record `ID`, the last id of the previous page |
 //! | `GET /api/v1/imports/{id}` | one bundle record; `400` for an id that is not 64 lowercase hex characters, `404` when unknown |
 //! | `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=` | the packs in the target's pack area, filtered ([`crate::push::catalog`]); `502` when the target cannot be read |
 //!
@@ -53,8 +53,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// awaited with a [`READINESS_TIMEOUT`] bound and should keep its own checks
 /// (such as pinging the registry) short or cached, as probes call it often.
 pub trait DaemonView: Send + Sync + 'static {
-    /// Up to `limit` records, newest first.
-    fn imports(&self, limit: usize) -> Vec<BundleRecord>;
+    /// Up to `limit` records, newest first, starting after the record with
+    /// id `after` when given (the last id of the previous page).
+    fn imports(&self, limit: usize, after: Option<&str>) -> Vec<BundleRecord>;
     /// The record of bundle `id` (64 lowercase hex characters), if known.
     fn import(&self, id: &str) -> Option<BundleRecord>;
     /// The settled drop-folder files waiting for their partner. The default

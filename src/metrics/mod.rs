@@ -144,7 +144,13 @@ impl Metrics {
         self.bundles.mark_success(at);
     }
 
-    /// Sets `airlock_watcher_up` to 1 while the watcher runs, 0 otherwise.
+    /// Counts one listing of the drop directories.
+    pub fn drop_listed(&self) {
+        self.process.drop_listed();
+    }
+
+    /// Sets `airlock_watcher_up` to 1 while the watcher runs and every drop
+    /// directory is watched, 0 otherwise.
     pub fn set_watcher_up(&self, up: bool) {
         self.process.set_watcher_up(up);
     }
@@ -235,6 +241,7 @@ mod tests {
         ("airlock_last_success_timestamp_seconds", "gauge"),
         ("airlock_build_info", "gauge"),
         ("airlock_watcher_up", "gauge"),
+        ("airlock_drop_listings_total", "counter"),
     ];
 
     #[test]

@@ -1,11 +1,12 @@
 //! Process families: the build and whether the watcher runs.
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The process families.
 #[derive(Clone)]
 pub(super) struct ProcessMetrics {
     watcher_up: IntGauge,
+    listings: IntCounter,
 }
 
 impl ProcessMetrics {
@@ -24,10 +25,22 @@ impl ProcessMetrics {
             .set(1);
         let watcher_up = IntGauge::new(
             "airlock_watcher_up",
-            "1 while the watcher of the drop directories runs, 0 otherwise.",
+            "1 while the watcher runs and every drop directory is there and watched (or polled); 0 while one is gone (unmounted, deleted) or the watcher stopped.",
         )?;
         registry.register(Box::new(watcher_up.clone()))?;
-        Ok(ProcessMetrics { watcher_up })
+        let listings = IntCounter::new(
+            "airlock_drop_listings_total",
+            "Times the drop directories were listed (on arrivals, settle deadlines, rescans and remounts). Idle, it grows once per rescan interval.",
+        )?;
+        registry.register(Box::new(listings.clone()))?;
+        Ok(ProcessMetrics {
+            watcher_up,
+            listings,
+        })
+    }
+
+    pub(super) fn drop_listed(&self) {
+        self.listings.inc();
     }
 
     pub(super) fn set_watcher_up(&self, up: bool) {

@@ -24,12 +24,22 @@ pub enum Status {
     Imported,
     /// A permanent failure (signature, integrity); never retried.
     Rejected,
+    /// The files were removed from the drop folder before the import
+    /// finished; nothing more happens unless the content is dropped again.
+    Removed,
 }
 
 impl Status {
-    /// Whether nothing more will happen to the bundle.
+    /// Whether the outcome is settled for good: the content is never
+    /// imported again (imported) or never retried (rejected).
     pub fn is_final(self) -> bool {
         matches!(self, Status::Imported | Status::Rejected)
+    }
+
+    /// Whether an attempt is under way or due (queued, importing,
+    /// retrying): what a stop interrupts.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Status::Queued | Status::Importing | Status::Retrying)
     }
 
     /// A short label for logs and metrics.
@@ -41,6 +51,7 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Imported => "imported",
             Status::Rejected => "rejected",
+            Status::Removed => "removed",
         }
     }
 }
@@ -101,6 +112,31 @@ pub struct Failure {
     pub at: SystemTime,
 }
 
+/// The two files a verification failure was judged on. A bad signature says
+/// nothing about the content (the same bytes may arrive again with a good
+/// one), so such a rejection is recorded against the pair, never against the
+/// content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pair {
+    /// Hex SHA-256 of the `.zst` file.
+    pub bundle: String,
+    /// Hex SHA-256 of the signature file.
+    pub signature: String,
+}
+
+impl Pair {
+    /// The record id of a rejected pair: the hex SHA-256 of
+    /// `<bundle hex>:<signature hex>`, so it has the shape of a bundle id.
+    pub fn id(&self) -> String {
+        let mut hasher = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
+        hasher.update(self.bundle.as_bytes());
+        hasher.update(b":");
+        hasher.update(self.signature.as_bytes());
+        hasher.finish().hex().to_owned()
+    }
+}
+
 /// The durable record of one bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +167,39 @@ pub struct BundleRecord {
     pub pushed: Option<Pushed>,
     /// The last failure, if any.
     pub error: Option<Failure>,
+    /// For a rejected signature: the bundle and signature it was judged on
+    /// (the record's id is then [`Pair::id`], not the content digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<Pair>,
+}
+
+impl BundleRecord {
+    /// A new record of content `id` first seen now under `name`.
+    pub fn new(id: String, name: &str, size: u64, now: SystemTime) -> Self {
+        BundleRecord {
+            id,
+            names: vec![name.to_owned()],
+            size,
+            status: Status::Queued,
+            attempts: 0,
+            first_seen: now,
+            started: None,
+            finished: None,
+            verified_by: None,
+            pushed: None,
+            error: None,
+            pair: None,
+        }
+    }
+
+    /// Adds a name the content arrived under; true when it was new.
+    pub fn add_name(&mut self, name: &str) -> bool {
+        let new = !self.names.iter().any(|n| n == name);
+        if new {
+            self.names.push(name.to_owned());
+        }
+        new
+    }
 }
 
 /// A drop-folder file waiting for its partner, as `/api/v1/imports` lists

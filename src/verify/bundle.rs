@@ -180,6 +180,7 @@ pub fn verify_bundle_by_any(
             signature: first.clone(),
             bundle: bundle.to_owned(),
             keys: keys.len(),
+            bundle_sha256: hex::encode(digested.sha256),
         }));
     };
     for other in losers {

@@ -133,6 +133,9 @@ pub enum Error {
         bundle: PathBuf,
         /// How many trusted keys were tried.
         keys: usize,
+        /// The hex SHA-256 of the bundle as it was read, so a caller can
+        /// tell whether a later look at the file sees the same bytes.
+        bundle_sha256: String,
     },
 }
 

@@ -1,23 +1,27 @@
 //! Watch drop folders and hand on bundles whose files have settled.
 //!
 //! inotify events (through `notify`) are only hints that make the watcher
-//! look sooner; what counts is a scan of the folders, done on every hint, at
-//! every settle deadline, and on a fixed rescan interval. Polling mode (for
+//! look sooner; what counts is a scan of the folders, done on every hint of
+//! an arrival (a file created, renamed, removed or closed after writing; not
+//! the opens and reads of the watcher and verifier themselves), at every
+//! settle deadline, on a fixed rescan interval, and when a folder turned out
+//! to be another directory (remounted, re-created: see [`folders`]). Polling mode (for
 //! NFS written by another host and FUSE/USB mounts where inotify sees
 //! nothing) runs exactly the same code with the hints switched off.
 //!
 //! Depends on nothing else in the pipeline: it only produces [`ReadyBundle`]s.
 
+mod folders;
 pub mod scan;
 pub mod settle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{Notify, mpsc, watch};
+
+use folders::Folders;
 
 pub use scan::FileState;
 pub use settle::{ReadyBundle, Settler, Unpaired};
@@ -25,6 +29,12 @@ pub use settle::{ReadyBundle, Settler, Unpaired};
 /// Quiet time after an inotify event before scanning, so a burst of writes
 /// from one copy costs one scan.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How often the drop folders are checked for having become another
+/// directory (unmounted and mounted again, deleted and re-created), which
+/// inotify does not report: one `stat` per folder, no listing, so a new
+/// mount is watched within this time instead of at the next rescan.
+const FOLDER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How the watcher looks at the drop folders (the `drop` configuration section).
 #[derive(Debug, Clone)]
@@ -62,78 +72,104 @@ impl From<&crate::config::DropSection> for WatchOptions {
 /// Messages the daemon sends back to the watcher.
 #[derive(Debug)]
 pub enum WatchControl {
-    /// The bundle changed while it was read: forget it was handed on, so it
-    /// settles and is handed on again.
-    Resettle(PathBuf),
+    /// The bundle changed while it was read: forget it was handed on in
+    /// this version (its files' states), so it settles and is handed on
+    /// again. A newer version already handed on is left alone.
+    Resettle(ReadyBundle),
 }
 
-/// Runs until `shutdown` turns true, sending ready bundles to `ready` and
+/// What the watcher reports while it runs.
+pub trait WatchObserver: Send + Sync {
+    /// Whether every drop folder is there and watched (or polled); false
+    /// while one is gone (unmounted, deleted) and once the watcher stopped.
+    fn watching(&self, up: bool);
+    /// The drop folders were listed once.
+    fn listed(&self);
+}
+
+/// Runs until `shutdown` turns true, sending ready bundles to `ready`,
 /// publishing the settled files still waiting for their partner to
-/// `waiting`. `running` is true while the watcher works (for `/readyz`).
+/// `waiting`, and reporting to `observer`.
 pub async fn run(
     options: WatchOptions,
     ready: mpsc::Sender<ReadyBundle>,
     waiting: watch::Sender<Vec<Unpaired>>,
     mut control: mpsc::UnboundedReceiver<WatchControl>,
-    running: Arc<AtomicBool>,
+    observer: Arc<dyn WatchObserver>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let hint = Arc::new(Notify::new());
-    // Kept alive for the loop's duration; dropping it stops the events.
-    let _events = if options.poll {
-        None
-    } else {
-        start_events(&options, Arc::clone(&hint))
-    };
-    let poll = options.poll || _events.is_none();
+    let notify_hint = Arc::clone(&hint);
+    let mut folders = Folders::new(&options.dirs, options.recursive, options.poll, move || {
+        notify_hint.notify_one();
+    });
+    let poll = folders.polling();
     let mut settler =
         Settler::new(options.settle_time).warn_unpaired_after(options.unpaired_warn_after);
-    running.store(true, Ordering::Relaxed);
+    observer.watching(folders.all_up());
     tracing::info!(
         dirs = ?options.dirs,
         mode = if poll { "polling" } else { "inotify" },
         settle = ?options.settle_time,
         "watching drop folders"
     );
+    let interval = if poll {
+        options.poll_interval
+    } else {
+        options.rescan_interval
+    };
+    let mut list_now = true;
+    let mut next_listing = Instant::now();
     loop {
-        let dirs = options.dirs.clone();
-        let recursive = options.recursive;
-        let snapshot = match tokio::task::spawn_blocking(move || scan::scan(&dirs, recursive)).await
-        {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                tracing::error!(error = %e, "drop folder scan failed");
-                Default::default()
-            }
-        };
-        let now = Instant::now();
-        for bundle in settler.observe(&snapshot, now) {
-            tracing::debug!(bundle = %bundle.bundle.display(), "bundle settled");
-            if ready.send(bundle).await.is_err() {
-                running.store(false, Ordering::Relaxed);
-                return;
-            }
+        if folders.check() {
+            list_now = true;
         }
-        report_unpaired(&mut settler, &waiting, now);
-        let interval = if poll {
-            options.poll_interval
-        } else {
-            options.rescan_interval
-        };
-        let wake = settler
-            .next_deadline(now)
-            .map(|deadline| deadline.saturating_duration_since(now))
-            .map_or(interval, |until| until.min(interval));
+        observer.watching(folders.all_up());
+        let now = Instant::now();
+        if list_now || now >= next_listing {
+            list_now = false;
+            let dirs = options.dirs.clone();
+            let recursive = options.recursive;
+            let snapshot =
+                match tokio::task::spawn_blocking(move || scan::scan(&dirs, recursive)).await {
+                    Ok(snapshot) => snapshot,
+                    Err(e) => {
+                        tracing::error!(error = %e, "drop folder scan failed");
+                        Default::default()
+                    }
+                };
+            observer.listed();
+            let now = Instant::now();
+            for bundle in settler.observe(&snapshot, now) {
+                tracing::debug!(bundle = %bundle.bundle.display(), "bundle settled");
+                if ready.send(bundle).await.is_err() {
+                    observer.watching(false);
+                    return;
+                }
+            }
+            report_unpaired(&mut settler, &waiting, now);
+            next_listing = now + interval;
+        }
+        // The next listing: the interval, or sooner when a file's settle
+        // time runs out.
+        let now = Instant::now();
+        if let Some(deadline) = settler.next_deadline(now) {
+            next_listing = next_listing.min(deadline);
+        }
+        let wake = next_listing
+            .saturating_duration_since(now)
+            .min(FOLDER_CHECK_INTERVAL);
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
             _ = hint.notified(), if !poll => {
                 tokio::time::sleep(EVENT_DEBOUNCE).await;
+                list_now = true;
             }
             Some(message) = control.recv() => match message {
-                WatchControl::Resettle(path) => settler.forget(&path),
+                WatchControl::Resettle(bundle) => settler.resettle(&bundle, Instant::now()),
             },
             () = stopped(&mut shutdown) => {
-                running.store(false, Ordering::Relaxed);
+                observer.watching(false);
                 tracing::info!("watcher stopped");
                 return;
             }
@@ -166,33 +202,4 @@ fn report_unpaired(settler: &mut Settler, waiting: &watch::Sender<Vec<Unpaired>>
 /// `Send`, so it must not live in the select's output).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopped| *stopped).await;
-}
-
-/// Subscribes to inotify events; `None` (and polling) when that fails, e.g.
-/// when the inotify watch limit is reached.
-fn start_events(options: &WatchOptions, hint: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                hint.notify_one();
-            }
-        }) {
-            Ok(watcher) => watcher,
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify unavailable; polling instead");
-                return None;
-            }
-        };
-    let mode = if options.recursive {
-        RecursiveMode::Recursive
-    } else {
-        RecursiveMode::NonRecursive
-    };
-    for dir in &options.dirs {
-        if let Err(e) = watcher.watch(dir, mode) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch folder with inotify; polling instead");
-            return None;
-        }
-    }
-    Some(watcher)
 }

@@ -303,11 +303,19 @@ impl Settler {
         Some(bundles)
     }
 
-    /// Forgets that a bundle was handed on, so the next scan hands it on
-    /// again once settled (used when a bundle changed while being read).
-    pub fn forget(&mut self, bundle: &PathBuf) {
+    /// Forgets that `ready` was handed on, so it must settle again (from
+    /// `now`) and is then handed on again: used when a bundle changed while
+    /// being read. If a newer version was handed on since, it is already on
+    /// its way and nothing changes, so no version is handed on twice.
+    pub fn resettle(&mut self, ready: &ReadyBundle, now: Instant) {
+        let bundle = &ready.bundle;
+        if self.emitted.get(bundle) != Some(&version(ready)) {
+            return;
+        }
         self.emitted.remove(bundle);
-        self.files.remove(bundle);
+        if let Some(tracked) = self.files.get_mut(bundle) {
+            tracked.since = now;
+        }
     }
 }
 
@@ -318,10 +326,13 @@ fn file_name(path: &std::path::Path) -> Option<String> {
 /// The states a bundle was handed on in: a change to any of its files makes
 /// it a new version.
 fn version(ready: &ReadyBundle) -> Vec<FileState> {
-    std::iter::once(ready.state)
-        .chain(std::iter::once(ready.signature_state))
+    // The signatures' states in a fixed order, so a worker that moved the
+    // signature that verified to the front still names the same version.
+    let mut signatures: Vec<FileState> = std::iter::once(ready.signature_state)
         .chain(ready.other_signatures.iter().map(|(_, state)| *state))
-        .collect()
+        .collect();
+    signatures.sort_by_key(|s| (s.size, s.mtime_ns));
+    std::iter::once(ready.state).chain(signatures).collect()
 }
 
 #[cfg(test)]
@@ -489,6 +500,40 @@ mod tests {
             settler.observe(&growing, now);
             assert!(settler.unpaired(now).is_empty(), "step {step}");
         }
+    }
+
+    #[test]
+    fn a_resettle_of_an_old_version_does_not_hand_on_the_newer_one_twice() {
+        let mut settler = Settler::new(SETTLE);
+        let t0 = Instant::now();
+        let v1 = snapshot(&[("/d/a.zst", state(10, 1)), ("/d/a.sig.bin", state(72, 1))]);
+        settler.observe(&v1, t0);
+        let first = settler.observe(&v1, t0 + SETTLE);
+        assert_eq!(first.len(), 1);
+        let v2 = snapshot(&[("/d/a.zst", state(20, 2)), ("/d/a.sig.bin", state(72, 1))]);
+        settler.observe(&v2, t0 + SETTLE * 2);
+        assert_eq!(settler.observe(&v2, t0 + SETTLE * 3).len(), 1);
+        // The worker of v1 finds the file changed and asks for a resettle.
+        let bundle = PathBuf::from("/d/a.zst");
+        assert_eq!(first[0].bundle, bundle);
+        settler.resettle(&first[0], t0 + SETTLE * 3);
+        assert!(
+            settler.observe(&v2, t0 + SETTLE * 5).is_empty(),
+            "v2 was handed on already"
+        );
+    }
+
+    #[test]
+    fn a_resettled_bundle_settles_again_before_it_is_handed_on() {
+        let mut settler = Settler::new(SETTLE);
+        let t0 = Instant::now();
+        let v1 = snapshot(&[("/d/a.zst", state(10, 1)), ("/d/a.sig.bin", state(72, 1))]);
+        settler.observe(&v1, t0);
+        let first = settler.observe(&v1, t0 + SETTLE);
+        let t1 = t0 + SETTLE * 2;
+        settler.resettle(&first[0], t1);
+        assert!(settler.observe(&v1, t1).is_empty());
+        assert_eq!(settler.observe(&v1, t1 + SETTLE).len(), 1);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Daemon {
     port: u16,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// A command the daemon runs under (`strace ...`), empty for none.
+    wrapper: Vec<String>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -52,6 +54,12 @@ impl Daemon {
     /// [`Daemon::start`] against a plain-HTTP registry at `registry_host`
     /// (`127.0.0.1:PORT`), e.g. a proxy in front of the test registry.
     pub fn start_at(setup: &DaemonSetup, registry_host: &str, public_key: &Path) -> Daemon {
+        let mut daemon = Daemon::configure(setup, registry_host, public_key);
+        daemon.spawn();
+        daemon
+    }
+
+    fn configure(setup: &DaemonSetup, registry_host: &str, public_key: &Path) -> Daemon {
         let port = free_port();
         let mut args = vec![
             "watch".to_owned(),
@@ -66,9 +74,11 @@ impl Daemon {
             setup.state_dir.display().to_string(),
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
-            "--settle-time".to_owned(),
-            "1s".to_owned(),
         ];
+        // A test may choose its own settle time.
+        if !setup.extra.iter().any(|a| a == "--settle-time") {
+            args.extend(["--settle-time".to_owned(), "1s".to_owned()]);
+        }
         args.extend(setup.extra.iter().cloned());
         let mut envs = vec![
             (
@@ -91,16 +101,15 @@ impl Daemon {
         envs.extend(setup.envs.iter().cloned());
         let log_dir = tempfile::tempdir().expect("tempdir for the daemon log");
         let log = log_dir.path().join("airlock.log");
-        let mut daemon = Daemon {
+        Daemon {
             child: None,
             port,
             args,
             envs,
+            wrapper: Vec::new(),
             log,
             _log_dir: log_dir,
-        };
-        daemon.spawn();
-        daemon
+        }
     }
 
     fn spawn(&mut self) {
@@ -110,7 +119,14 @@ impl Daemon {
             .open(&self.log)
             .expect("open the daemon log");
         let err = log.try_clone().expect("clone the log handle");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_airlock"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_airlock")),
+        };
         command
             .args(&self.args)
             .stdin(Stdio::null())
@@ -146,6 +162,40 @@ impl Daemon {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().expect("poll the daemon"))
+    }
+
+    /// Starts `airlock watch` like [`Daemon::start`], but as the last
+    /// argument of `wrapper` (e.g. `strace -f -e inject=...`), to inject
+    /// faults into the real process.
+    pub fn start_under(
+        wrapper: &[&str],
+        setup: &DaemonSetup,
+        registry: &Registry,
+        public_key: &Path,
+    ) -> Daemon {
+        let mut daemon = Daemon::configure(setup, &registry.host(), public_key);
+        daemon.wrapper = wrapper.iter().map(|s| (*s).to_owned()).collect();
+        daemon.spawn();
+        daemon
+    }
+
+    /// Runs later restarts without the wrapper.
+    pub fn drop_wrapper(&mut self) {
+        self.wrapper.clear();
+    }
+
+    /// Waits (up to `limit`) for the process to exit by itself, e.g. killed
+    /// by an injected signal; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_status() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Starts the daemon again with the same flags (after a kill or stop).
