@@ -13,7 +13,7 @@ use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
 use crate::push::{PushOptions, PushReport, SharedJournal};
 use crate::read::{BundleIndex, ExtraFile, Producer, ReadLimits};
-use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy};
+use crate::verify::{self, TrustedKeys, VerifiedBundle, VerifiedBy, VerifyOptions};
 
 /// Result type of an import.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -158,7 +158,14 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<ImportReport> {
     let signatures = signatures_for(&request.bundle, request.signature.as_ref());
-    let verified = verify(request.bundle.clone(), signatures, keys, progress).await?;
+    let verified = verify(
+        request.bundle.clone(),
+        signatures,
+        keys,
+        VerifyOptions::default(),
+        progress,
+    )
+    .await?;
     run_verified(verified, request.into(), progress).await
 }
 
@@ -207,22 +214,32 @@ pub fn signatures_for(bundle: &std::path::Path, given: Option<&PathBuf>) -> Vec<
 
 /// Verifies a bundle's detached signature on a blocking thread, counting the
 /// bytes hashed into `progress`. With several candidate `signatures`, the
-/// first that verifies wins ([`verify::verify_bundle_by_any`]).
+/// first that verifies wins ([`verify::verify_bundle_by_any`]). Dropping the
+/// future (a daemon whose grace period ran out) stops the blocking read too.
 pub async fn verify(
     bundle: PathBuf,
     signatures: Vec<PathBuf>,
     keys: Arc<TrustedKeys>,
+    options: VerifyOptions,
     progress: &Progress,
 ) -> Result<VerifiedBundle> {
     progress.set_stage(Stage::Verifying);
     progress.reset_bundle_bytes();
     let verify_progress = progress.clone();
+    let abandoned = StopReadsIfAbandoned(Some(progress));
     let verified = blocking(move || {
-        verify::verify_bundle_by_any(&bundle, &signatures, &keys, &mut |n| {
-            verify_progress.add_bundle_bytes(n)
+        verify::verify_bundle_by_any(&bundle, &signatures, &keys, options, &mut |n| {
+            verify_progress.add_bundle_bytes(n);
+            if verify_progress.cancelled() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
         })
     })
-    .await??;
+    .await;
+    abandoned.finished();
+    let verified = verified??;
     tracing::info!(
         bundle = %verified.path().display(),
         digest = %verified.digest(),
@@ -232,8 +249,40 @@ pub async fn verify(
     Ok(verified)
 }
 
-/// Indexes, plans and pushes a verified bundle.
+/// Cancels a [`Progress`] when dropped before [`StopReadsIfAbandoned::finished`]:
+/// a blocking thread reading the bundle is not stopped by dropping the future
+/// that waits for it, and would otherwise read on (and keep the process from
+/// exiting) after the import was given up.
+struct StopReadsIfAbandoned<'a>(Option<&'a Progress>);
+
+impl StopReadsIfAbandoned<'_> {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopReadsIfAbandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(progress) = self.0 {
+            progress.cancel();
+        }
+    }
+}
+
+/// Indexes, plans and pushes a verified bundle. Dropping the future stops the
+/// reads of the bundle at their next chunk.
 pub async fn run_verified(
+    verified: VerifiedBundle,
+    destination: Destination,
+    progress: &Progress,
+) -> Result<ImportReport> {
+    let abandoned = StopReadsIfAbandoned(Some(progress));
+    let result = run_verified_inner(verified, destination, progress).await;
+    abandoned.finished();
+    result
+}
+
+async fn run_verified_inner(
     verified: VerifiedBundle,
     destination: Destination,
     progress: &Progress,

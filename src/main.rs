@@ -15,6 +15,9 @@ use airlock::config::DaemonConfig;
 /// result is what a person reads.
 const CLI_LOG_FILTER: &str = "warn";
 
+/// How long blocking work may hold up the exit once the command is done.
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -66,6 +69,10 @@ fn main() -> ExitCode {
             runtime.block_on(airlock::cli::run(command))
         }
     };
+    // Reads of a bundle on blocking threads stop at their next chunk once an
+    // import is abandoned; one stuck in the kernel (a hung network file
+    // system) must still not keep a stopping process alive.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! daemon's metrics read, without the stages knowing who is watching.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 /// The stage an import is in, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,7 @@ struct Counters {
     blobs_uploaded: AtomicU64,
     blobs_mounted: AtomicU64,
     blobs_present: AtomicU64,
+    cancelled: AtomicBool,
 }
 
 impl Progress {
@@ -153,5 +154,16 @@ impl Progress {
     /// Blobs found present so far.
     pub fn blobs_present(&self) -> u64 {
         self.inner.blobs_present.load(Ordering::Relaxed)
+    }
+
+    /// Asks every stage reading the bundle to stop at its next read (the
+    /// daemon is stopping, or the import was abandoned).
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Progress::cancel`] was called.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Relaxed)
     }
 }

@@ -710,7 +710,8 @@ fn a_read_error_of_the_volume_is_retried_not_taken_for_a_bad_bundle() {
     let registry = Registry::start();
     let site = Site::new();
     // The first read of the bundle fails with EIO, as on a flaky USB link or
-    // an NFS server restarting; later reads work.
+    // an NFS server restarting; later reads work. (airlock reads the bundle
+    // with positional reads, pread64, on the one file it opened.)
     let path = site.path("flaky.zst").display().to_string();
     let wrapper = [
         "strace",
@@ -721,9 +722,9 @@ fn a_read_error_of_the_volume_is_retried_not_taken_for_a_bad_bundle() {
         "-P",
         &path,
         "-e",
-        "trace=read",
+        "trace=read,pread64",
         "-e",
-        "inject=read:error=EIO:when=1",
+        "inject=read,pread64:error=EIO:when=1",
     ];
     let daemon = Daemon::start_under(&wrapper, &site.setup(&[]), &registry, key.public_pem());
     site.drop_as(&bundle, "flaky");

@@ -51,6 +51,7 @@ fn registry_with_basic_auth_starts_and_serves_an_empty_catalog() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: Some(("alice".into(), "s3cret".into())),
         tls: false,
+        ..RegistryOptions::default()
     });
     assert_eq!(registry.catalog(), Vec::<String>::new());
     let anonymous = tools::run(
@@ -73,6 +74,7 @@ fn registry_with_tls_starts_and_serves_an_empty_catalog() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: None,
         tls: true,
+        ..RegistryOptions::default()
     });
     assert!(registry.url().starts_with("https://127.0.0.1:"));
     assert!(registry.ca_cert_path().is_file());
@@ -264,6 +266,7 @@ fn tag_only_named_image_pushed_into_a_tls_registry_with_auth() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: Some(("alice".into(), "s3cret".into())),
         tls: true,
+        ..RegistryOptions::default()
     });
     skopeo::push_oci_layout(&registry, &layout, "2.0", "acme/app:2.0", false);
     assert_eq!(

@@ -256,7 +256,7 @@ impl Puller<'_> {
         let repository = self.image.source.repository().to_owned();
         let size = self
             .client
-            .get_blob(&repository, digest, &mut sink)
+            .get_blob(&repository, digest, descriptor.size, &mut sink)
             .await
             .map_err(|e| self.failed(e.to_string()))?;
         sink.file.flush().map_err(|source| Error::OutputIo {

@@ -155,7 +155,7 @@ fn a_created_bundle_verifies_and_reads_back_with_every_image() {
     verify(&created, &key.public);
 
     let index = BundleIndex::build(
-        UnverifiedBundle::new(&bundle),
+        UnverifiedBundle::open(&bundle).unwrap(),
         ReadLimits::default(),
         &Progress::new(),
     )

@@ -120,7 +120,13 @@ async fn verify_one(
 ) -> Result<Result<VerifiedBundle, verify::Error>, CommandError> {
     let signatures = import::signatures_for(&bundle, signature);
     tokio::task::spawn_blocking(move || {
-        verify::verify_bundle_by_any(&bundle, &signatures, &keys, &mut |_| {})
+        verify::verify_bundle_by_any(
+            &bundle,
+            &signatures,
+            &keys,
+            verify::VerifyOptions::default(),
+            &mut |_| std::ops::ControlFlow::Continue(()),
+        )
     })
     .await
     .map_err(|e| CommandError::config(e.to_string()))
@@ -315,9 +321,13 @@ async fn inspect_one(
 ) -> Result<report::inspect::Inspection, CommandError> {
     let progress = Progress::new();
     let Some(keys) = keys else {
-        let bundle = UnverifiedBundle::new(bundle);
+        let bundle = bundle.to_owned();
         let index = tokio::task::spawn_blocking(move || {
-            BundleIndex::build(bundle, ReadLimits::default(), &progress)
+            BundleIndex::build(
+                UnverifiedBundle::open(bundle)?,
+                ReadLimits::default(),
+                &progress,
+            )
         })
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
@@ -386,6 +396,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             credentials: credentials(&args.access, host)?,
             retry: RetryPolicy::default(),
             observer: None,
+            token_realm_hosts: Vec::new(),
         },
         Target::Layout { .. } => RegistryConfig::default(),
     };

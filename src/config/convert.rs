@@ -72,6 +72,7 @@ impl DaemonConfig {
             insecure_skip_tls_verify: registry.insecure_skip_tls_verify,
             credentials,
             retry: RetryPolicy::default(),
+            token_realm_hosts: registry.token_realm_hosts.clone(),
             // The daemon attaches its metrics observer, if any.
             ..RegistryConfig::default()
         })

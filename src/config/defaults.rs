@@ -16,6 +16,11 @@ use crate::push::UploadMode;
 /// scratch space than a delivery.
 pub const DEFAULT_RECURSIVE: bool = false;
 
+/// `drop.follow_symlinks`: symbolic links in a drop folder are skipped.
+/// Whoever can write to the folder could otherwise point the daemon at a
+/// device (`/dev/zero` never ends) or at a file they cannot read themselves.
+pub const DEFAULT_FOLLOW_SYMLINKS: bool = false;
+
 /// `drop.poll`: inotify. It reports a finished write at once and costs
 /// nothing while idle; polling is only needed where inotify sees nothing
 /// (NFS written by another host, some USB and FUSE mounts).

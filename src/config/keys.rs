@@ -63,6 +63,7 @@ const fn list(path: &'static str, flag: &'static str, required: bool) -> Key {
 pub const KEYS: &[Key] = &[
     list("drop.dirs", "--drop-dir", true),
     key("drop.recursive", Some("--recursive")),
+    key("drop.follow_symlinks", None),
     key("drop.poll", Some("--poll")),
     key("drop.poll_interval", Some("--poll-interval")),
     key("drop.rescan_interval", None),
@@ -88,6 +89,10 @@ pub const KEYS: &[Key] = &[
     key("registry.buffer_mib", Some("--buffer-mib")),
     key("registry.pack_prefix", Some("--pack-prefix")),
     key("registry.pack_image_policy", Some("--pack-image-policy")),
+    Key {
+        list: true,
+        ..key("registry.token_realm_hosts", None)
+    },
     key("imports.concurrency", Some("--concurrency")),
     key("imports.on_success", Some("--on-success")),
     key("imports.on_reject", Some("--on-reject")),

@@ -78,6 +78,10 @@ pub struct DropSection {
     /// Also watch subdirectories, except `processed/` and `failed/`
     /// (default [`DEFAULT_RECURSIVE`]).
     pub recursive: bool,
+    /// Import bundles and signatures that are symbolic links (to regular
+    /// files); otherwise links are skipped (default
+    /// [`DEFAULT_FOLLOW_SYMLINKS`]).
+    pub follow_symlinks: bool,
     /// List the directories every `poll_interval` instead of using inotify
     /// (default [`DEFAULT_POLL`]).
     pub poll: bool,
@@ -110,6 +114,7 @@ impl Default for DropSection {
         DropSection {
             dirs: Vec::new(),
             recursive: DEFAULT_RECURSIVE,
+            follow_symlinks: DEFAULT_FOLLOW_SYMLINKS,
             poll: DEFAULT_POLL,
             poll_interval: DEFAULT_POLL_INTERVAL,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
@@ -172,6 +177,10 @@ pub struct RegistrySection {
     /// [`DEFAULT_PACK_IMAGE_POLICY`]).
     #[serde(deserialize_with = "one_of")]
     pub pack_image_policy: PackImagePolicy,
+    /// Hosts (`host` or `host:port`) a token realm may be on for the
+    /// credentials to be sent there; realms elsewhere are refused (default:
+    /// empty, any host reached over https).
+    pub token_realm_hosts: Vec<String>,
 }
 
 impl Default for RegistrySection {
@@ -189,6 +198,7 @@ impl Default for RegistrySection {
             buffer_mib: DEFAULT_BUFFER_MIB,
             pack_prefix: None,
             pack_image_policy: DEFAULT_PACK_IMAGE_POLICY,
+            token_realm_hosts: Vec::new(),
         }
     }
 }

@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     /// Final import records the state directory refused, kept until a retry
     /// writes them (so the retry does not push again).
     unsaved: Mutex<HashMap<String, BundleRecord>>,
+    /// Whether bundle paths that are symbolic links are opened (`drop.follow_symlinks`).
+    symlinks: crate::verify::Symlinks,
 }
 
 impl Shared {
@@ -421,6 +423,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
             .then_some(settings.watch.settle_time),
         content_locks: Mutex::new(HashMap::new()),
         unsaved: Mutex::new(HashMap::new()),
+        symlinks: if settings.watch.follow_symlinks {
+            crate::verify::Symlinks::Follow
+        } else {
+            crate::verify::Symlinks::Refuse
+        },
     });
     let reconciling = Arc::clone(&shared);
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile::run(&reconciling)).await {

@@ -29,6 +29,7 @@ use crate::progress::Progress;
 use crate::state::{
     BundleRecord, Failure, FileMemo, Pair, Pushed, PushedImageRecord, RejectedSignature, Status,
 };
+use crate::verify::VerifyOptions;
 use crate::watch::{FileState, ReadyBundle, WatchControl};
 
 /// What became of one attempt.
@@ -73,10 +74,17 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     }
 
     let progress = Progress::new();
+    // Read no more than the size the bundle settled at, from the file
+    // opened once here: see `verify::BundleFile`.
+    let options = VerifyOptions {
+        symlinks: shared.symlinks,
+        expected_size: Some(ready.state.size),
+    };
     let verified = import::verify(
         ready.bundle.clone(),
         ready.signatures(),
         Arc::clone(&shared.keys),
+        options,
         &progress,
     )
     .await;

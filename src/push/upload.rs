@@ -301,6 +301,13 @@ impl RegistryUpload<'_> {
             journal.forget();
             return Ok(None);
         };
+        // A journal entry is replayed with the registry's credentials, so it
+        // passes the same checks as a `Location` the registry just sent.
+        if let Err(error) = self.client.check_upload_url(&location) {
+            tracing::warn!(%repository, digest = %record.key.digest, %error, "not resuming a journaled upload session");
+            journal.forget();
+            return Ok(None);
+        }
         match self.client.upload_status(repository, &location).await? {
             Some(session) if session.offset <= size => {
                 tracing::info!(

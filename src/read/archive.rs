@@ -4,7 +4,6 @@
 //! zstd window is allowed up to 2 GiB (`--long=31` bundles), and tar entries of
 //! any size (PAX and GNU extensions) are read without being held in memory.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use zstd::stream::read::Decoder;
 
 use super::{Error, Result};
 use crate::progress::Progress;
+use crate::verify::{BundleFile, BundleReader};
 
 /// The largest zstd window airlock accepts: `zstd --long=31`, the format's maximum.
 pub const MAX_WINDOW_LOG: u32 = 31;
@@ -66,15 +66,18 @@ pub enum CompressedHash {
 }
 
 /// A file reader that counts, and optionally hashes (SHA-256), everything
-/// read through it.
+/// read through it, and stops when the import is cancelled.
 pub struct HashingFile {
-    file: File,
+    file: BundleReader,
     hasher: Option<Sha256>,
     progress: Progress,
 }
 
 impl Read for HashingFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.progress.cancelled() {
+            return Err(io::Error::other("the import was stopped"));
+        }
         let n = self.file.read(buf)?;
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(&buf[..n]);
@@ -93,19 +96,17 @@ impl HashingFile {
     }
 }
 
-/// Opens `path` as a zstd-compressed tar stream.
+/// Opens the bundle `file` (at `path`, for messages) as a zstd-compressed
+/// tar stream, reading from its first byte.
 pub fn open(
+    file: &BundleFile,
     path: &Path,
     progress: &Progress,
     hash: CompressedHash,
 ) -> Result<(TarStream, DecompressionHealth)> {
     let display = path.display().to_string();
-    let mut file = File::open(path).map_err(|source| Error::Open {
-        path: display.clone(),
-        source,
-    })?;
     let mut magic = [0u8; 4];
-    let magic_read = read_prefix(&mut file, &mut magic).map_err(|source| Error::Open {
+    let magic_read = read_prefix(&mut file.reader(), &mut magic).map_err(|source| Error::Open {
         path: display.clone(),
         source,
     })?;
@@ -114,12 +115,8 @@ pub fn open(
     if magic_read < 4 || (magic != ZSTD_MAGIC && !skippable) {
         return Err(Error::NotZstd { path: display });
     }
-    let file = File::open(path).map_err(|source| Error::Open {
-        path: display.clone(),
-        source,
-    })?;
     let hashing = HashingFile {
-        file,
+        file: file.reader(),
         hasher: (hash == CompressedHash::Compute).then(Sha256::new),
         progress: progress.clone(),
     };
@@ -141,7 +138,7 @@ pub fn open(
     Ok((archive, health))
 }
 
-fn read_prefix(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_prefix(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..])? {

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::FailureClass;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::progress::Progress;
-use crate::verify::VerifiedBundle;
+use crate::verify::{BundleFile, Symlinks, VerifiedBundle};
 
 pub use document::Descriptor;
 pub use formats::pack::{Pack, PackMetadata};
@@ -291,8 +291,10 @@ pub enum BlobSource {
 /// was verified) and an [`UnverifiedBundle`] for `inspect` without keys. The
 /// planner accepts only `BundleIndex<VerifiedBundle>`.
 pub trait BundleSource: std::fmt::Debug + Send + Sync + 'static {
-    /// The bundle file.
+    /// The bundle file's path, for messages.
     fn path(&self) -> &Path;
+    /// The open bundle file: every pass reads it, never the path again.
+    fn file(&self) -> &BundleFile;
     /// The SHA-256 (hex) the file was verified to have, if it was.
     fn verified_sha256(&self) -> Option<&str>;
 }
@@ -300,6 +302,9 @@ pub trait BundleSource: std::fmt::Debug + Send + Sync + 'static {
 impl BundleSource for VerifiedBundle {
     fn path(&self) -> &Path {
         VerifiedBundle::path(self)
+    }
+    fn file(&self) -> &BundleFile {
+        VerifiedBundle::file(self)
     }
     fn verified_sha256(&self) -> Option<&str> {
         Some(self.sha256())
@@ -311,18 +316,27 @@ impl BundleSource for VerifiedBundle {
 #[derive(Debug, Clone)]
 pub struct UnverifiedBundle {
     path: std::path::PathBuf,
+    file: BundleFile,
 }
 
 impl UnverifiedBundle {
-    /// Names a bundle file to inspect.
-    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
-        UnverifiedBundle { path: path.into() }
+    /// Opens a bundle file to inspect (a regular file; links are followed).
+    pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let file = BundleFile::open(&path, Symlinks::Follow).map_err(|source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(UnverifiedBundle { path, file })
     }
 }
 
 impl BundleSource for UnverifiedBundle {
     fn path(&self) -> &Path {
         &self.path
+    }
+    fn file(&self) -> &BundleFile {
+        &self.file
     }
     fn verified_sha256(&self) -> Option<&str> {
         None
@@ -436,7 +450,8 @@ impl<B: BundleSource> BundleIndex<B> {
         if by_entry.is_empty() {
             return Ok(());
         }
-        let (mut archive, _) = archive::open(path, progress, archive::CompressedHash::Skip)
+        let file = self.bundle.file();
+        let (mut archive, _) = archive::open(file, path, progress, archive::CompressedHash::Skip)
             .map_err(StreamError::Read)?;
         let entries = archive
             .entries()
@@ -535,7 +550,12 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
     let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
-    let (mut archive, health) = archive::open(path, progress, archive::CompressedHash::Compute)?;
+    let (mut archive, health) = archive::open(
+        bundle.file(),
+        path,
+        progress,
+        archive::CompressedHash::Compute,
+    )?;
     let mut scan = Scan {
         sha256: String::new(),
         roots: BTreeMap::new(),

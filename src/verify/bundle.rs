@@ -1,11 +1,12 @@
 //! Verifying a bundle file and the proof that results.
 
-use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use super::check::{self, Checks};
 use super::digest;
 use super::error::{Error, Result};
+use super::file::{BundleFile, Symlinks};
 use super::keys::TrustedKey;
 use super::keyset::TrustedKeys;
 use super::signature;
@@ -14,10 +15,13 @@ use super::signature;
 ///
 /// Its fields are private so that no code outside this module can make one
 /// up: holding a `VerifiedBundle` is the proof the later stages require.
-/// It records the file's SHA-256 so a reader can check it is still reading
-/// the same bytes that were verified.
+/// It carries the open file that was verified, so later passes read the same
+/// file (never the path again) and no more than the bytes that were hashed,
+/// and records their SHA-256 so a reader can check the content did not change
+/// in place.
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
+    file: BundleFile,
     path: PathBuf,
     signature_path: PathBuf,
     sha256: String,
@@ -26,9 +30,15 @@ pub struct VerifiedBundle {
 }
 
 impl VerifiedBundle {
-    /// The bundle file that was verified.
+    /// The bundle file's path as given, for messages: read it through
+    /// [`VerifiedBundle::file`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open file that was verified.
+    pub fn file(&self) -> &BundleFile {
+        &self.file
     }
 
     /// The detached signature that vouched for it.
@@ -79,6 +89,19 @@ impl From<&TrustedKey> for VerifiedBy {
     }
 }
 
+/// How a bundle file is opened for verification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Whether a symbolic link at the bundle's path is followed (default
+    /// [`Symlinks::Follow`]; the daemon refuses them unless
+    /// `drop.follow_symlinks`).
+    pub symlinks: Symlinks,
+    /// The size the file must have, e.g. the one the daemon saw it settle at
+    /// (default: whatever it has when opened). A file of another size is
+    /// refused before anything is read.
+    pub expected_size: Option<u64>,
+}
+
 /// Verifies that `signature` is a signature over the whole `bundle` file by
 /// any one of `keys`. Reads the bundle once; blocking, so async callers run
 /// it in `spawn_blocking`.
@@ -87,20 +110,28 @@ pub fn verify_bundle(
     signature: &Path,
     keys: &TrustedKeys,
 ) -> Result<VerifiedBundle> {
-    verify_bundle_with_progress(bundle, signature, keys, &mut |_| {})
+    verify_bundle_with_progress(
+        bundle,
+        signature,
+        keys,
+        VerifyOptions::default(),
+        &mut |_| ControlFlow::Continue(()),
+    )
 }
 
-/// [`verify_bundle`], calling `on_bytes` after each chunk with the number of
-/// bytes just hashed (not the running total, so it maps onto a progress
-/// bar's `inc`), because hashing a multi-gigabyte bundle takes long enough
-/// that a terminal user wants to see it moving.
+/// [`verify_bundle`] with `options`, calling `on_bytes` after each chunk with
+/// the number of bytes just hashed (not the running total, so it maps onto a
+/// progress bar's `inc`), because hashing a multi-gigabyte bundle takes long
+/// enough that a terminal user wants to see it moving. `on_bytes` returning
+/// `Break` stops verification with [`Error::Cancelled`] (a stopping daemon).
 pub fn verify_bundle_with_progress(
     bundle: &Path,
     signature: &Path,
     keys: &TrustedKeys,
-    on_bytes: &mut dyn FnMut(u64),
+    options: VerifyOptions,
+    on_bytes: &mut dyn FnMut(u64) -> ControlFlow<()>,
 ) -> Result<VerifiedBundle> {
-    verify_bundle_by_any(bundle, &[signature.to_owned()], keys, on_bytes)
+    verify_bundle_by_any(bundle, &[signature.to_owned()], keys, options, on_bytes)
 }
 
 /// Verifies `bundle` against several candidate signatures in one read: the
@@ -115,7 +146,8 @@ pub fn verify_bundle_by_any(
     bundle: &Path,
     signatures: &[PathBuf],
     keys: &TrustedKeys,
-    on_bytes: &mut dyn FnMut(u64),
+    options: VerifyOptions,
+    on_bytes: &mut dyn FnMut(u64) -> ControlFlow<()>,
 ) -> Result<VerifiedBundle> {
     let bundle_error = |source| Error::BundleRead {
         path: bundle.to_owned(),
@@ -123,7 +155,7 @@ pub fn verify_bundle_by_any(
     };
     // Open the bundle first so a mistyped bundle path is reported as such
     // rather than as a missing signature.
-    let mut file = File::open(bundle).map_err(|source| {
+    let file = BundleFile::open(bundle, options.symlinks).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::BundleMissing {
                 path: bundle.to_owned(),
@@ -132,7 +164,16 @@ pub fn verify_bundle_by_any(
             bundle_error(source)
         }
     })?;
-    let candidates = read_distinct(bundle, signatures)?;
+    if let Some(expected) = options.expected_size
+        && expected != file.size()
+    {
+        return Err(Error::SizeChanged {
+            path: bundle.to_owned(),
+            expected,
+            actual: file.size(),
+        });
+    }
+    let candidates = read_distinct(bundle, signatures, options.symlinks)?;
     let mut usable = Vec::new();
     let mut first_error = None;
     for (path, bytes) in &candidates {
@@ -155,13 +196,27 @@ pub fn verify_bundle_by_any(
         return Err(first_error.unwrap_or_else(|| no_signature(bundle)));
     }
 
-    let digested = digest::digest(&mut file, |chunk| {
+    let mut cancelled = false;
+    let digested = digest::digest(&mut file.reader(), |chunk| {
         for (_, checks) in &mut usable {
             checks.update(chunk);
         }
-        on_bytes(chunk.len() as u64);
+        cancelled = on_bytes(chunk.len() as u64).is_break();
+        !cancelled
     })
     .map_err(bundle_error)?;
+    if cancelled {
+        return Err(Error::Cancelled {
+            path: bundle.to_owned(),
+        });
+    }
+    if digested.size != file.size() {
+        return Err(Error::SizeChanged {
+            path: bundle.to_owned(),
+            expected: file.size(),
+            actual: digested.size,
+        });
+    }
 
     let mut winner: Option<(&PathBuf, &TrustedKey)> = None;
     let mut losers = Vec::new();
@@ -192,6 +247,7 @@ pub fn verify_bundle_by_any(
         );
     }
     Ok(VerifiedBundle {
+        file,
         path: bundle.to_owned(),
         signature_path: signature.clone(),
         sha256: hex::encode(digested.sha256),
@@ -204,14 +260,18 @@ pub fn verify_bundle_by_any(
 /// A candidate that cannot be read is an error when it is the only one, and
 /// otherwise only a warning, so a stray unreadable file beside a good
 /// signature does not block the bundle.
-fn read_distinct(bundle: &Path, signatures: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+fn read_distinct(
+    bundle: &Path,
+    signatures: &[PathBuf],
+    symlinks: Symlinks,
+) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     if let [only] = signatures {
-        return Ok(vec![(only.clone(), signature::read(only, bundle)?)]);
+        return Ok(vec![(only.clone(), signature::read(only, bundle, symlinks)?)]);
     }
     let mut distinct: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut first_error = None;
     for path in signatures {
-        match signature::read(path, bundle) {
+        match signature::read(path, bundle, symlinks) {
             Ok(bytes) if distinct.iter().any(|(_, seen)| *seen == bytes) => {}
             Ok(bytes) => distinct.push((path.clone(), bytes)),
             Err(error) if first_error.is_none() => first_error = Some(error),

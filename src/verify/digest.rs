@@ -15,13 +15,14 @@ pub(super) struct Digested {
 }
 
 /// Reads `reader` to its end exactly once, hashing it with SHA-256 and handing
-/// every chunk to `each_chunk` (the Ed25519 states and the progress callback).
+/// every chunk to `each_chunk` (the Ed25519 states and the progress callback),
+/// which returns false to stop reading early.
 ///
 /// Memory use is one fixed buffer whatever the file size, so multi-gigabyte
 /// bundles verify on small import hosts.
 pub(super) fn digest(
     reader: &mut impl Read,
-    mut each_chunk: impl FnMut(&[u8]),
+    mut each_chunk: impl FnMut(&[u8]) -> bool,
 ) -> io::Result<Digested> {
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let mut sha256 = Sha256::new();
@@ -35,8 +36,10 @@ pub(super) fn digest(
         };
         let chunk = &buffer[..filled];
         sha256.update(chunk);
-        each_chunk(chunk);
         size += filled as u64;
+        if !each_chunk(chunk) {
+            break;
+        }
     }
     Ok(Digested {
         sha256: sha256.finalize().into(),
@@ -65,7 +68,11 @@ mod tests {
     fn short_reads_hash_the_same_as_one_shot() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let mut seen = 0usize;
-        let digested = digest(&mut Trickle(&data), |chunk| seen += chunk.len()).unwrap();
+        let digested = digest(&mut Trickle(&data), |chunk| {
+            seen += chunk.len();
+            true
+        })
+        .unwrap();
         assert_eq!(digested.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(digested.size, data.len() as u64);
         assert_eq!(seen, data.len());
@@ -73,7 +80,7 @@ mod tests {
 
     #[test]
     fn empty_input_has_the_empty_sha256() {
-        let digested = digest(&mut io::empty(), |_| {}).unwrap();
+        let digested = digest(&mut io::empty(), |_| true).unwrap();
         assert_eq!(
             hex::encode(digested.sha256),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -118,6 +118,25 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The bundle file's size is not the one it was expected to have (it
+    /// changed after it settled, or while it was hashed).
+    #[error("bundle {} changed while it was verified: {actual} bytes instead of {expected}", path.display())]
+    SizeChanged {
+        /// The bundle file.
+        path: PathBuf,
+        /// The size it should have.
+        expected: u64,
+        /// The size found.
+        actual: u64,
+    },
+
+    /// Verification was stopped before it finished (the daemon is stopping).
+    #[error("verification of bundle {} was stopped", path.display())]
+    Cancelled {
+        /// The bundle file.
+        path: PathBuf,
+    },
+
     /// The signature is well-formed but no trusted key verifies it over the
     /// bundle's content: the bundle was altered or signed by someone else.
     #[error(
@@ -162,7 +181,9 @@ impl Error {
             | Error::SignatureRead { .. }
             | Error::SignatureMalformed { .. }
             | Error::BundleRead { .. }
-            | Error::NotVerified { .. } => FailureClass::Integrity,
+            | Error::NotVerified { .. }
+            | Error::SizeChanged { .. } => FailureClass::Integrity,
+            Error::Cancelled { .. } => FailureClass::Transport,
         }
     }
 }

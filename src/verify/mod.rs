@@ -14,6 +14,7 @@ mod bundle;
 mod check;
 mod digest;
 mod error;
+mod file;
 mod keys;
 mod keyset;
 mod paths;
@@ -22,9 +23,11 @@ mod signature;
 mod tests;
 
 pub use bundle::{
-    VerifiedBundle, VerifiedBy, verify_bundle, verify_bundle_by_any, verify_bundle_with_progress,
+    VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle, verify_bundle_by_any,
+    verify_bundle_with_progress,
 };
 pub use error::{Error, Result};
+pub use file::{BundleFile, BundleReader, Symlinks};
 pub use keys::{KeyAlgorithm, TrustedKey};
 pub(crate) use keys::{first_pem_block, read_key_file};
 pub use keyset::TrustedKeys;

@@ -1,6 +1,5 @@
 //! Reading a detached signature file, raw or base64.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -8,6 +7,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::error::{Error, Result};
+use super::file::{BundleFile, Symlinks};
 
 /// The largest signature airlock produces is 512 bytes (RSA-4096), about 700
 /// as base64; anything far bigger is not a signature.
@@ -21,12 +21,13 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Reads the signature that should cover `bundle` and returns its raw bytes.
-pub(super) fn read(signature: &Path, bundle: &Path) -> Result<Vec<u8>> {
+/// Like the bundle, it must be a regular file (a FIFO would block the read).
+pub(super) fn read(signature: &Path, bundle: &Path, symlinks: Symlinks) -> Result<Vec<u8>> {
     let read_error = |source| Error::SignatureRead {
         path: signature.to_owned(),
         source,
     };
-    let file = File::open(signature).map_err(|source| match source.kind() {
+    let file = BundleFile::open(signature, symlinks).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => Error::SignatureMissing {
             signature: signature.to_owned(),
             bundle: bundle.to_owned(),
@@ -34,7 +35,8 @@ pub(super) fn read(signature: &Path, bundle: &Path) -> Result<Vec<u8>> {
         _ => read_error(source),
     })?;
     let mut raw = Vec::new();
-    file.take(MAX_SIGNATURE_FILE_LEN + 1)
+    file.reader()
+        .take(MAX_SIGNATURE_FILE_LEN + 1)
         .read_to_end(&mut raw)
         .map_err(read_error)?;
     let malformed = |reason: &str| Error::SignatureMalformed {
@@ -131,7 +133,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sig = dir.path().join("x.sig.bin");
         std::fs::write(&sig, b" \n").unwrap();
-        let err = read(&sig, Path::new("x.zst")).unwrap_err();
+        let err = read(&sig, Path::new("x.zst"), Symlinks::Follow).unwrap_err();
         assert!(matches!(err, Error::SignatureMalformed { .. }), "{err}");
     }
 
@@ -139,7 +141,7 @@ mod tests {
     fn missing_signature_file_is_an_integrity_failure() {
         let dir = tempfile::tempdir().unwrap();
         let sig = dir.path().join("x.sig.bin");
-        let err = read(&sig, Path::new("x.zst")).unwrap_err();
+        let err = read(&sig, Path::new("x.zst"), Symlinks::Follow).unwrap_err();
         assert!(matches!(err, Error::SignatureMissing { .. }), "{err}");
         assert_eq!(err.class(), crate::FailureClass::Integrity);
     }
@@ -149,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sig = dir.path().join("x.sig.bin");
         std::fs::write(&sig, vec![0u8; 70 * 1024]).unwrap();
-        let err = read(&sig, Path::new("x.zst")).unwrap_err();
+        let err = read(&sig, Path::new("x.zst"), Symlinks::Follow).unwrap_err();
         assert!(matches!(err, Error::SignatureMalformed { .. }), "{err}");
     }
 }

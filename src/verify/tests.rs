@@ -311,7 +311,11 @@ fn progress_callback_sees_every_byte_once() {
         &fixture.bundle,
         &fixture.signature,
         &keys(vec![signing.trusted("k.pem")]),
-        &mut |n| seen += n,
+        VerifyOptions::default(),
+        &mut |n| {
+            seen += n;
+            std::ops::ControlFlow::Continue(())
+        },
     )
     .unwrap();
     assert_eq!(seen, content.len() as u64);

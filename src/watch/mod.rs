@@ -43,6 +43,8 @@ pub struct WatchOptions {
     pub dirs: Vec<PathBuf>,
     /// Look into subfolders too.
     pub recursive: bool,
+    /// Hand on bundles and signatures that are symbolic links.
+    pub follow_symlinks: bool,
     /// Poll instead of using inotify.
     pub poll: bool,
     /// Scan interval in polling mode.
@@ -60,6 +62,7 @@ impl From<&crate::config::DropSection> for WatchOptions {
         WatchOptions {
             dirs: drop.dirs.clone(),
             recursive: drop.recursive,
+            follow_symlinks: drop.follow_symlinks,
             poll: drop.poll,
             poll_interval: drop.poll_interval,
             rescan_interval: drop.rescan_interval,
@@ -130,14 +133,18 @@ pub async fn run(
             list_now = false;
             let dirs = options.dirs.clone();
             let recursive = options.recursive;
-            let snapshot =
-                match tokio::task::spawn_blocking(move || scan::scan(&dirs, recursive)).await {
-                    Ok(snapshot) => snapshot,
-                    Err(e) => {
-                        tracing::error!(error = %e, "drop folder scan failed");
-                        Default::default()
-                    }
-                };
+            let follow_symlinks = options.follow_symlinks;
+            let snapshot = match tokio::task::spawn_blocking(move || {
+                scan::scan(&dirs, recursive, follow_symlinks)
+            })
+            .await
+            {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::error!(error = %e, "drop folder scan failed");
+                    Default::default()
+                }
+            };
             observer.listed();
             let now = Instant::now();
             for bundle in settler.observe(&snapshot, now) {

@@ -22,9 +22,16 @@ pub struct FileState {
 }
 
 impl FileState {
-    /// Reads a file's current state.
+    /// Reads a file's current state (following a symbolic link); only a
+    /// regular file has one: FIFOs and devices never settle into a bundle.
     pub fn of(path: &Path) -> std::io::Result<Self> {
         let metadata = std::fs::metadata(path)?;
+        if !metadata.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         Ok(FileState {
             size: metadata.len(),
             mtime_ns: metadata
@@ -46,19 +53,30 @@ pub fn is_bundle_name(name: &str) -> bool {
     is_candidate_name(name) && name.ends_with(".zst")
 }
 
-/// Every candidate file under `dirs` (recursing when asked, but never into
-/// hidden folders or the processed/failed folders), with its state.
+/// Every candidate regular file under `dirs` (recursing when asked, but never
+/// into hidden folders or the processed/failed folders), with its state.
+/// Symbolic links are skipped unless `follow_symlinks`, and then only links
+/// to regular files count; FIFOs, devices and sockets never do.
 /// Unreadable folders are skipped with a warning so one bad mount does not
 /// stop the others.
-pub fn scan(dirs: &[PathBuf], recursive: bool) -> HashMap<PathBuf, FileState> {
+pub fn scan(
+    dirs: &[PathBuf],
+    recursive: bool,
+    follow_symlinks: bool,
+) -> HashMap<PathBuf, FileState> {
     let mut found = HashMap::new();
     for dir in dirs {
-        scan_dir(dir, recursive, &mut found);
+        scan_dir(dir, recursive, follow_symlinks, &mut found);
     }
     found
 }
 
-fn scan_dir(dir: &Path, recursive: bool, found: &mut HashMap<PathBuf, FileState>) {
+fn scan_dir(
+    dir: &Path,
+    recursive: bool,
+    follow_symlinks: bool,
+    found: &mut HashMap<PathBuf, FileState>,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -77,8 +95,12 @@ fn scan_dir(dir: &Path, recursive: bool, found: &mut HashMap<PathBuf, FileState>
         };
         if kind.is_dir() {
             if recursive && name != PROCESSED_SUBDIR && name != FAILED_SUBDIR {
-                scan_dir(&path, recursive, found);
+                scan_dir(&path, recursive, follow_symlinks, found);
             }
+            continue;
+        }
+        if kind.is_symlink() && !follow_symlinks {
+            tracing::debug!(path = %path.display(), "skipping a symbolic link (drop.follow_symlinks is off)");
             continue;
         }
         if let Ok(state) = FileState::of(&path) {
@@ -113,10 +135,37 @@ mod tests {
         std::fs::write(dir.path().join("processed/old.zst"), b"x").expect("write");
         std::fs::write(dir.path().join("site-a/new.zst"), b"x").expect("write");
         std::fs::write(dir.path().join("top.zst"), b"x").expect("write");
-        let flat = scan(&[dir.path().to_owned()], false);
+        let flat = scan(&[dir.path().to_owned()], false, false);
         assert_eq!(flat.len(), 1);
-        let deep = scan(&[dir.path().to_owned()], true);
+        let deep = scan(&[dir.path().to_owned()], true, false);
         assert_eq!(deep.len(), 2);
         assert!(!deep.contains_key(&dir.path().join("processed/old.zst")));
+    }
+
+    #[test]
+    fn links_are_skipped_unless_followed_and_only_regular_files_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("real.zst"), b"x").expect("write");
+        std::os::unix::fs::symlink(root.join("real.zst"), root.join("link.zst")).expect("link");
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero.zst")).expect("link");
+        let made_fifo = std::process::Command::new("mkfifo")
+            .arg(root.join("fifo.zst"))
+            .status()
+            .expect("run mkfifo");
+        assert!(made_fifo.success());
+        let names = |found: HashMap<PathBuf, FileState>| {
+            let mut names: Vec<String> = found
+                .keys()
+                .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(scan(&[root.to_owned()], false, false)), ["real.zst"]);
+        assert_eq!(
+            names(scan(&[root.to_owned()], false, true)),
+            ["link.zst", "real.zst"]
+        );
     }
 }

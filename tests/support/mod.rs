@@ -12,6 +12,8 @@
 //! * [`process`]: a command in the background, waited for with a limit.
 //! * [`proxy`]: a misbehaving HTTP proxy in front of a registry (refuses
 //!   `PATCH`, limits `PUT` bodies, holds a chosen `PATCH`).
+//! * [`hostile`]: a server that answers as a test's handler says (foreign
+//!   redirects, challenges, endless bodies) and records what it received.
 //!
 //! Everything is synchronous and per test: each test gets its own temporary
 //! directories and its own registry, so tests can run in parallel threads.
@@ -20,6 +22,7 @@
 pub mod bundle;
 pub mod chart;
 pub mod daemon;
+pub mod hostile;
 pub mod keys;
 pub mod pack;
 pub mod process;

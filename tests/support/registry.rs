@@ -37,6 +37,11 @@ pub struct RegistryOptions {
     /// Serve HTTPS with a server certificate for `127.0.0.1` issued by a
     /// throwaway CA (see [`Registry::ca_cert_path`]).
     pub tls: bool,
+    /// distribution's `http.host`: the base URL it builds `Location`
+    /// headers from, as a TLS-terminating proxy in front of it would have it
+    /// set. Pointing it elsewhere makes a registry that sends uploads (and
+    /// whatever credentials come with them) to another place.
+    pub public_url: Option<String>,
 }
 
 impl RegistryOptions {
@@ -54,6 +59,12 @@ impl RegistryOptions {
     /// Serve HTTPS with a certificate from a throwaway CA.
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Build `Location` headers from `url` (`http.host`).
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_owned());
         self
     }
 }
@@ -539,6 +550,9 @@ impl Registry {
             port = self.port,
             secret = random_hex(),
         );
+        if let Some(url) = &self.options.public_url {
+            yaml.push_str(&format!("  host: {url}\n"));
+        }
         if let Some(tls) = &self.tls {
             yaml.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",

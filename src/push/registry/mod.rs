@@ -9,6 +9,7 @@
 //! airlock uses `oci_client`'s reference parsing; the wire calls are here.
 
 pub mod auth;
+pub mod origin;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::read::document::{
 };
 pub use auth::Credentials;
 use auth::{Challenge, TokenResponse};
+use origin::Origin;
 pub use retry::RetryPolicy;
 
 /// How long to wait for a TCP/TLS connection.
@@ -36,6 +38,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a response may stall before the request is abandoned. Generous,
 /// as registries verify a whole blob's digest before answering the final PUT.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Redirects followed per request (blob reads are redirected to storage).
+const MAX_REDIRECTS: usize = 5;
+/// Largest tag list or catalog page read: about 30,000 tag names, far more
+/// than the pages of at most a few hundred entries airlock asks for.
+const MAX_LIST_BYTES: u64 = 4 << 20;
+/// Largest token response read: JWTs with many scopes stay under 64 KiB.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+/// How much of an error body is read for its message.
+const MAX_ERROR_BYTES: u64 = 64 << 10;
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +65,10 @@ pub struct RegistryConfig {
     pub retry: RetryPolicy,
     /// Told about every HTTP exchange with the registry (default none).
     pub observer: Option<ObserverHandle>,
+    /// Hosts (`host` or `host:port`) a token realm may be on for airlock to
+    /// send the credentials there (default: empty, any host reached over
+    /// https, see [`origin`]).
+    pub token_realm_hosts: Vec<String>,
 }
 
 /// Told about every HTTP exchange with the registry, e.g. to count requests
@@ -88,7 +103,9 @@ impl fmt::Debug for ObserverHandle {
 pub struct FetchedManifest {
     /// The media type it was served as.
     pub media_type: String,
-    /// Its digest, from `Docker-Content-Digest`, when the registry sent one.
+    /// Its digest, computed from the bytes (with the algorithm the
+    /// registry's `Docker-Content-Digest` names, else SHA-256); a registry
+    /// header that disagrees is refused. Always `Some`.
     pub digest: Option<Digest>,
     /// Its exact bytes.
     pub bytes: Bytes,
@@ -173,6 +190,7 @@ struct AuthState {
 pub struct RegistryClient {
     http: reqwest::Client,
     base: Url,
+    origin: Origin,
     host: String,
     credentials: Credentials,
     retry: RetryPolicy,
@@ -197,7 +215,7 @@ impl RegistryClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5));
+            .redirect(redirect_policy());
         for path in &config.ca_certs {
             let pem = std::fs::read(path).map_err(|e| Error::Tls {
                 path: path.display().to_string(),
@@ -232,6 +250,7 @@ impl RegistryClient {
             })?;
         Ok(RegistryClient {
             http,
+            origin: Origin::new(base.clone(), config.token_realm_hosts),
             base,
             host: config.host,
             credentials: config.credentials,
@@ -412,7 +431,11 @@ impl RegistryClient {
         let mut url = session.location.clone();
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let header = self.auth_header(&Scope::push(repository));
+        let header = self
+            .origin
+            .is_registry(&url)
+            .then(|| self.auth_header(&Scope::push(repository)))
+            .flatten();
         let mut request = self
             .http
             .put(url.clone())
@@ -552,7 +575,8 @@ impl RegistryClient {
             #[serde(default)]
             repositories: Option<Vec<String>>,
         }
-        let body: Catalog = response.json().await.map_err(|e| Error::Protocol {
+        let bytes = read_capped(response, MAX_LIST_BYTES, &url, "the catalog page").await?;
+        let body: Catalog = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable catalog: {e}"),
         })?;
@@ -579,7 +603,8 @@ impl RegistryClient {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let body: Tags = response.json().await.map_err(|e| Error::Protocol {
+        let bytes = read_capped(response, MAX_LIST_BYTES, &url, "the tag list").await?;
+        let body: Tags = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable tag list: {e}"),
         })?;
@@ -620,17 +645,8 @@ impl RegistryClient {
             s if !s.is_success() => return Err(status_error(Method::GET, url, response).await),
             _ => {}
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > crate::read::DEFAULT_MAX_DOCUMENT_BYTES)
-        {
-            return Err(Error::Protocol {
-                url: redact(url),
-                reason: "the manifest is larger than any registry must accept".into(),
-            });
-        }
         let headers = response.headers();
-        let digest = headers
+        let announced: Option<Digest> = headers
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
@@ -639,10 +655,32 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| http_error(&Method::GET, url, source))?;
+        // Registries need only accept manifests up to 4 MiB, so a bigger one
+        // is refused as it streams, chunked or not.
+        let bytes = read_capped(
+            response,
+            crate::read::DEFAULT_MAX_DOCUMENT_BYTES,
+            url,
+            "the manifest",
+        )
+        .await?;
+        let algorithm = announced
+            .as_ref()
+            .map_or(crate::digest::Algorithm::Sha256, Digest::algorithm);
+        let mut hasher = crate::digest::Hasher::new(algorithm);
+        hasher.update(&bytes);
+        let digest = hasher.finish();
+        if let Some(announced) = announced
+            && announced != digest
+        {
+            return Err(Error::Protocol {
+                url: redact(url),
+                reason: format!(
+                    "the registry says the manifest is {announced} but its bytes hash to {digest}"
+                ),
+            });
+        }
+        let digest = Some(digest);
         Ok(Some(FetchedManifest {
             media_type,
             digest,
@@ -650,11 +688,14 @@ impl RegistryClient {
         }))
     }
 
-    /// Streams a blob into `sink` as it arrives; returns the bytes written.
+    /// Streams a blob of `size` bytes (its descriptor's) into `sink` as it
+    /// arrives; returns the bytes written. A registry sending more is cut
+    /// off there: the caller checks the digest of what was written.
     pub async fn get_blob(
         &self,
         repository: &str,
         digest: &Digest,
+        size: u64,
         sink: &mut dyn std::io::Write,
     ) -> Result<u64> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
@@ -671,6 +712,12 @@ impl RegistryClient {
             .await
             .map_err(|source| http_error(&Method::GET, &url, source))?
         {
+            if written + chunk.len() as u64 > size {
+                return Err(Error::Protocol {
+                    url: redact(&url),
+                    reason: format!("the registry sent more than the blob's {size} bytes"),
+                });
+            }
             sink.write_all(&chunk).map_err(|e| Error::Protocol {
                 url: redact(&url),
                 reason: format!("cannot store the blob: {e}"),
@@ -713,10 +760,23 @@ impl RegistryClient {
                 url: redact(request_url),
                 reason: "the registry sent no Location for the upload session".into(),
             })?;
-        request_url.join(value).map_err(|e| Error::InvalidUrl {
+        let location = request_url.join(value).map_err(|e| Error::InvalidUrl {
             url: value.to_owned(),
             reason: e.to_string(),
-        })
+        })?;
+        self.check_upload_url(&location)?;
+        Ok(location)
+    }
+
+    /// Checks an upload URL the registry named (or the upload journal
+    /// recorded) before anything is sent to it: see [`Origin::check_upload_url`].
+    pub fn check_upload_url(&self, url: &Url) -> Result<()> {
+        self.origin
+            .check_upload_url(url)
+            .map_err(|reason| Error::Protocol {
+                url: redact(url),
+                reason,
+            })
     }
 
     fn auth_header(&self, scope: &Scope) -> Option<String> {
@@ -743,19 +803,41 @@ impl RegistryClient {
         let mut authenticated = false;
         loop {
             attempt += 1;
-            let mut request = build();
-            if let Some(value) = self.auth_header(scope) {
-                request = request.header(header::AUTHORIZATION, value);
-            }
-            let request = request.build().map_err(|e| Error::InvalidUrl {
+            let mut request = build().build().map_err(|e| Error::InvalidUrl {
                 url: "(request)".into(),
                 reason: e.to_string(),
             })?;
+            // Credentials go to the registry's own scheme, host and port only,
+            // never to another host an upload `Location` names.
+            if self.origin.is_registry(request.url())
+                && let Some(value) = self.auth_header(scope)
+            {
+                let value =
+                    header::HeaderValue::from_str(&value).map_err(|e| Error::InvalidUrl {
+                        url: "(authorization header)".into(),
+                        reason: e.to_string(),
+                    })?;
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
             let method = request.method().clone();
             let url = request.url().clone();
             let outcome = self.http.execute(request).await;
             self.observe(&method, outcome.as_ref());
             match outcome {
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && !self.origin.is_registry(response.url()) =>
+                {
+                    // A redirect target (a CDN, an object store) does not get
+                    // to choose where airlock sends its credentials.
+                    return Err(Error::Unauthorized {
+                        host: self.host.clone(),
+                        detail: format!(
+                            "{} asked for authentication, but airlock authenticates only to the registry itself",
+                            redact(response.url())
+                        ),
+                    });
+                }
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
                     attempt -= 1;
@@ -849,9 +931,19 @@ impl RegistryClient {
                 query.append_pair("scope", &s);
             }
         }
+        let realm_error = |reason: String| Error::Unauthorized {
+            host: self.host.clone(),
+            detail: format!("token realm {}: {reason}", redact(&url)),
+        };
         let mut request = self.http.get(url.clone());
         if let Some(basic) = self.credentials.basic_header() {
+            self.origin.check_token_realm(&url).map_err(realm_error)?;
             request = request.header(header::AUTHORIZATION, basic);
+        } else if !Origin::allows_redirect(&self.base, &url) {
+            return Err(realm_error(
+                "the registry is reached over https; airlock does not fetch tokens over plain http"
+                    .into(),
+            ));
         }
         let response = request.send().await;
         self.observe(&Method::GET, response.as_ref());
@@ -866,7 +958,8 @@ impl RegistryClient {
                 ),
             });
         }
-        let body: TokenResponse = response.json().await.map_err(|e| Error::Protocol {
+        let bytes = read_capped(response, MAX_TOKEN_BYTES, &url, "the token response").await?;
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable token response: {e}"),
         })?;
@@ -875,6 +968,24 @@ impl RegistryClient {
             reason: "the token response holds no token".into(),
         })
     }
+}
+
+/// Follows up to five redirects, never from https to plain http (reqwest
+/// itself drops `Authorization` when the host changes).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|previous| !Origin::allows_redirect(previous, attempt.url()));
+        if downgrade {
+            attempt.error("refusing a redirect from https to plain http")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Bytes an upload session holds, from its `Range: 0-<last byte>` header
@@ -889,7 +1000,50 @@ fn acknowledged_bytes(headers: &HeaderMap) -> Option<u64> {
         return None;
     }
     let end: u64 = end.trim().parse().ok()?;
-    Some(if end == 0 { 0 } else { end + 1 })
+    // `0-18446744073709551615` would overflow: no registry holds that.
+    if end == 0 {
+        Some(0)
+    } else {
+        end.checked_add(1)
+    }
+}
+
+/// Reads a whole response body, refusing it once it passes `limit` bytes,
+/// whether or not it announced its length (a chunked body need not).
+async fn read_capped(mut response: Response, limit: u64, url: &Url, what: &str) -> Result<Bytes> {
+    let too_large = || Error::Protocol {
+        url: redact(url),
+        reason: format!("{what} is larger than {limit} bytes"),
+    };
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| http_error(&Method::GET, url, source))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The first `limit` bytes of a body (an error message), the rest dropped
+/// unread.
+async fn read_prefix(mut response: Response, limit: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = usize::try_from(limit).unwrap_or(usize::MAX) - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() as u64 >= limit {
+            break;
+        }
+    }
+    body
 }
 
 /// A URL fit for logs: no query (upload state, tokens) and no user info.
@@ -931,7 +1085,8 @@ async fn registry_message(response: Response) -> String {
         message: Option<String>,
     }
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = read_prefix(response, MAX_ERROR_BYTES).await;
+    let text = String::from_utf8_lossy(&text);
     match serde_json::from_str::<Body>(&text) {
         Ok(body) if !body.errors.is_empty() => body
             .errors
@@ -966,6 +1121,7 @@ mod tests {
         assert_eq!(range("0-0"), Some(0));
         assert_eq!(range("5-10"), None);
         assert_eq!(range("0-x"), None);
+        assert_eq!(range("0-18446744073709551615"), None);
         assert_eq!(acknowledged_bytes(&HeaderMap::new()), None);
     }
 }

@@ -343,7 +343,7 @@ impl Metadata {
     /// ignored, scalars read as text where text is expected), then
     /// `Metadata.Validate`'s clean-up of strings.
     fn parse(chart_yaml: &[u8]) -> Result<Metadata, String> {
-        let value: Value = serde_yaml_ng::from_slice(chart_yaml)
+        let value: Value = super::yaml::from_slice(chart_yaml)
             .map_err(|e| format!("its Chart.yaml is not valid YAML: {e}"))?;
         let fields = Fields::of(&value, "its Chart.yaml")?;
         let mut metadata = Metadata {

@@ -227,7 +227,7 @@ fn parse_sidecar(bundle: &str, sidecar: &ScannedFile) -> Result<Sidecar> {
             "it is too large to be a sidecar".into(),
         )
     })?;
-    serde_yaml_ng::from_slice(bytes).map_err(|e| {
+    super::yaml::from_slice(bytes).map_err(|e| {
         invalid(
             bundle,
             &sidecar.file.path,

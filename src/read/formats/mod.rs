@@ -19,3 +19,4 @@ pub mod docker_archive;
 pub mod installer;
 pub mod pack;
 pub mod producer;
+pub mod yaml;

@@ -283,7 +283,7 @@ fn archive_pack(
     let values_path = format!("{directory}values.yaml");
     let images = match file
         .member(&values_path)
-        .map(|v| serde_yaml_ng::from_slice(&v.bytes))
+        .map(|v| super::yaml::from_slice::<serde_yaml_ng::Value>(&v.bytes))
     {
         Some(Ok(document)) => declared_images(&document)
             .map_err(|reason| invalid(bundle, item, format!("its {values_path} {reason}")))?,

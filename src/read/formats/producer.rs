@@ -101,7 +101,7 @@ pub fn recognise(others: &[ScannedFile], images: &[BundleImage]) -> Producer {
     if let Some(definition) = others.iter().find(|f| f.file.path == ZARF_DEFINITION) {
         let metadata = definition
             .whole()
-            .and_then(|bytes| serde_yaml_ng::from_slice::<ZarfPackage>(bytes).ok())
+            .and_then(|bytes| super::yaml::from_slice::<ZarfPackage>(bytes).ok())
             .and_then(|p| p.metadata);
         return Producer::Zarf {
             name: metadata.as_ref().and_then(|m| m.name.clone()),
