@@ -171,3 +171,162 @@ fn a_followed_link_to_a_device_is_refused_and_shutdown_stays_prompt() {
         asked.elapsed()
     );
 }
+
+/// Peak resident memory of this test process so far (`VmHWM`), in bytes.
+/// nextest runs each test in its own process, so growth is this test's.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .expect("VmHWM in /proc/self/status")
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Indexes `bundle` as `inspect` does, returning the index, how much the
+/// peak memory grew and how long it took.
+fn measured_index(
+    bundle: &BuiltBundle,
+) -> (BundleIndex<airlock::verify::VerifiedBundle>, u64, Duration) {
+    let verified = verify_bundle(bundle.zst(), bundle.sig(), &trusted(bundle)).expect("verifies");
+    let before = peak_rss();
+    let started = Instant::now();
+    let index =
+        BundleIndex::build(verified, ReadLimits::default(), &Progress::new()).expect("indexes");
+    (index, peak_rss().saturating_sub(before), started.elapsed())
+}
+
+#[test]
+fn yaml_aliases_in_a_signed_pack_cannot_expand_to_gigabytes() {
+    // values.yaml: a 1 MiB string and 1,000 aliases to it, 1 GB once
+    // expanded, from a few kilobytes compressed.
+    let mut values = format!("big: &big \"{}\"\nrepeat:\n", "x".repeat(MIB as usize));
+    for _ in 0..1000 {
+        values.push_str("  - *big\n");
+    }
+    let pack_json = r#"{"name":"bomb","version":"1.0.0","layer":"addon","cloudTypes":["all"]}"#;
+    let archive = support::pack::gzip_tar(&[
+        ("bomb/pack.json".to_owned(), pack_json.as_bytes().to_vec()),
+        ("bomb/values.yaml".to_owned(), values.into_bytes()),
+    ]);
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("yaml-bomb")
+        .file("packs/bomb-1.0.0.tar.gz", &archive)
+        .build(&key);
+
+    let (index, grew, took) = measured_index(&bundle);
+
+    eprintln!(
+        "YAML alias bomb: peak RSS grew {} MiB, {took:?}",
+        grew / MIB
+    );
+    assert_eq!(
+        index.packs().len(),
+        1,
+        "the pack itself is still recognised"
+    );
+    assert!(grew < 256 * MIB, "memory grew by {} MiB", grew / MIB);
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}
+
+/// An OCI layout whose `index.json` has `entries` entries, all naming one
+/// index of `children` distinct manifests (sharing one config and layer),
+/// made into a signed bundle with tar and zstd.
+fn wide_index_bundle(entries: usize, children: usize) -> BuiltBundle {
+    use sha2::Digest as _;
+    let key = TestKey::generate(KeyKind::EcP256);
+    let base = BundleBuilder::new("wide-index")
+        .image(Image::new("quay.io/acme/base:1.0"))
+        .build(&key);
+    let unpacked = base.dir().join("layout");
+    std::fs::create_dir_all(&unpacked).expect("create the unpack directory");
+    let layout = base.unpack_with_cli(&unpacked);
+    let blobs = layout.join("blobs/sha256");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).expect("write a blob");
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (config, config_size) = put(b"{}");
+    let (layer, layer_size) = put(b"layer");
+    let mut child_list = Vec::with_capacity(children);
+    for i in 0..children {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+            "annotations": {"n": i.to_string()},
+        });
+        let (digest, size) = put(manifest.to_string().as_bytes());
+        child_list.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": child_list,
+    });
+    let (index_digest, index_size) = put(index.to_string().as_bytes());
+    let top: Vec<serde_json::Value> = (0..entries)
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": index_digest, "size": index_size,
+                "annotations": {"org.opencontainers.image.ref.name": format!("quay.io/acme/wide:{i}")},
+            })
+        })
+        .collect();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": top}).to_string(),
+    )
+    .expect("write index.json");
+    let tar = base.dir().join("wide.tar");
+    support::tools::run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+        "tar the layout",
+    );
+    support::tools::run(
+        Command::new("zstd")
+            .args(["-q", "-f", "-o"])
+            .arg(base.zst())
+            .arg(&tar),
+        "compress the layout",
+    );
+    key.sign(base.zst(), base.sig());
+    base
+}
+
+#[test]
+fn thousands_of_entries_naming_one_wide_index_are_walked_once() {
+    let bundle = wide_index_bundle(3000, 3000);
+
+    let (index, grew, took) = measured_index(&bundle);
+
+    eprintln!(
+        "3,000 entries x one index of 3,000 children: peak RSS grew {} MiB, {took:?}",
+        grew / MIB
+    );
+    assert_eq!(index.images().len(), 3000);
+    assert!(index.images().iter().all(|i| i.manifests.len() == 3001));
+    assert!(grew < 256 * MIB, "memory grew by {} MiB", grew / MIB);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}

@@ -122,6 +122,10 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENT_BY
 /// ([`crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
 pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES;
 
+/// `read.max_entries`: 20 times the 50,000 blobs of a 10,000-image bundle
+/// ([`crate::read::DEFAULT_MAX_ENTRIES`]).
+pub const DEFAULT_MAX_ENTRIES: u64 = crate::read::DEFAULT_MAX_ENTRIES;
+
 /// The smallest `read.max_document_bytes` accepted: below this even a
 /// single-image bundle's index could be refused.
 pub const MIN_DOCUMENT_BYTES: u64 = 4 << 10;

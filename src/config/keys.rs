@@ -101,6 +101,7 @@ pub const KEYS: &[Key] = &[
     key("imports.retry_max_backoff", None),
     key("read.max_document_bytes", None),
     key("read.max_documents_total_bytes", None),
+    key("read.max_entries", None),
     key("state_dir", Some("--state-dir")),
     key("state.retention", None),
     key("state.max_records", None),

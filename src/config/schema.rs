@@ -260,6 +260,8 @@ pub struct ReadSection {
     /// All documents of one bundle together (default
     /// [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
     pub max_documents_total_bytes: u64,
+    /// Tar entries one bundle may hold (default [`DEFAULT_MAX_ENTRIES`]).
+    pub max_entries: u64,
 }
 
 impl Default for ReadSection {
@@ -267,6 +269,7 @@ impl Default for ReadSection {
         ReadSection {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 }

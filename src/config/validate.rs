@@ -74,6 +74,9 @@ impl DaemonConfig {
                 "is smaller than read.max_document_bytes",
             ));
         }
+        if self.read.max_entries == 0 {
+            return Err(invalid("read.max_entries", "must be at least 1"));
+        }
 
         self.check_credentials()?;
         self.plan_options()?;

@@ -124,10 +124,11 @@ pub struct PlannedImage {
     pub kind: ImageKind,
     /// Platforms it provides.
     pub platforms: Vec<String>,
-    /// Manifests, children first, the top one last.
-    pub manifests: Vec<ManifestRef>,
-    /// Config and layer blobs.
-    pub blobs: Vec<(Digest, u64)>,
+    /// Manifests, children first, the top one last (shared with the
+    /// bundle's index until a platform selection rewrites them).
+    pub manifests: Arc<[ManifestRef]>,
+    /// Config and layer blobs (shared likewise).
+    pub blobs: Arc<[(Digest, u64)]>,
     /// Total bytes of blobs and manifests.
     pub size: u64,
     /// For referrers: the digest of the manifest this one refers to.
@@ -357,7 +358,7 @@ impl Plan {
             let blobs = by_repo
                 .entry(image.placement.repository.clone())
                 .or_default();
-            for blob in &image.blobs {
+            for blob in image.blobs.iter() {
                 if !blobs.iter().any(|(d, _)| *d == blob.0) {
                     blobs.push(blob.clone());
                 }
@@ -370,7 +371,7 @@ impl Plan {
     pub fn unique_blobs(&self) -> (usize, u64) {
         let mut seen = HashMap::new();
         for image in &self.images {
-            for (digest, size) in &image.blobs {
+            for (digest, size) in image.blobs.iter() {
                 seen.insert(digest, *size);
             }
         }

@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -132,9 +133,9 @@ pub struct Rewritten {
     /// entries in `manifests`, in their order.
     pub bytes: Bytes,
     /// Manifests to push, children first, the rewritten index last.
-    pub manifests: Vec<ManifestRef>,
+    pub manifests: Arc<[ManifestRef]>,
     /// Config and layer blobs of the kept manifests.
-    pub blobs: Vec<(Digest, u64)>,
+    pub blobs: Arc<[(Digest, u64)]>,
     /// The kept platforms.
     pub platforms: Vec<String>,
 }
@@ -230,8 +231,8 @@ fn select_in_index<B: BundleSource>(
         original: top.clone(),
         digest,
         bytes,
-        manifests: collected.manifests,
-        blobs: collected.blobs,
+        manifests: collected.manifests.into(),
+        blobs: collected.blobs.into(),
         platforms,
     })
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest as _, Sha256};
 use zstd::stream::read::Decoder;
 
+use super::tar_guard::TarGuard;
 use super::{Error, Result};
 use crate::progress::Progress;
 use crate::verify::{BundleFile, BundleReader};
@@ -27,7 +28,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// The decompressed tar stream of a bundle, with the compressed bytes hashed as
 /// they are read so the caller can prove it read the bytes that were verified.
-pub type TarStream = tar::Archive<Decompressor>;
+pub type TarStream = tar::Archive<TarGuard<Decompressor>>;
 
 /// The zstd decoder, recording whether it (rather than the tar parser above
 /// it) failed, so a truncated stream is not reported as "not a tar".
@@ -133,7 +134,7 @@ pub fn open(
         })?;
     let failed = Arc::new(AtomicBool::new(false));
     let health = DecompressionHealth(Arc::clone(&failed));
-    let mut archive = tar::Archive::new(Decompressor { decoder, failed });
+    let mut archive = tar::Archive::new(TarGuard::new(Decompressor { decoder, failed }));
     archive.set_ignore_zeros(false);
     Ok((archive, health))
 }
@@ -156,7 +157,7 @@ pub fn finish(archive: TarStream, path: &Path) -> Result<Option<String>> {
         path: path.display().to_string(),
         source,
     };
-    let mut decompressor = archive.into_inner();
+    let mut decompressor = archive.into_inner().into_inner();
     io::copy(&mut decompressor, &mut io::sink()).map_err(corrupt)?;
     decompressor
         .decoder

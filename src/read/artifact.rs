@@ -178,8 +178,9 @@ impl Assembly {
             manifests: vec![ManifestRef {
                 digest,
                 media_type: manifest.media_type.clone(),
-            }],
-            blobs,
+            }]
+            .into(),
+            blobs: blobs.into(),
             foreign_layers: Vec::new(),
         }
     }

@@ -3,6 +3,7 @@
 //! present with the declared size before anything may be pushed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -59,10 +60,12 @@ pub struct BundleImage {
     /// The digest of the manifest this one refers to, for referrers.
     pub subject: Option<Digest>,
     /// Every manifest to push, children before the indexes listing them; the
-    /// last one is the entry itself.
-    pub manifests: Vec<ManifestRef>,
-    /// Every config and layer blob, each once, with its size.
-    pub blobs: Vec<(Digest, u64)>,
+    /// last one is the entry itself. Shared by the `index.json` entries that
+    /// name the same manifest (one image under many tags).
+    pub manifests: Arc<[ManifestRef]>,
+    /// Every config and layer blob, each once, with its size; shared like
+    /// `manifests`.
+    pub blobs: Arc<[(Digest, u64)]>,
     /// Foreign layers (with URLs, not in the bundle) that are not pushed.
     pub foreign_layers: Vec<Digest>,
 }
@@ -238,6 +241,7 @@ fn layout_images(
         root,
         limits,
         kept: HashMap::new(),
+        walked: HashMap::new(),
     };
     let index_bytes = root.index_json.clone().unwrap_or_default();
     let entries = match walker.parse("index.json", &index_bytes)? {
@@ -263,6 +267,22 @@ struct Walker<'a> {
     root: &'a RootScan,
     limits: ReadLimits,
     kept: HashMap<Digest, Bytes>,
+    /// What walking each `index.json` entry's manifest found, by digest:
+    /// entries naming a manifest already walked reuse it, so thousands of
+    /// entries naming one index of thousands of children cost one walk and
+    /// one copy of the lists, not one each.
+    walked: HashMap<Digest, Walked>,
+}
+
+/// The result of walking one top-level manifest.
+#[derive(Clone)]
+struct Walked {
+    kind: ImageKind,
+    subject: Option<Digest>,
+    manifests: Arc<[super::ManifestRef]>,
+    blobs: Arc<[(Digest, u64)]>,
+    platforms: Vec<String>,
+    foreign: Vec<Digest>,
 }
 
 /// What walking one `index.json` entry collects.
@@ -292,10 +312,16 @@ impl Walker<'_> {
         })
     }
 
-    fn image(&mut self, position: usize, entry: Descriptor) -> Result<BundleImage> {
-        let referenced_by = format!("index.json entry {position}");
+    /// Walks an entry's manifest, or reuses the walk of an earlier entry
+    /// naming the same one (after checking this entry's declared size).
+    fn walk_entry(&mut self, entry: &Descriptor, referenced_by: &str) -> Result<Walked> {
+        if let Some(walked) = self.walked.get(&entry.digest) {
+            let walked = walked.clone();
+            self.require(entry, referenced_by)?;
+            return Ok(walked);
+        }
         let mut collected = Collected::default();
-        let top = self.walk_manifest(&entry, &referenced_by, 0, &mut collected)?;
+        let top = self.walk_manifest(entry, referenced_by, 0, &mut collected)?;
         let kind = match (&top, top.artifact_type()) {
             (_, Some(artifact_type)) => ImageKind::Artifact {
                 artifact_type: artifact_type.to_owned(),
@@ -308,19 +334,41 @@ impl Walker<'_> {
                 _ => ImageKind::Image,
             },
         };
+        let walked = Walked {
+            kind,
+            subject: top.subject().map(|s| s.digest.clone()),
+            manifests: collected.manifests.into(),
+            blobs: collected.blobs.into(),
+            platforms: collected.platforms,
+            foreign: collected.foreign,
+        };
+        self.walked.insert(entry.digest.clone(), walked.clone());
+        Ok(walked)
+    }
+
+    fn image(&mut self, position: usize, entry: Descriptor) -> Result<BundleImage> {
+        let referenced_by = format!("index.json entry {position}");
+        let Walked {
+            kind,
+            subject,
+            manifests,
+            blobs,
+            mut platforms,
+            foreign,
+        } = self.walk_entry(&entry, &referenced_by)?;
         if let Some(platform) = &entry.platform
-            && !collected.platforms.contains(platform)
+            && !platforms.contains(platform)
         {
-            collected.platforms.insert(0, platform.clone());
+            platforms.insert(0, platform.clone());
         }
         Ok(BundleImage {
             name: ImageName::from_annotations(Some(&entry.annotations)),
-            subject: top.subject().map(|s| s.digest.clone()),
+            subject,
             kind,
-            platforms: collected.platforms,
-            manifests: collected.manifests,
-            blobs: collected.blobs,
-            foreign_layers: collected.foreign,
+            platforms,
+            manifests,
+            blobs,
+            foreign_layers: foreign,
             descriptor: entry,
         })
     }

@@ -16,6 +16,7 @@ pub mod formats;
 mod layout;
 pub mod names;
 pub mod peek;
+mod tar_guard;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -48,6 +49,12 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 4 << 20;
 /// typical manifests, far more than the 10,000-image bundles seen in the field.
 pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = 256 << 20;
 
+/// Tar entries (files, directories, links) one bundle may hold: 20 times
+/// the 50,000 blobs of a 10,000-image bundle. Each costs a little
+/// bookkeeping (its path, size and digest), so a bundle of millions of empty
+/// entries is refused instead of filling memory with them.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
 /// Buffer for hashing blob contents as they stream by.
 const HASH_BUFFER_BYTES: usize = 256 << 10;
 
@@ -58,6 +65,8 @@ pub struct ReadLimits {
     pub max_document_bytes: u64,
     /// All JSON documents together (default [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
     pub max_documents_total_bytes: u64,
+    /// Tar entries in the bundle (default [`DEFAULT_MAX_ENTRIES`]).
+    pub max_entries: u64,
 }
 
 impl Default for ReadLimits {
@@ -65,6 +74,7 @@ impl Default for ReadLimits {
         ReadLimits {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -211,6 +221,14 @@ pub enum Error {
         /// The bundle file.
         path: String,
         /// The budget.
+        limit: u64,
+    },
+    /// The bundle holds more tar entries than airlock reads.
+    #[error("bundle {path} holds more than {limit} tar entries")]
+    TooManyEntries {
+        /// The bundle file.
+        path: String,
+        /// The limit.
         limit: u64,
     },
     /// Indexes nest deeper than airlock follows.
@@ -568,6 +586,12 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         source,
     })?;
     for (seen_entries, entry) in entries.enumerate() {
+        if seen_entries as u64 >= limits.max_entries {
+            return Err(Error::TooManyEntries {
+                path: display,
+                limit: limits.max_entries,
+            });
+        }
         let mut entry = entry.map_err(|source| {
             if seen_entries == 0 && !health.failed() {
                 Error::NotTar {

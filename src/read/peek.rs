@@ -23,6 +23,11 @@ pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Buffer for hashing file contents as they stream by.
 const HASH_BUFFER_BYTES: usize = 256 << 10;
 
+/// Entries airlock walks in one pack or chart archive: charts with
+/// thousands of templates stay far below it, and a crafted archive of
+/// empty entries cannot keep the index pass busy for long.
+pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+
 /// A file outside the OCI layout, as the index pass saw it.
 #[derive(Debug, Clone)]
 pub struct ScannedFile {
@@ -130,16 +135,28 @@ pub fn scan_file(
     retained: &mut u64,
     bundle: &Path,
 ) -> Result<ScannedFile> {
+    let over_budget = || Error::DocumentBudgetExceeded {
+        path: bundle.display().to_string(),
+        limit: limits.max_documents_total_bytes,
+    };
+    // What may still be kept is known before anything is read, so a file or
+    // an archive's members are refused before they are held, not after.
+    let room = limits.max_documents_total_bytes.saturating_sub(*retained);
     let mut reader = HashingReader::new(entry);
     let mut uncompressed = None;
     let peek = if size <= limits.max_document_bytes && keeps_whole(&path) {
+        if size > room {
+            return Err(over_budget());
+        }
         let mut bytes = Vec::with_capacity(size as usize);
         reader
             .read_to_end(&mut bytes)
             .map_err(|source| corrupt(bundle, source))?;
         Peek::Whole(Bytes::from(bytes))
     } else if opens_archive(&path) {
-        open_archive(&mut reader, limits).map_err(|source| corrupt(bundle, source))?
+        open_archive(&mut reader, limits, room)
+            .map_err(|source| corrupt(bundle, source))?
+            .ok_or_else(over_budget)?
     } else {
         if may_be_layer(&path) {
             uncompressed = hash_if_gzip(&mut reader).map_err(|source| corrupt(bundle, source))?;
@@ -153,10 +170,7 @@ pub fn scan_file(
         Peek::Nothing | Peek::Unreadable(_) => 0,
     };
     if *retained > limits.max_documents_total_bytes {
-        return Err(Error::DocumentBudgetExceeded {
-            path: bundle.display().to_string(),
-            limit: limits.max_documents_total_bytes,
-        });
+        return Err(over_budget());
     }
     let (digest, gzip) = reader.finish();
     Ok(ScannedFile {
@@ -218,36 +232,62 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Reads the members airlock wants from a gzip-compressed tar. An `Err` is a
-/// failure to read the bundle itself; a damaged archive is
-/// [`Peek::Unreadable`].
-fn open_archive<R: Read>(reader: &mut HashingReader<R>, limits: ReadLimits) -> io::Result<Peek> {
-    let result = read_members(&mut *reader, limits);
+/// Why the members of an archive were not kept.
+enum NotKept {
+    /// The archive is damaged or not a gzip-compressed tar.
+    Unreadable(String),
+    /// Its members would pass the memory budget for kept documents.
+    OverBudget,
+}
+
+/// Reads the members airlock wants from a gzip-compressed tar, keeping at
+/// most `room` bytes of them. An `Err` is a failure to read the bundle
+/// itself; a damaged archive is [`Peek::Unreadable`]; `None` means the
+/// members would pass the budget.
+fn open_archive<R: Read>(
+    reader: &mut HashingReader<R>,
+    limits: ReadLimits,
+    room: u64,
+) -> io::Result<Option<Peek>> {
+    let result = read_members(&mut *reader, limits, room);
     if let Some(error) = reader.failure.take() {
         return Err(error);
     }
     Ok(match result {
-        Ok(members) => Peek::Members(members),
-        Err(reason) => Peek::Unreadable(reason),
+        Ok(members) => Some(Peek::Members(members)),
+        Err(NotKept::Unreadable(reason)) => Some(Peek::Unreadable(reason)),
+        Err(NotKept::OverBudget) => None,
     })
 }
 
-fn read_members(reader: &mut impl Read, limits: ReadLimits) -> Result<Vec<Member>, String> {
+fn read_members(
+    reader: &mut impl Read,
+    limits: ReadLimits,
+    room: u64,
+) -> Result<Vec<Member>, NotKept> {
+    let unreadable = NotKept::Unreadable;
     let mut magic = [0u8; 2];
     reader
         .read_exact(&mut magic)
-        .map_err(|e| format!("cannot read it: {e}"))?;
+        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
     if magic != GZIP_MAGIC {
-        return Err("it is not gzip-compressed".into());
+        return Err(unreadable("it is not gzip-compressed".into()));
     }
     let gzip = flate2::read::GzDecoder::new(io::Cursor::new(magic).chain(reader));
-    let mut archive = tar::Archive::new(gzip);
+    let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(gzip));
     let entries = archive
         .entries()
-        .map_err(|e| format!("it is not a tar archive: {e}"))?;
+        .map_err(|e| unreadable(format!("it is not a tar archive: {e}")))?;
     let mut members = Vec::new();
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format!("it is not a readable tar.gz: {e}"))?;
+    let mut kept = 0u64;
+    for (seen, entry) in entries.enumerate() {
+        if seen >= MAX_ARCHIVE_ENTRIES {
+            return Err(unreadable(format!(
+                "it holds more than {MAX_ARCHIVE_ENTRIES} entries"
+            )));
+        }
+        let mut entry =
+            entry.map_err(|e| unreadable(format!("it is not a readable tar.gz: {e}")))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -257,10 +297,15 @@ fn read_members(reader: &mut impl Read, limits: ReadLimits) -> Result<Vec<Member
         if !keeps_member(&path) || entry.size() > limits.max_document_bytes {
             continue;
         }
+        kept += entry.size();
+        if kept > room {
+            return Err(NotKept::OverBudget);
+        }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
+        (&mut entry)
+            .take(limits.max_document_bytes)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("it is not a readable tar.gz: {e}"))?;
+            .map_err(|e| unreadable(format!("it is not a readable tar.gz: {e}")))?;
         members.push(Member {
             path,
             bytes: Bytes::from(bytes),
@@ -430,5 +475,20 @@ mod tests {
         assert_eq!(scanned.members().len(), 1);
         assert!(scanned.member("nginx/pack.json").is_some());
         assert_eq!(retained, 16);
+
+        // With room for less than the member, it is refused before it is kept.
+        let mut nearly_full = ReadLimits::default().max_documents_total_bytes - 10;
+        let refused = scan_file(
+            &mut &archive[..],
+            "packs/nginx-1.0.tar.gz".into(),
+            archive.len() as u64,
+            ReadLimits::default(),
+            &mut nearly_full,
+            Path::new("x.zst"),
+        );
+        assert!(
+            matches!(refused, Err(Error::DocumentBudgetExceeded { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -131,10 +131,10 @@ pub fn inspect<B: BundleSource>(
         .images()
         .iter()
         .map(|image| {
-            for (digest, size) in &image.blobs {
+            for (digest, size) in image.blobs.iter() {
                 unique_blobs.insert(digest.clone(), *size);
             }
-            for manifest in &image.manifests {
+            for manifest in image.manifests.iter() {
                 manifests.insert(manifest.digest.clone());
             }
             let mut target_ref = crate::plan::target_ref(target, options, &image.name);

@@ -266,7 +266,10 @@ fn read_distinct(
     symlinks: Symlinks,
 ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     if let [only] = signatures {
-        return Ok(vec![(only.clone(), signature::read(only, bundle, symlinks)?)]);
+        return Ok(vec![(
+            only.clone(),
+            signature::read(only, bundle, symlinks)?,
+        )]);
     }
     let mut distinct: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut first_error = None;

@@ -17,7 +17,7 @@
 //! One image is written per `manifest.json` entry and named once per RepoTag;
 //! layers shared by several images are blobs once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
@@ -178,6 +178,43 @@ struct Save<'a> {
     by_path: HashMap<&'a str, &'a ScannedFile>,
 }
 
+/// Adds each link of `links` to `by_path` as the file it ends at, following
+/// links to links. Each chain is walked once and every link on it settled,
+/// so the work grows with the number of links, not its square; a link that
+/// ends nowhere (or in a cycle) is left out.
+fn resolve_links<'a>(
+    links: &'a [(String, String)],
+    by_path: &mut HashMap<&'a str, &'a ScannedFile>,
+) {
+    let targets: HashMap<&str, &str> = links
+        .iter()
+        .map(|(link, target)| (link.as_str(), target.as_str()))
+        .collect();
+    let mut settled: HashSet<&str> = HashSet::new();
+    for (start, _) in links {
+        let mut chain = Vec::new();
+        let mut at = start.as_str();
+        let file = loop {
+            if let Some(file) = by_path.get(at).copied() {
+                break Some(file);
+            }
+            if !settled.insert(at) {
+                break None;
+            }
+            chain.push(at);
+            match targets.get(at) {
+                Some(next) => at = next,
+                None => break None,
+            }
+        };
+        if let Some(file) = file {
+            for link in chain {
+                by_path.insert(link, file);
+            }
+        }
+    }
+}
+
 impl<'a> Save<'a> {
     fn new(
         bundle: &'a str,
@@ -205,21 +242,7 @@ impl<'a> Save<'a> {
         })?;
         let mut by_path: HashMap<&str, &ScannedFile> =
             files.iter().map(|f| (f.file.path.as_str(), f)).collect();
-        // A link may point at another link: resolve until nothing changes,
-        // at most once per link.
-        for _ in 0..links.len() {
-            let mut added = false;
-            for (link, target) in links {
-                if let Some(file) = by_path.get(target.as_str()).copied()
-                    && by_path.insert(link.as_str(), file).is_none()
-                {
-                    added = true;
-                }
-            }
-            if !added {
-                break;
-            }
-        }
+        resolve_links(links, &mut by_path);
         Ok(Save {
             bundle,
             root,
@@ -416,6 +439,27 @@ mod tests {
             file(&format!("save/{BASE}/VERSION"), b"1.0"),
             file(&format!("save/{TOP}/layer.tar"), b"a"),
         ]
+    }
+
+    #[test]
+    fn long_link_chains_resolve_in_linear_time_and_cycles_resolve_to_nothing() {
+        let target = file("save/first.tar", b"layer");
+        // link0 -> link1 -> ... -> linkN -> first.tar, listed head first, the
+        // order that made each pass over the links settle only one of them.
+        let count = 20_000;
+        let mut links: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("save/l{i}"), format!("save/l{}", i + 1)))
+            .collect();
+        links.push((format!("save/l{count}"), "save/first.tar".into()));
+        links.push(("save/a".into(), "save/b".into()));
+        links.push(("save/b".into(), "save/a".into()));
+        let mut by_path = HashMap::from([("save/first.tar", &target)]);
+        let started = std::time::Instant::now();
+        resolve_links(&links, &mut by_path);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(by_path.len(), count + 2);
+        assert!(by_path.contains_key("save/l0"));
+        assert!(!by_path.contains_key("save/a"));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! The images a pack needs (`values.yaml`: `pack.content.images[].image`) are
 //! recorded so the import can check they are in the bundle or the target.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -407,8 +407,14 @@ fn split_list(text: Option<&str>) -> Vec<String> {
 /// without a registry host, or whose manifest carries [`NAME_ANNOTATION`].
 pub fn recognise_in_layout(images: &mut [BundleImage], assembly: &Assembly) -> Vec<Pack> {
     let mut packs = Vec::new();
+    // Many entries may name one manifest (one image under many tags): each
+    // is parsed once.
+    let mut parsed: HashMap<Digest, BTreeMap<String, String>> = HashMap::new();
     for (position, image) in images.iter_mut().enumerate() {
-        let annotations = manifest_annotations(assembly, &image.descriptor.digest);
+        let annotations = parsed
+            .entry(image.descriptor.digest.clone())
+            .or_insert_with(|| manifest_annotations(assembly, &image.descriptor.digest))
+            .clone();
         let by_name = image
             .descriptor
             .annotations
