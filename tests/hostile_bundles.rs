@@ -330,3 +330,37 @@ fn thousands_of_entries_naming_one_wide_index_are_walked_once() {
     assert!(grew < 256 * MIB, "memory grew by {} MiB", grew / MIB);
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+#[test]
+fn sigterm_during_a_long_verification_stops_the_daemon_after_the_grace_period() {
+    /// The daemon's grace period for in-flight imports (`daemon::DEFAULT_SHUTDOWN_GRACE`).
+    const GRACE: Duration = Duration::from_secs(25);
+    let registry = Registry::start();
+    let bundle = one_image("huge", "quay.io/acme/huge:1.0");
+    let drop = tempfile::tempdir().expect("drop dir");
+    let state = tempfile::tempdir().expect("state dir");
+    // 200 GiB of holes: minutes of hashing, no disk used.
+    let huge = drop.path().join("huge.zst");
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(200 << 30))
+        .expect("make a sparse file");
+    std::fs::copy(bundle.sig(), drop.path().join("huge.sig.bin")).expect("copy a signature");
+    let setup = DaemonSetup {
+        drop_dir: drop.path().to_owned(),
+        state_dir: state.path().to_owned(),
+        extra: Vec::new(),
+        envs: Vec::new(),
+    };
+    let mut daemon = Daemon::start(&setup, &registry, bundle.public_key_pem());
+    daemon.wait_until("the huge bundle to be handed to a worker", |d| {
+        d.log_text().contains("bundle settled")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let asked = Instant::now();
+    let status = daemon.terminate();
+    let took = asked.elapsed();
+    eprintln!("SIGTERM mid-verification to exit: {took:?}");
+    assert!(status.success(), "{status}");
+    assert!(took < GRACE + Duration::from_secs(10), "took {took:?}");
+}

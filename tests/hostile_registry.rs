@@ -16,7 +16,8 @@ use airlock::digest::Digest;
 use airlock::push::registry::{Credentials, RegistryClient, RegistryConfig, RetryPolicy};
 use base64::Engine as _;
 use support::airlock;
-use support::bundle::{BuiltBundle, BundleBuilder, Image};
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
+use support::daemon::{Daemon, DaemonSetup};
 use support::hostile::{Body, HostileServer, Reply, SeenRequest};
 use support::keys::{KeyKind, TestKey};
 use support::registry::{Registry, RegistryOptions};
@@ -367,4 +368,93 @@ async fn a_blob_read_stops_at_its_size() {
         .expect_err("a blob longer than its descriptor is refused");
     assert!(error.to_string().contains("more than"), "{error}");
     assert!(sink.len() as u64 <= 1024 + MIB, "{} bytes kept", sink.len());
+}
+
+/// The upload journal's file for a blob, as `state::UploadSessions` names
+/// it: `<algorithm>-<hex>-<12 hex of SHA-256(registry/repository)>.json`.
+fn journal_file(
+    state: &std::path::Path,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+) -> std::path::PathBuf {
+    use sha2::Digest as _;
+    let place = hex::encode(sha2::Sha256::digest(format!("{registry}/{repository}")));
+    state.join("uploads").join(format!(
+        "{}-{}.json",
+        digest.replace(':', "-"),
+        &place[..12]
+    ))
+}
+
+#[test]
+fn a_journaled_upload_url_on_another_port_is_not_replayed() {
+    const LAYER: u64 = 64 << 20;
+    let collector = collector();
+    let registry = Registry::start_with(RegistryOptions::default().with_basic_auth(USER, PASSWORD));
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("journaled")
+        .image(Image::new("quay.io/acme/big:1.0").layers(&[Layer::uncompressed(7, LAYER)]))
+        .build(&key);
+    let layer = bundle
+        .blobs()
+        .iter()
+        .find(|b| b.size == LAYER)
+        .expect("the big layer")
+        .digest
+        .clone();
+    let state = tempfile::tempdir().expect("state dir");
+    let drop = tempfile::tempdir().expect("drop dir");
+    // A record someone left in the state directory: the big layer's upload
+    // "continues" on another port.
+    let repository = "mirror/quay.io/acme/big";
+    let record = journal_file(state.path(), &registry.host(), repository, &layer);
+    std::fs::create_dir_all(record.parent().expect("uploads dir")).expect("mkdir uploads");
+    std::fs::write(
+        &record,
+        serde_json::json!({
+            "registry": registry.host(),
+            "repository": repository,
+            "digest": layer,
+            "size": LAYER,
+            "location": format!("http://localhost:{}/v2/{repository}/blobs/uploads/x?_state=y", collector.port()),
+            "offset": 8 << 20,
+        })
+        .to_string(),
+    )
+    .expect("write the journal record");
+    let password = state.path().join("password");
+    std::fs::write(&password, PASSWORD).expect("write the password file");
+    let setup = DaemonSetup {
+        drop_dir: drop.path().to_owned(),
+        state_dir: state.path().to_owned(),
+        extra: vec![
+            "--username".into(),
+            USER.into(),
+            "--password-file".into(),
+            password.display().to_string(),
+            "--upload-mode".into(),
+            "chunked".into(),
+        ],
+        envs: vec![("AIRLOCK_LOG__LEVEL".into(), "trace".into())],
+    };
+    let daemon = Daemon::start(&setup, &registry, key.public_pem());
+    bundle.copy_into(drop.path());
+
+    daemon.wait_until("the bundle to be imported", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="imported"}"#) >= 1.0
+    });
+    assert!(
+        collector.requests().is_empty(),
+        "the journaled URL on another port was replayed: {:#?}",
+        collector.requests()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("not resuming a journaled upload session"),
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD));
+    assert!(!log.contains(&basic_header()[6..]));
+    assert!(registry.blob_exists(repository, &layer));
 }

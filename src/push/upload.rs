@@ -301,10 +301,19 @@ impl RegistryUpload<'_> {
             journal.forget();
             return Ok(None);
         };
-        // A journal entry is replayed with the registry's credentials, so it
-        // passes the same checks as a `Location` the registry just sent.
-        if let Err(error) = self.client.check_upload_url(&location) {
-            tracing::warn!(%repository, digest = %record.key.digest, %error, "not resuming a journaled upload session");
+        // A journal entry is replayed with the registry's credentials: it
+        // passes the checks of a `Location` the registry just sent, and only
+        // a session on the registry's own origin is resumed (a record naming
+        // another place was not written by airlock for this registry).
+        let refused = match self.client.check_upload_url(&location) {
+            Err(error) => Some(error.to_string()),
+            Ok(()) if !self.client.is_registry_url(&location) => {
+                Some("it is not on the registry's own scheme, host and port".to_owned())
+            }
+            Ok(()) => None,
+        };
+        if let Some(reason) = refused {
+            tracing::warn!(%repository, digest = %record.key.digest, %reason, "not resuming a journaled upload session; sending the blob from the start");
             journal.forget();
             return Ok(None);
         }

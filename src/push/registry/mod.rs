@@ -768,6 +768,12 @@ impl RegistryClient {
         Ok(location)
     }
 
+    /// Whether `url` is the registry itself (scheme, host and port), the
+    /// only place credentials are sent.
+    pub fn is_registry_url(&self, url: &Url) -> bool {
+        self.origin.is_registry(url)
+    }
+
     /// Checks an upload URL the registry named (or the upload journal
     /// recorded) before anything is sent to it: see [`Origin::check_upload_url`].
     pub fn check_upload_url(&self, url: &Url) -> Result<()> {
