@@ -72,7 +72,7 @@ pub fn select(paths: &[PathBuf], recursive: bool) -> Result<Selection, Error> {
             selection.bundles.push(path.clone());
         }
     }
-    if selection.bundles.is_empty() && selection.lone_signatures.is_empty() {
+    if selection.bundles.is_empty() {
         return Err(Error::NoBundles {
             paths: paths
                 .iter()
@@ -338,6 +338,12 @@ mod tests {
         assert!(matches!(missing, Error::Unreadable { .. }), "{missing}");
         let empty = select(&[dir.path().to_owned()], false).unwrap_err();
         assert!(matches!(empty, Error::NoBundles { .. }), "{empty}");
+        touch(dir.path(), "lone.tar.sig.bin");
+        let signatures_only = select(&[dir.path().to_owned()], false).unwrap_err();
+        assert!(
+            matches!(signatures_only, Error::NoBundles { .. }),
+            "{signatures_only}"
+        );
         assert_eq!(empty.class(), FailureClass::Config);
     }
 

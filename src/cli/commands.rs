@@ -266,7 +266,14 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let mut inspections = Vec::new();
     let mut failures = Vec::new();
     for bundle in &selection.bundles {
-        match inspect_one(bundle, None, keys.clone(), target.as_ref(), &options).await {
+        let inspected = inspect_one(
+            bundle,
+            signature.as_ref(),
+            keys.clone(),
+            target.as_ref(),
+            &options,
+        );
+        match inspected.await {
             Ok(inspection) => {
                 if args.output == OutputFormat::Text {
                     if !inspections.is_empty() {
