@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock::digest::Digest;
-use airlock::push::registry::{Credentials, RegistryClient, RegistryConfig, RetryPolicy};
+use airlock::push::registry::{Credentials, RegistryClient, RegistryConfig, RetryPolicy, Timeouts};
 use base64::Engine as _;
 use support::airlock;
 use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
@@ -457,4 +457,97 @@ fn a_journaled_upload_url_on_another_port_is_not_replayed() {
     assert!(!log.contains(PASSWORD));
     assert!(!log.contains(&basic_header()[6..]));
     assert!(registry.blob_exists(repository, &layer));
+}
+
+/// A client whose registry may answer within `answer`, bodies moving at no
+/// less than 128 KiB/s, response bodies pausing at most 1 s.
+fn impatient_client(host: &str, answer: Duration) -> RegistryClient {
+    RegistryClient::new(RegistryConfig {
+        host: host.to_owned(),
+        plain_http: true,
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        timeouts: Timeouts {
+            answer,
+            min_bytes_per_second: 128 << 10,
+            idle: Duration::from_secs(1),
+        },
+        ..RegistryConfig::default()
+    })
+    .expect("a registry client")
+}
+
+#[tokio::test]
+async fn an_upload_that_keeps_moving_is_not_cut_off_however_long_it_takes() {
+    // The registry (or a proxy in front of it) takes the body at 256 KiB/s:
+    // 2 MiB take 8 s, four times the time allowed for an answer.
+    let server =
+        HostileServer::start_reading_at(Some(256 << 10), |request| match request.method.as_str() {
+            "POST" => Reply::status(202).header("Location", "/v2/acme/app/blobs/uploads/1"),
+            "PATCH" => Reply::status(202)
+                .header("Location", "/v2/acme/app/blobs/uploads/1")
+                .header("Range", "0-2097151"),
+            _ => Reply::status(500),
+        });
+    let client = impatient_client(&server.host(), Duration::from_secs(2));
+    let mut session = client.start_upload("acme/app").await.expect("session");
+    let started = Instant::now();
+    client
+        .send_chunk(
+            "acme/app",
+            &mut session,
+            bytes::Bytes::from(vec![7u8; 2 << 20]),
+        )
+        .await
+        .expect("a slow upload that keeps moving succeeds");
+    let took = started.elapsed();
+    eprintln!("2 MiB at 256 KiB/s with a 2 s answer timeout: {took:?}");
+    assert!(took > Duration::from_secs(6), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_response_body_that_stops_is_abandoned_after_the_idle_timeout() {
+    let server = HostileServer::start(|_| {
+        Reply::status(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(Body::Trickle {
+                bytes: b"{ }".to_vec(),
+                every: Duration::from_secs(30),
+            })
+    });
+    // 30 s for the whole answer, but 1 s of silence is a stall.
+    let started = Instant::now();
+    let error = impatient_client(&server.host(), Duration::from_secs(30))
+        .manifest("acme/app", "1.0")
+        .await
+        .err()
+        .expect("a stalled body fails");
+    let took = started.elapsed();
+    eprintln!("stalled body: {error} after {took:?}");
+    assert!(error.to_string().contains("stalled"), "{error}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_response_trickled_byte_by_byte_is_cut_off_at_its_deadline() {
+    // One byte every 200 ms never looks idle, and would take 200 s.
+    let server = HostileServer::start(|_| {
+        Reply::status(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(Body::Trickle {
+                bytes: vec![b' '; 1000],
+                every: Duration::from_millis(200),
+            })
+    });
+    let started = Instant::now();
+    let error = impatient_client(&server.host(), Duration::from_secs(2))
+        .manifest("acme/app", "1.0")
+        .await
+        .err()
+        .expect("a trickled body fails at the deadline");
+    let took = started.elapsed();
+    eprintln!("trickled body: {error} after {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
 }

@@ -404,6 +404,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             retry: RetryPolicy::default(),
             observer: None,
             token_realm_hosts: Vec::new(),
+            timeouts: Default::default(),
         },
         Target::Layout { .. } => RegistryConfig::default(),
     };

@@ -166,6 +166,7 @@ impl RetryReason {
         match error {
             crate::push::Error::Status { status, .. } => Self::from_status(*status),
             crate::push::Error::Http { source, .. } if source.is_timeout() => RetryReason::Timeout,
+            crate::push::Error::Stalled { .. } => RetryReason::Timeout,
             crate::push::Error::Http { .. } => RetryReason::Connection,
             _ => RetryReason::Other,
         }

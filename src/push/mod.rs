@@ -232,6 +232,14 @@ pub enum Error {
         /// The blob.
         digest: Digest,
     },
+    /// A response body sent nothing for the idle timeout.
+    #[error("{url} sent nothing for {idle:?}; the transfer counts as stalled")]
+    Stalled {
+        /// URL without query.
+        url: String,
+        /// The idle timeout.
+        idle: std::time::Duration,
+    },
     /// A worker task panicked or was aborted.
     #[error("internal task failed: {0}")]
     Task(String),

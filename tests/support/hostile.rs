@@ -80,6 +80,10 @@ impl Reply {
 
 type Handler = dyn Fn(&SeenRequest) -> Reply + Send + Sync;
 
+/// How fast request bodies are read (bytes per second), like a slow link or
+/// a throttling proxy; `None` reads them as fast as they come.
+type ReadRate = Option<u64>;
+
 /// A running hostile server; stopped when dropped.
 pub struct HostileServer {
     port: u16,
@@ -91,6 +95,14 @@ pub struct HostileServer {
 impl HostileServer {
     /// Listens on a free loopback port and answers with `handler`.
     pub fn start(handler: impl Fn(&SeenRequest) -> Reply + Send + Sync + 'static) -> HostileServer {
+        HostileServer::start_reading_at(None, handler)
+    }
+
+    /// [`HostileServer::start`], reading request bodies at `bytes_per_second`.
+    pub fn start_reading_at(
+        bytes_per_second: ReadRate,
+        handler: impl Fn(&SeenRequest) -> Reply + Send + Sync + 'static,
+    ) -> HostileServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
             .set_nonblocking(true)
@@ -101,7 +113,7 @@ impl HostileServer {
         let handler: Arc<Handler> = Arc::new(handler);
         let acceptor = {
             let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
-            thread::spawn(move || accept(listener, handler, log, stop))
+            thread::spawn(move || accept(listener, handler, bytes_per_second, log, stop))
         };
         HostileServer {
             port,
@@ -138,6 +150,7 @@ impl Drop for HostileServer {
 fn accept(
     listener: TcpListener,
     handler: Arc<Handler>,
+    rate: ReadRate,
     log: Arc<Mutex<Vec<SeenRequest>>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -147,7 +160,7 @@ fn accept(
                 let (handler, log, stop) =
                     (Arc::clone(&handler), Arc::clone(&log), Arc::clone(&stop));
                 thread::spawn(move || {
-                    let _ = serve(stream, &*handler, &log, &stop);
+                    let _ = serve(stream, &*handler, rate, &log, &stop);
                 });
             }
             Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -158,6 +171,7 @@ fn accept(
 fn serve(
     stream: TcpStream,
     handler: &Handler,
+    rate: ReadRate,
     log: &Mutex<Vec<SeenRequest>>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -189,10 +203,34 @@ fn serve(
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
+    read_body(&mut reader, length, rate)?;
     log.lock().expect("request log").push(request.clone());
     let reply = handler(&request);
     send(stream, &reply, stop)
+}
+
+/// Reads and drops `length` bytes of body, at most `rate` bytes a second.
+fn read_body(reader: &mut impl Read, length: u64, rate: ReadRate) -> std::io::Result<()> {
+    let Some(rate) = rate else {
+        std::io::copy(&mut reader.take(length), &mut std::io::sink())?;
+        return Ok(());
+    };
+    let started = Instant::now();
+    let mut buffer = [0u8; 4096];
+    let mut done = 0u64;
+    while done < length {
+        let want = (length - done).min(buffer.len() as u64) as usize;
+        let n = reader.read(&mut buffer[..want])?;
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+        let due = Duration::from_secs_f64(done as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
+    Ok(())
 }
 
 fn send(mut stream: TcpStream, reply: &Reply, stop: &AtomicBool) -> std::io::Result<()> {

@@ -35,9 +35,17 @@ pub use retry::RetryPolicy;
 
 /// How long to wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a response may stall before the request is abandoned. Generous,
-/// as registries verify a whole blob's digest before answering the final PUT.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the registry may take to answer a request, on top of the time
+/// its body takes to move. Generous, as registries verify a whole blob's
+/// digest before answering the final PUT.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The slowest a body may move before its request is abandoned: 64 KiB/s, a
+/// link slower than any that carries bundles, so only a stalled transfer
+/// trips it. A request's deadline is the answer timeout plus its body's size
+/// at this rate.
+pub const DEFAULT_MIN_BYTES_PER_SECOND: u64 = 64 << 10;
+/// How long a response body may send nothing before it counts as stalled.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Redirects followed per request (blob reads are redirected to storage).
 const MAX_REDIRECTS: usize = 5;
 /// Largest tag list or catalog page read: about 30,000 tag names, far more
@@ -65,10 +73,46 @@ pub struct RegistryConfig {
     pub retry: RetryPolicy,
     /// Told about every HTTP exchange with the registry (default none).
     pub observer: Option<ObserverHandle>,
+    /// How long requests may take (default [`Timeouts::default`]).
+    pub timeouts: Timeouts,
     /// Hosts (`host` or `host:port`) a token realm may be on for airlock to
     /// send the credentials there (default: empty, any host reached over
     /// https, see [`origin`]).
     pub token_realm_hosts: Vec<String>,
+}
+
+/// How long a request may take: a deadline that grows with the bytes it
+/// moves, so a large blob moving slowly is never cut off for its size, and an
+/// idle limit on response bodies, so a stalled one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The time for the registry's answer (default
+    /// [`DEFAULT_ANSWER_TIMEOUT`]).
+    pub answer: Duration,
+    /// The slowest rate a body may move at (default
+    /// [`DEFAULT_MIN_BYTES_PER_SECOND`]).
+    pub min_bytes_per_second: u64,
+    /// How long a response body may send nothing (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            answer: DEFAULT_ANSWER_TIMEOUT,
+            min_bytes_per_second: DEFAULT_MIN_BYTES_PER_SECOND,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline of a request moving `bytes` of body (sent or received).
+    pub fn deadline(&self, bytes: u64) -> Duration {
+        let moving = bytes / self.min_bytes_per_second.max(1);
+        self.answer + Duration::from_secs(moving)
+    }
 }
 
 /// Told about every HTTP exchange with the registry, e.g. to count requests
@@ -196,6 +240,7 @@ pub struct RegistryClient {
     retry: RetryPolicy,
     auth: Mutex<AuthState>,
     observer: Option<ObserverHandle>,
+    timeouts: Timeouts,
 }
 
 /// An open upload session: where to send the next request, and how far the
@@ -213,7 +258,6 @@ impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
             .redirect(redirect_policy());
         for path in &config.ca_certs {
@@ -257,6 +301,7 @@ impl RegistryClient {
             retry: config.retry,
             auth: Mutex::new(AuthState::default()),
             observer: config.observer,
+            timeouts: config.timeouts,
         })
     }
 
@@ -441,6 +486,7 @@ impl RegistryClient {
             .put(url.clone())
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, size)
+            .timeout(self.timeouts.deadline(size))
             .body(body);
         if let Some(value) = header {
             request = request.header(header::AUTHORIZATION, value);
@@ -575,7 +621,14 @@ impl RegistryClient {
             #[serde(default)]
             repositories: Option<Vec<String>>,
         }
-        let bytes = read_capped(response, MAX_LIST_BYTES, &url, "the catalog page").await?;
+        let bytes = read_capped(
+            response,
+            MAX_LIST_BYTES,
+            &url,
+            "the catalog page",
+            self.timeouts.idle,
+        )
+        .await?;
         let body: Catalog = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable catalog: {e}"),
@@ -603,7 +656,14 @@ impl RegistryClient {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let bytes = read_capped(response, MAX_LIST_BYTES, &url, "the tag list").await?;
+        let bytes = read_capped(
+            response,
+            MAX_LIST_BYTES,
+            &url,
+            "the tag list",
+            self.timeouts.idle,
+        )
+        .await?;
         let body: Tags = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable tag list: {e}"),
@@ -662,6 +722,7 @@ impl RegistryClient {
             crate::read::DEFAULT_MAX_DOCUMENT_BYTES,
             url,
             "the manifest",
+            self.timeouts.idle,
         )
         .await?;
         let algorithm = announced
@@ -700,18 +761,17 @@ impl RegistryClient {
     ) -> Result<u64> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
         let scope = Scope::pull(repository);
+        let deadline = self.timeouts.deadline(size);
         let mut response = self
-            .send(&scope, true, || self.http.get(url.clone()))
+            .send(&scope, true, || {
+                self.http.get(url.clone()).timeout(deadline)
+            })
             .await?;
         if !response.status().is_success() {
             return Err(status_error(Method::GET, &url, response).await);
         }
         let mut written = 0u64;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|source| http_error(&Method::GET, &url, source))?
-        {
+        while let Some(chunk) = next_chunk(&mut response, &url, self.timeouts.idle).await? {
             if written + chunk.len() as u64 > size {
                 return Err(Error::Protocol {
                     url: redact(&url),
@@ -824,6 +884,15 @@ impl RegistryClient {
                         reason: e.to_string(),
                     })?;
                 request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            // A deadline that grows with the body sent, unless the caller
+            // set one for the body it expects back (a blob download).
+            if request.timeout().is_none() {
+                let sent = request
+                    .body()
+                    .and_then(|body| body.as_bytes())
+                    .map_or(0, |bytes| bytes.len() as u64);
+                *request.timeout_mut() = Some(self.timeouts.deadline(sent));
             }
             let method = request.method().clone();
             let url = request.url().clone();
@@ -964,7 +1033,14 @@ impl RegistryClient {
                 ),
             });
         }
-        let bytes = read_capped(response, MAX_TOKEN_BYTES, &url, "the token response").await?;
+        let bytes = read_capped(
+            response,
+            MAX_TOKEN_BYTES,
+            &url,
+            "the token response",
+            self.timeouts.idle,
+        )
+        .await?;
         let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: redact(&url),
             reason: format!("unreadable token response: {e}"),
@@ -1016,7 +1092,13 @@ fn acknowledged_bytes(headers: &HeaderMap) -> Option<u64> {
 
 /// Reads a whole response body, refusing it once it passes `limit` bytes,
 /// whether or not it announced its length (a chunked body need not).
-async fn read_capped(mut response: Response, limit: u64, url: &Url, what: &str) -> Result<Bytes> {
+async fn read_capped(
+    mut response: Response,
+    limit: u64,
+    url: &Url,
+    what: &str,
+    idle: Duration,
+) -> Result<Bytes> {
     let too_large = || Error::Protocol {
         url: redact(url),
         reason: format!("{what} is larger than {limit} bytes"),
@@ -1025,11 +1107,7 @@ async fn read_capped(mut response: Response, limit: u64, url: &Url, what: &str) 
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|source| http_error(&Method::GET, url, source))?
-    {
+    while let Some(chunk) = next_chunk(&mut response, url, idle).await? {
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
@@ -1038,11 +1116,24 @@ async fn read_capped(mut response: Response, limit: u64, url: &Url, what: &str) 
     Ok(Bytes::from(body))
 }
 
+/// The next piece of a response body, failing when none arrives for `idle`.
+async fn next_chunk(response: &mut Response, url: &Url, idle: Duration) -> Result<Option<Bytes>> {
+    match tokio::time::timeout(idle, response.chunk()).await {
+        Ok(chunk) => chunk.map_err(|source| http_error(&Method::GET, url, source)),
+        Err(_) => Err(Error::Stalled {
+            url: redact(url),
+            idle,
+        }),
+    }
+}
+
 /// The first `limit` bytes of a body (an error message), the rest dropped
-/// unread.
+/// unread; stops at the first pause of [`DEFAULT_IDLE_TIMEOUT`].
 async fn read_prefix(mut response: Response, limit: u64) -> Vec<u8> {
     let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(DEFAULT_IDLE_TIMEOUT, response.chunk()).await
+    {
         let room = usize::try_from(limit).unwrap_or(usize::MAX) - body.len();
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if body.len() as u64 >= limit {
