@@ -323,7 +323,12 @@ impl RegistryClient {
     /// as alive.
     pub async fn ping(&self) -> Result<()> {
         let url = self.url("v2/")?;
-        let response = self.http.get(url.clone()).send().await;
+        let response = self
+            .http
+            .get(url.clone())
+            .timeout(self.timeouts.deadline(0))
+            .send()
+            .await;
         self.observe(&Method::GET, response.as_ref());
         let response = response.map_err(|source| http_error(&Method::GET, &url, source))?;
         match response.status() {
@@ -1010,7 +1015,10 @@ impl RegistryClient {
             host: self.host.clone(),
             detail: format!("token realm {}: {reason}", redact(&url)),
         };
-        let mut request = self.http.get(url.clone());
+        let mut request = self
+            .http
+            .get(url.clone())
+            .timeout(self.timeouts.deadline(0));
         if let Some(basic) = self.credentials.basic_header() {
             self.origin.check_token_realm(&url).map_err(realm_error)?;
             request = request.header(header::AUTHORIZATION, basic);
