@@ -191,3 +191,59 @@ fn a_bundle_with_no_importable_image_is_rejected() {
         &["nothing in bundle", "only a tag"],
     );
 }
+
+/// Recompresses `bundle` with `zstd --long=27 --no-content-size` (so the
+/// frame header carries a window descriptor) and returns the bytes.
+fn recompressed_with_window_descriptor(bundle: &BuiltBundle) -> Vec<u8> {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zstd -dc --long=31 \"$1\" | zstd -q -c --long=27 --no-content-size")
+        .arg("sh")
+        .arg(bundle.zst())
+        .output()
+        .expect("run zstd");
+    assert!(output.status.success(), "{output:?}");
+    output.stdout
+}
+
+#[test]
+fn a_zstd_window_over_2_gib_is_refused() {
+    let (key, bundle) = one_image("huge-window");
+    let mut zst = recompressed_with_window_descriptor(&bundle);
+    // Magic (4 bytes), frame header descriptor, then the window descriptor:
+    // exponent in its top 5 bits, window = 2^(10 + exponent). 22 claims a
+    // 4 GiB window, past the 2 GiB (--long=31) airlock accepts.
+    let descriptor = zst[4];
+    assert_eq!(
+        descriptor & 0x20,
+        0,
+        "single-segment frame: no window descriptor"
+    );
+    zst[5] = 22 << 3;
+    std::fs::write(bundle.zst(), &zst).expect("write the bundle");
+    bundle.sign_with(&key);
+    let name = bundle.zst().display().to_string();
+    assert_rejected(&bundle, bundle.public_key_pem(), &[&name, "window"]);
+}
+
+#[test]
+fn a_zstd_window_of_2_gib_is_accepted() {
+    let (key, bundle) = one_image("big-window");
+    let mut zst = recompressed_with_window_descriptor(&bundle);
+    // Exponent 21: a 2 GiB window, what `zstd --long=31` writes. The frame
+    // stays valid: a window larger than the content changes nothing else.
+    zst[5] = 21 << 3;
+    std::fs::write(bundle.zst(), &zst).expect("write the bundle");
+    bundle.sign_with(&key);
+    let registry = Registry::start();
+    let output = import(&bundle, bundle.public_key_pem(), &registry);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(support::skopeo::exists(
+        &registry,
+        "mirror/quay.io/acme/app:1.0"
+    ));
+}

@@ -301,6 +301,20 @@ fn two_layouts_merge_into_one_bundle_and_both_sets_import() {
         "{installer} not among {pushed:?}"
     );
     assert_eq!(report["extraFiles"], serde_json::json!([]));
+    // Read back independently: the manifest with skopeo, the layer with curl.
+    let manifest: serde_json::Value = serde_json::from_slice(&skopeo::inspect_raw(
+        &registry,
+        &format!("{PREFIX}/installers/edge-installer:1.2.0"),
+    ))
+    .expect("the installer manifest is JSON");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let digest = layers[0]["digest"].as_str().expect("a layer digest");
+    let blob = registry.get(&format!(
+        "/v2/{PREFIX}/installers/edge-installer/blobs/{digest}"
+    ));
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.body, b"not really an ISO");
 }
 
 /// The layer blob file of the first image of `bundle` inside `layout`.

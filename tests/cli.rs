@@ -6,6 +6,7 @@ mod support;
 use serde_json::Value;
 use support::airlock;
 use support::bundle::{BundleBuilder, Image, Naming};
+use support::daemon::Daemon;
 use support::keys::{KeyKind, TestKey};
 
 fn stdout_of(output: &std::process::Output) -> String {
@@ -249,5 +250,79 @@ fn quick_start_example_bundle_imports_into_an_oci_layout() {
         &mirror.path().join("mirror"),
         "quay.io/airlock/example:1.0",
     );
-    assert!(!raw.is_empty());
+    assert_eq!(
+        support::skopeo::sha256_digest(&raw),
+        example_manifest_digest(),
+        "skopeo read another manifest than the example bundle holds"
+    );
+}
+
+/// The digest `index.json` inside `examples/example.zst` gives its one
+/// image, read with `zstd` and `tar`, not airlock.
+fn example_manifest_digest() -> String {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zstd -dc \"$1\" | tar -xOf - ./index.json")
+        .arg("sh")
+        .arg(examples.join("example.zst"))
+        .output()
+        .expect("run zstd and tar");
+    assert!(output.status.success(), "{output:?}");
+    let index: Value = serde_json::from_slice(&output.stdout).expect("index.json is JSON");
+    let manifests = index["manifests"].as_array().expect("a manifests list");
+    assert_eq!(manifests.len(), 1, "{index}");
+    manifests[0]["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_owned()
+}
+
+#[test]
+fn quick_start_daemon_runs_examples_watch_yaml_as_shipped() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The Quick start runs from the repository root; a copy of the one
+    // file the configuration names relatively keeps the test out of it.
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("examples")).expect("mkdir examples");
+    std::fs::copy(
+        repo.join("examples/example-public-key.pem"),
+        root.path().join("examples/example-public-key.pem"),
+    )
+    .expect("copy the example key");
+    std::fs::create_dir(root.path().join("drop")).expect("mkdir drop");
+    let config = repo.join("examples/watch.yaml");
+    let daemon = Daemon::start_as_shipped(
+        &["watch", "--config", config.to_str().expect("utf-8 path")],
+        root.path(),
+    );
+    daemon.wait_until("/readyz to answer 200", |d| {
+        d.get("/readyz").is_some_and(|(status, _)| status == 200)
+    });
+
+    for name in ["example.sig.bin", "example.zst"] {
+        std::fs::copy(
+            repo.join("examples").join(name),
+            root.path().join("drop").join(name),
+        )
+        .expect("drop the example");
+    }
+    daemon.wait_until("the import", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="imported"}"#) >= 1.0
+    });
+
+    let raw = support::skopeo::inspect_oci_layout(
+        &root.path().join("mirror"),
+        "quay.io/airlock/example:1.0",
+    );
+    assert_eq!(
+        support::skopeo::sha256_digest(&raw),
+        example_manifest_digest()
+    );
+    daemon.wait_until("on_success: move", |_| {
+        root.path().join("drop/processed/example.zst").exists()
+    });
+    assert!(root.path().join(".airlock-state").is_dir());
+    let (status, body) = daemon.get("/readyz").expect("GET /readyz");
+    assert_eq!(status, 200, "{body}");
 }

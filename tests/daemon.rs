@@ -534,6 +534,78 @@ fn a_registry_down_for_a_while_is_retried_until_the_import_completes() {
     );
 }
 
+/// Starts a daemon with `read` limits from the environment, drops `bundle`
+/// and returns the reason it was rejected with; nothing may be pushed.
+fn rejected_with_read_limits(
+    bundle: &BuiltBundle,
+    key: &TestKey,
+    limits: &[(&str, &str)],
+) -> String {
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut setup = site.setup(&[]);
+    setup.envs = limits
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let daemon = Daemon::start(&setup, &registry, key.public_pem());
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the rejection", |d| {
+        d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= 1.0
+    });
+    assert_eq!(imported(&daemon), 0.0);
+    assert!(registry.catalog().is_empty(), "{:?}", registry.catalog());
+    let writes = registry.settled_writes_since(0);
+    assert!(writes.is_empty(), "{writes:?}");
+    let name = bundle
+        .zst()
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_to_string(site.drop_path(&format!("{name}.error.json"))).expect("reason file")
+}
+
+#[test]
+fn read_max_document_bytes_rejects_a_larger_manifest() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    // 40 layers make a manifest of about 8 KB.
+    let layers: Vec<Layer> = (0..40).map(|i| Layer::gzip_tar(300 + i, 64)).collect();
+    let bundle = BundleBuilder::new("wide")
+        .image(Image::new("quay.io/acme/wide:1.0").layers(&layers))
+        .build(&key);
+    let manifest = bundle.image("quay.io/acme/wide:1.0").manifest.len();
+    assert!(manifest > 4096, "the manifest is only {manifest} bytes");
+    let reason = rejected_with_read_limits(
+        &bundle,
+        &key,
+        &[("AIRLOCK_READ__MAX_DOCUMENT_BYTES", "4096")],
+    );
+    assert!(reason.contains("at most 4096 bytes"), "{reason}");
+}
+
+#[test]
+fn read_max_documents_total_bytes_rejects_a_bundle_over_the_budget() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let mut builder = BundleBuilder::new("many");
+    for i in 0..25 {
+        builder = builder.image(Image::new(&format!("quay.io/acme/app{i}:1.0")));
+    }
+    let bundle = builder.build(&key);
+    let reason = rejected_with_read_limits(
+        &bundle,
+        &key,
+        &[
+            ("AIRLOCK_READ__MAX_DOCUMENTS_TOTAL_BYTES", "16384"),
+            ("AIRLOCK_READ__MAX_DOCUMENT_BYTES", "16384"),
+        ],
+    );
+    assert!(
+        reason.contains("16384-byte memory budget (read.max_documents_total_bytes)"),
+        "{reason}"
+    );
+}
+
 /// Replaces `path` the way a Kubernetes Secret mount is updated: a new file
 /// renamed over the old one.
 fn rotate(path: &Path, content: &str) {

@@ -389,6 +389,105 @@ fn wrong_password_is_a_registry_failure_with_exit_code_4() {
 }
 
 #[test]
+fn children_land_before_their_index_and_the_tag_is_set_last() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("ordered")
+        .image(Image::new("quay.io/acme/multi:1.0").platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&key);
+    let registry = Registry::start();
+
+    import(&bundle, &registry, &[]);
+
+    assert_landed_with_same_digests(&bundle, &registry);
+    let image = bundle.image("quay.io/acme/multi:1.0");
+    let repo = format!("/v2/{PREFIX}/quay.io/acme/multi/");
+    let puts: Vec<String> = registry
+        .settled_requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with(&repo))
+        .map(|r| r.path[repo.len()..].to_owned())
+        .collect();
+    let manifest_puts: Vec<&String> = puts
+        .iter()
+        .filter(|p| p.starts_with("manifests/"))
+        .collect();
+    let first_manifest = puts
+        .iter()
+        .position(|p| p.starts_with("manifests/"))
+        .expect("manifests were pushed");
+    assert!(
+        puts[first_manifest..]
+            .iter()
+            .all(|p| p.starts_with("manifests/")),
+        "a blob was completed after a manifest: {puts:?}"
+    );
+    let children: Vec<String> = image
+        .manifests
+        .iter()
+        .map(|m| format!("manifests/{}", m.digest))
+        .collect();
+    assert_eq!(children.len(), 2, "{:?}", image.manifests);
+    assert_eq!(
+        manifest_puts.last().map(|p| p.as_str()),
+        Some("manifests/1.0"),
+        "the tag is not the last write: {puts:?}"
+    );
+    for child in &children {
+        assert!(
+            manifest_puts.contains(&child),
+            "{child} was not pushed: {puts:?}"
+        );
+    }
+    assert_eq!(
+        manifest_puts.len(),
+        children.len() + 1,
+        "the index is pushed once, by its tag: {puts:?}"
+    );
+}
+
+#[test]
+fn a_tls_registry_is_refused_without_its_ca_and_nothing_is_written() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("untrusted-tls")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let registry = Registry::start_with(RegistryOptions::default().with_tls());
+    let output = airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .args(["--registry", &registry.host(), "--quiet"])
+        .env("DOCKER_CONFIG", bundle.dir().join("no-docker-config"))
+        .output()
+        .expect("run airlock import");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(registry.catalog().is_empty());
+    let writes = registry.settled_writes_since(0);
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+#[test]
+fn insecure_skip_tls_verify_imports_into_an_untrusted_tls_registry_and_warns() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("insecure-tls")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let registry = Registry::start_with(RegistryOptions::default().with_tls());
+
+    let (output, _) = import(&bundle, &registry, &["--insecure-skip-tls-verify"]);
+
+    assert_landed_with_same_digests(&bundle, &registry);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("TLS certificate verification is off"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn oci_layout_target_is_readable_by_skopeo_and_merges_imports() {
     let key = TestKey::generate(KeyKind::EcP256);
     let first = BundleBuilder::new("first")

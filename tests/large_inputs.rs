@@ -64,6 +64,39 @@ fn a_tar_entry_over_8_gib_is_indexed_and_checked_against_its_digest() {
 }
 
 #[test]
+fn a_corrupted_tar_entry_over_8_gib_is_refused_by_its_digest() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    // One byte flipped in the middle of the layer; name and size kept.
+    let bundle = BundleBuilder::new("over-8-gib-corrupt")
+        .image(Image::new("example.com/big/zeros:1.0").layers(&[Layer::zeros(OVER_8_GIB)]))
+        .break_with(support::bundle::Breakage::BlobDigestMismatch)
+        .build(&key);
+    let mirror = tempfile::tempdir().expect("mirror directory");
+    let output = airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .args(["--registry", &format!("oci:{}", mirror.path().display())])
+        .args(["--quiet"])
+        .output()
+        .expect("run airlock import");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let layer = &bundle.image("example.com/big/zeros:1.0").blobs;
+    assert!(
+        layer
+            .iter()
+            .any(|b| stderr.contains(b.digest.trim_start_matches("sha256:"))),
+        "the refused blob is not named: {stderr}"
+    );
+    assert!(
+        !mirror.path().join("index.json").exists(),
+        "something was imported"
+    );
+}
+
+#[test]
 fn an_index_of_10000_manifests_imports_into_a_layout() {
     const IMAGES: usize = 10_000;
     let key = TestKey::generate(KeyKind::EcP256);
@@ -137,6 +170,80 @@ fn peak_rss_kib(mut child: std::process::Child, limit: Duration) -> (Output, u64
     }
     let output = child.wait_with_output().expect("collect the import");
     (output, peak)
+}
+
+/// MiB: the memory bound of an import that is not the zstd window: the
+/// upload budget (`--buffer-mib`, 48 MiB by default) plus the process's
+/// baseline, the HTTP client's buffers and the bundle's documents (a few
+/// MiB here), measured at 30–40 MiB.
+const BOUND_WITHOUT_WINDOW_MIB: u64 = 48 + 52;
+
+/// Builds a bundle of one `size`-byte incompressible layer, zstd level 1
+/// (an 8 MiB window at most), optionally recompressed with
+/// `zstd --long=27` (a 128 MiB window, what `bundle create --long` writes)
+/// and signed again.
+fn incompressible_bundle(name: &str, size: u64, long: bool) -> BuiltBundle {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new(name)
+        .image(Image::new("example.com/big/app:1.0").layers(&[Layer::big(200, size)]))
+        .zstd_level(1)
+        .build(&key);
+    if long {
+        let recompressed = bundle.dir().join("long.zst");
+        run(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg("zstd -dc \"$1\" | zstd -q -1 --long=27 -o \"$2\"")
+                .arg("sh")
+                .arg(bundle.zst())
+                .arg(&recompressed),
+            "recompress with zstd --long=27",
+        );
+        std::fs::rename(&recompressed, bundle.zst()).expect("replace the bundle");
+        bundle.sign_with(&key);
+    }
+    bundle
+}
+
+/// Imports `bundle` into a fresh registry and returns the peak RSS in MiB.
+fn import_peak_mib(bundle: &BuiltBundle) -> u64 {
+    let registry = Registry::start();
+    let child = airlock()
+        .arg("import")
+        .arg(bundle.zst())
+        .arg("--public-key")
+        .arg(bundle.public_key_pem())
+        .args(["--registry", &registry.host(), "--plain-http", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start airlock import");
+    let (output, peak) = peak_rss_kib(child, Duration::from_secs(600));
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(skopeo::exists(&registry, "example.com/big/app:1.0"));
+    peak / 1024
+}
+
+#[test]
+fn a_256_mib_bundle_imports_within_the_memory_bound() {
+    let bundle = incompressible_bundle("bounded", 256 << 20, false);
+    let peak = import_peak_mib(&bundle);
+    eprintln!("peak RSS {peak} MiB");
+    let bound = BOUND_WITHOUT_WINDOW_MIB + 8;
+    assert!(peak < bound, "peak RSS {peak} MiB, bound {bound} MiB");
+}
+
+#[test]
+fn a_long_window_bundle_needs_its_window_on_top_of_the_bound() {
+    let bundle = incompressible_bundle("long-window", 256 << 20, true);
+    let peak = import_peak_mib(&bundle);
+    eprintln!("peak RSS {peak} MiB with a 128 MiB window");
+    let bound = BOUND_WITHOUT_WINDOW_MIB + 128;
+    assert!(peak < bound, "peak RSS {peak} MiB, bound {bound} MiB");
 }
 
 /// Run with `cargo nextest run --run-ignored only -E 'test(bounded_memory)'`

@@ -476,6 +476,21 @@ mod daemon_api {
             assert_eq!(status, 200, "{query}: {body}");
             names(&body)
         };
+        // What the registry itself holds, from its catalog and tag lists.
+        let archive = format!("{PREFIX}/spectro-packs/archive/");
+        let mut in_registry: Vec<String> = registry
+            .catalog()
+            .into_iter()
+            .filter_map(|repo| repo.strip_prefix(&archive).map(str::to_owned))
+            .flat_map(|name| {
+                registry
+                    .tags(&format!("{archive}{name}"))
+                    .into_iter()
+                    .map(move |tag| format!("{name}:{tag}"))
+            })
+            .collect();
+        in_registry.sort();
+        assert_eq!(get(""), in_registry);
         assert_eq!(
             get(""),
             vec![
@@ -620,6 +635,17 @@ fn packs_in_an_oci_layout_target_are_listed_from_its_index() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let packs: Vec<String> = layout_ref_names(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("spectro-packs/"))
+        .collect();
+    assert_eq!(
+        packs,
+        vec![
+            "spectro-packs/archive/cni-cilium:1.15.3_spectro",
+            "spectro-packs/archive/nginx:1.2.0"
+        ]
+    );
     let listed = airlock::push::catalog::layout_packs(&dir).expect("listed");
     let names: Vec<(&str, &str, Option<&str>)> = listed
         .packs
@@ -667,6 +693,30 @@ fn the_fail_policy_checks_an_oci_layout_target_by_its_index() {
     let listed = airlock::push::catalog::layout_packs(&dir).expect("listed");
     let names: Vec<&str> = listed.packs.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, vec!["needs-app"]);
+    // The layout's own index.json, read directly, agrees.
+    let packs: Vec<String> = layout_ref_names(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("spectro-packs/"))
+        .collect();
+    assert_eq!(packs, vec!["spectro-packs/archive/needs-app:2.0.0"]);
+    skopeo::inspect_oci_layout(&dir, "spectro-packs/archive/needs-app:2.0.0");
+}
+
+/// The `org.opencontainers.image.ref.name` of every entry of the
+/// `index.json` of the OCI layout `dir`, sorted.
+fn layout_ref_names(dir: &Path) -> Vec<String> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("read index.json"))
+            .expect("index.json is JSON");
+    let mut names: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("a manifests list")
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }
 
 mod http_view {

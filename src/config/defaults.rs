@@ -72,7 +72,8 @@ pub const DEFAULT_BLOB_CONCURRENCY: usize = crate::push::DEFAULT_CONCURRENCY;
 
 /// `registry.buffer_mib`: the same as `airlock import --buffer-mib`
 /// ([`crate::push::DEFAULT_BUFFER_BYTES`]): enough to read one large blob
-/// while the one before it is sent, and an import stays under 100 MiB.
+/// while the one before it is sent; with an 8 MiB zstd window an import
+/// stays under 100 MiB (docs/PERFORMANCE.md, "Memory").
 pub const DEFAULT_BUFFER_MIB: usize = crate::push::DEFAULT_BUFFER_BYTES >> 20;
 
 /// The largest `registry.buffer_mib` accepted.

@@ -67,8 +67,9 @@ pub const REQUESTS_PER_BLOB: usize = 4;
 
 /// Memory all uploads of one import may hold in chunks read from the bundle
 /// and not yet sent. 48 MiB is six 8 MiB chunks: enough for a large blob to
-/// be read while the one before it is sent, and keeps a whole import under
-/// 100 MiB resident.
+/// be read while the one before it is sent. With an 8 MiB zstd window (the
+/// default levels) a whole import stays under 100 MiB resident; a bundle's
+/// window and its JSON documents come on top (docs/PERFORMANCE.md).
 pub const DEFAULT_BUFFER_BYTES: usize = 48 << 20;
 
 /// Bytes per upload request. Reads from zstd/tar come ~128 KiB at a time; one

@@ -27,6 +27,8 @@ pub struct Daemon {
     envs: Vec<(String, String)>,
     /// A command the daemon runs under (`strace ...`), empty for none.
     wrapper: Vec<String>,
+    /// The working directory, when not the test's.
+    cwd: Option<PathBuf>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -55,6 +57,29 @@ impl Daemon {
     /// (`127.0.0.1:PORT`), e.g. a proxy in front of the test registry.
     pub fn start_at(setup: &DaemonSetup, registry_host: &str, public_key: &Path) -> Daemon {
         let mut daemon = Daemon::configure(setup, registry_host, public_key);
+        daemon.spawn();
+        daemon
+    }
+
+    /// `airlock watch ARGS` started in `cwd` with nothing added but
+    /// `--listen 127.0.0.1:PORT` (a free port) and no `AIRLOCK_*`
+    /// environment: how an operator runs a configuration file as shipped.
+    pub fn start_as_shipped(args: &[&str], cwd: &Path) -> Daemon {
+        let port = free_port();
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+        let log_dir = tempfile::tempdir().expect("tempdir for the daemon log");
+        let log = log_dir.path().join("airlock.log");
+        let mut daemon = Daemon {
+            child: None,
+            port,
+            args,
+            envs: Vec::new(),
+            wrapper: Vec::new(),
+            cwd: Some(cwd.to_owned()),
+            log,
+            _log_dir: log_dir,
+        };
         daemon.spawn();
         daemon
     }
@@ -107,6 +132,7 @@ impl Daemon {
             args,
             envs,
             wrapper: Vec::new(),
+            cwd: None,
             log,
             _log_dir: log_dir,
         }
@@ -134,6 +160,9 @@ impl Daemon {
             .stderr(Stdio::from(err));
         for (key, value) in &self.envs {
             command.env(key, value);
+        }
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
         }
         self.child = Some(command.spawn().expect("start airlock watch"));
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -280,6 +280,10 @@ impl RegistryClient {
             }
         }
         if config.insecure_skip_tls_verify {
+            tracing::warn!(
+                registry = %config.host,
+                "TLS certificate verification is off (insecure skip TLS verify): anyone on the network path can read and change what is pushed"
+            );
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| Error::Tls {
