@@ -247,3 +247,38 @@ fn a_zstd_window_of_2_gib_is_accepted() {
         "mirror/quay.io/acme/app:1.0"
     ));
 }
+
+#[test]
+fn a_bundle_rewritten_after_its_signature_verified_is_not_read() {
+    use airlock::progress::Progress;
+    use airlock::read::{BundleIndex, ReadLimits};
+    use airlock::verify::{TrustedKeys, verify_bundle};
+
+    let (key, bundle) = one_image("switched");
+    let other = BundleBuilder::new("switched-other")
+        .image(Image::new("quay.io/acme/other:1.0"))
+        .build(&key);
+    let keys = TrustedKeys::load(&[bundle.public_key_pem().to_owned()]).expect("the key loads");
+    let verified = verify_bundle(bundle.zst(), bundle.sig(), &keys).expect("the bundle verifies");
+
+    // Rewritten in place (same file, new bytes) between the signature check
+    // and the read: another validly signed bundle's content.
+    std::fs::write(
+        bundle.zst(),
+        std::fs::read(other.zst()).expect("read the other bundle"),
+    )
+    .expect("rewrite the bundle");
+    let error = match BundleIndex::build(verified, ReadLimits::default(), &Progress::new()) {
+        Ok(_) => panic!("a bundle that changed after verification was read"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(error, airlock::read::Error::ChangedAfterVerification { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("changed after its signature was verified")
+    );
+}

@@ -67,7 +67,7 @@ fn imported(daemon: &Daemon) -> f64 {
 /// Completed blob uploads per digest, from the registry's access log.
 fn completed_uploads(registry: &Registry) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for request in registry.requests() {
+    for request in registry.settled_requests() {
         let completed = request.method == "PUT"
             && request.path.contains("/blobs/uploads/")
             && request.status == 201;

@@ -204,7 +204,10 @@ fn monolithic_uploads_and_small_chunks_give_the_same_result() {
     import(&bundle, &monolithic, &["--upload-mode", "monolithic"]);
     assert_landed_with_same_digests(&bundle, &monolithic);
     assert!(
-        !monolithic.requests().iter().any(|r| r.method == "PATCH"),
+        !monolithic
+            .settled_requests()
+            .iter()
+            .any(|r| r.method == "PATCH"),
         "monolithic mode must not PATCH"
     );
 

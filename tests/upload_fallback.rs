@@ -112,7 +112,10 @@ fn a_registry_that_refuses_patch_gets_monolithic_uploads() {
     assert_eq!(puts.len(), 1, "{puts:#?}");
     assert_eq!((puts[0].status, puts[0].body_len), (201, 20 * MIB));
     assert!(
-        !registry.requests().iter().any(|r| r.method == "PATCH"),
+        !registry
+            .settled_requests()
+            .iter()
+            .any(|r| r.method == "PATCH"),
         "a PATCH reached the registry"
     );
     assert!(
