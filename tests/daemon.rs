@@ -504,9 +504,11 @@ fn a_registry_down_for_a_while_is_retried_until_the_import_completes() {
     let key = TestKey::generate(KeyKind::EcP256);
     let bundle = small_bundle(&key, "patient", "quay.io/acme/patient:1.0");
     let mut registry = Registry::start();
-    registry.stop();
     let site = Site::new();
+    // The daemon takes its own port while the registry still holds its one,
+    // so the daemon's listener can never land on the registry's port.
     let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+    registry.stop();
 
     bundle.copy_into(site.drop.path());
     daemon.wait_until("a retry", |d| {
