@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use super::registry::{Registry, free_port};
 
+/// Environment variables that steer the tests, never passed to the daemon.
+pub const TEST_SWITCHES: [&str; 2] = ["AIRLOCK_TEST_SKIP_MOUNT", "AIRLOCK_SOAK_FULL"];
+
 /// How long any wait in these tests may take before it fails.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(90);
 
@@ -158,6 +161,11 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
+        // Switches of the test suite share airlock's prefix; the daemon
+        // refuses AIRLOCK_* variables that are not its settings.
+        for switch in TEST_SWITCHES {
+            command.env_remove(switch);
+        }
         for (key, value) in &self.envs {
             command.env(key, value);
         }
