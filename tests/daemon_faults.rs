@@ -764,3 +764,33 @@ fn a_bundle_removed_while_its_import_is_retried_is_recorded_as_removed() {
     daemon.wait_until("the import", |d| outcome(d, "imported") >= 1.0);
     assert_eq!(daemon.imports()[0]["status"], "imported");
 }
+
+#[test]
+fn a_badly_signed_copy_stays_rejected_after_a_restart_though_its_content_was_imported() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    let bundle = small_bundle(&key, "alpha", "quay.io/acme/restarted:1.0");
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut daemon = Daemon::start(
+        &site.setup(&["--on-success", "move"]),
+        &registry,
+        key.public_pem(),
+    );
+    site.drop_as(&bundle, "alpha");
+    daemon.wait_until("the import", |d| outcome(d, "imported") >= 1.0);
+    site.drop_badly_signed(&bundle, "copy", &stranger);
+    daemon.wait_until("the rejection", |d| outcome(d, "rejected") >= 1.0);
+
+    assert!(daemon.terminate().success());
+    daemon.restart();
+    wait_for_log(&daemon, "were rejected before");
+    assert!(
+        site.path("copy.zst").exists() && site.path("copy.zst.error.json").exists(),
+        "the rejected pair left its place (on_reject is keep)"
+    );
+    assert!(
+        !site.path("processed/copy.zst").exists(),
+        "the rejected pair was disposed of as imported"
+    );
+}

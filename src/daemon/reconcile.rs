@@ -47,24 +47,29 @@ pub(super) fn run(shared: &Shared) {
             .as_ref()
             .and_then(|r| shared.store.get(&r.id))
             .filter(|r| r.status == Status::Rejected);
+        if let Some(record) = rejected_pair {
+            // Rejected for its signature: that stands, whatever became of
+            // the content under other names.
+            finish_rejected(shared, &path, &signature, &record);
+            finished += 1;
+            continue;
+        }
+        if memo.rejected.is_some() {
+            continue;
+        }
         match shared.store.get(&memo.id) {
-            Some(record) if record.status == Status::Imported => {
-                if shared.on_success != OnSuccess::Keep {
-                    disposal::finish_imported(&path, &signature, shared.on_success);
-                    forget(shared, &path);
-                    finished += 1;
-                }
+            Some(record)
+                if record.status == Status::Imported && shared.on_success != OnSuccess::Keep =>
+            {
+                disposal::finish_imported(&path, &signature, shared.on_success);
+                forget(shared, &path);
+                finished += 1;
             }
             Some(record) if record.status == Status::Rejected => {
                 finish_rejected(shared, &path, &signature, &record);
                 finished += 1;
             }
-            _ => {
-                if let Some(record) = rejected_pair {
-                    finish_rejected(shared, &path, &signature, &record);
-                    finished += 1;
-                }
-            }
+            _ => {}
         }
     }
     if finished > 0 {

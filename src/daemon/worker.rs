@@ -210,41 +210,49 @@ fn already_known(shared: &Arc<Shared>, ready: &ReadyBundle, name: &str) -> Optio
     let memo = shared
         .store
         .identified(&ready.bundle, ready.state.size, ready.state.mtime_ns)?;
-    if let Some(record) = shared.store.get(&memo.id) {
-        match record.status {
-            Status::Imported => {
-                if shared.on_success == crate::config::OnSuccess::Keep {
-                    tracing::debug!(
-                        "already handled in an earlier run: imported, and kept in place as configured"
-                    );
-                } else {
-                    tracing::info!(first_name = %record.names[0], "already handled in an earlier run: imported; finishing the disposal a stop interrupted");
-                }
-                dispose_imported(shared, ready);
-                return Some(Attempt::Done);
-            }
-            Status::Rejected => {
-                tracing::info!(reason = %reason_of(&record), "this content was rejected before; not looking at it again");
-                dispose_rejected(shared, ready, name, &record);
-                return Some(Attempt::Done);
-            }
-            Status::Waiting
-            | Status::Queued
-            | Status::Importing
-            | Status::Retrying
-            | Status::Removed => {}
-        }
+    // A pair rejected for its signature stays rejected while the signature
+    // is unchanged, even if the same content was imported under another
+    // name since.
+    if let Some(signature) = &memo.rejected
+        && signature.size == ready.signature_state.size
+        && signature.mtime_ns == ready.signature_state.mtime_ns
+        && let Some(record) = shared
+            .store
+            .get(&signature.id)
+            .filter(|r| r.status == Status::Rejected)
+    {
+        tracing::info!(reason = %reason_of(&record), "this bundle and signature were rejected before; not looking at them again");
+        dispose_rejected(shared, ready, name, &record);
+        return Some(Attempt::Done);
     }
-    let signature = memo.rejected.as_ref()?;
-    let unchanged = signature.size == ready.signature_state.size
-        && signature.mtime_ns == ready.signature_state.mtime_ns;
-    let record = shared
-        .store
-        .get(&signature.id)
-        .filter(|r| unchanged && r.status == Status::Rejected)?;
-    tracing::info!(reason = %reason_of(&record), "this bundle and signature were rejected before; not looking at them again");
-    dispose_rejected(shared, ready, name, &record);
-    Some(Attempt::Done)
+    if memo.rejected.is_some() {
+        // Its signature changed: judge the pair afresh.
+        return None;
+    }
+    let record = shared.store.get(&memo.id)?;
+    match record.status {
+        Status::Imported => {
+            if shared.on_success == crate::config::OnSuccess::Keep {
+                tracing::debug!(
+                    "already handled in an earlier run: imported, and kept in place as configured"
+                );
+            } else {
+                tracing::info!(first_name = %record.names[0], "already handled in an earlier run: imported; finishing the disposal a stop interrupted");
+            }
+            dispose_imported(shared, ready);
+            Some(Attempt::Done)
+        }
+        Status::Rejected => {
+            tracing::info!(reason = %reason_of(&record), "this content was rejected before; not looking at it again");
+            dispose_rejected(shared, ready, name, &record);
+            Some(Attempt::Done)
+        }
+        Status::Waiting
+        | Status::Queued
+        | Status::Importing
+        | Status::Retrying
+        | Status::Removed => None,
+    }
 }
 
 fn reason_of(record: &BundleRecord) -> String {
