@@ -268,7 +268,7 @@ fn a_copy_stalled_longer_than_the_settle_time_then_completed_is_imported_not_rej
     let registry = Registry::start();
     let site = Site::new();
     let daemon = Daemon::start(
-        &site.setup(&["--settle-time", "2s"]),
+        &site.setup(&["--settle-time", "3s"]),
         &registry,
         key.public_pem(),
     );
@@ -301,7 +301,7 @@ fn a_copy_stalled_and_never_completed_is_rejected_once_after_a_second_look() {
     let registry = Registry::start();
     let site = Site::new();
     let daemon = Daemon::start(
-        &site.setup(&["--settle-time", "2s"]),
+        &site.setup(&["--settle-time", "3s"]),
         &registry,
         key.public_pem(),
     );
@@ -315,7 +315,7 @@ fn a_copy_stalled_and_never_completed_is_rejected_once_after_a_second_look() {
     );
     daemon.wait_until("the rejection", |d| outcome(d, "rejected") >= 1.0);
     assert!(
-        started.elapsed() >= Duration::from_secs(4),
+        started.elapsed() >= Duration::from_secs(6),
         "rejected {:?} after the copy stalled: before the settle time and the second look",
         started.elapsed()
     );
