@@ -136,6 +136,24 @@ fn completed_uploads(registry: &Registry) -> HashMap<String, usize> {
     counts
 }
 
+/// Stops a daemon started under `strace`: SIGTERM to airlock itself (the
+/// tracer's child), which ends strace too. Killing only strace would leave
+/// airlock running.
+fn stop_traced(daemon: &mut Daemon) {
+    let tracer = daemon.pid();
+    let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+        .unwrap_or_default();
+    for child in children.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", child])
+            .status();
+    }
+    assert!(
+        daemon.wait_exit(Duration::from_secs(40)).is_some(),
+        "the traced daemon did not stop"
+    );
+}
+
 /// Waits, bounded, until the daemon has logged `text`.
 fn wait_for_log(daemon: &Daemon, text: &str) {
     daemon.wait_until(&format!("the log line {text:?}"), |d| {
@@ -578,7 +596,7 @@ fn an_idle_watcher_does_not_list_its_folder_again_and_again() {
     setup
         .envs
         .push(("AIRLOCK_DROP__RESCAN_INTERVAL".to_owned(), "1h".to_owned()));
-    let daemon = Daemon::start_under(&wrapper, &setup, &registry, key.public_pem());
+    let mut daemon = Daemon::start_under(&wrapper, &setup, &registry, key.public_pem());
     daemon.wait_until("the first listing", |_| traced_calls(&trace) > 0);
     // The files seen at the first listing settle a second later, which
     // takes one more listing; after that there is nothing to look at.
@@ -605,6 +623,7 @@ fn an_idle_watcher_does_not_list_its_folder_again_and_again() {
         "the arrival waited {:?}",
         dropped.elapsed()
     );
+    stop_traced(&mut daemon);
 }
 
 /// Opt-out for machines where tests cannot mount file systems.
@@ -726,7 +745,7 @@ fn a_read_error_of_the_volume_is_retried_not_taken_for_a_bad_bundle() {
         "-e",
         "inject=read,pread64:error=EIO:when=1",
     ];
-    let daemon = Daemon::start_under(&wrapper, &site.setup(&[]), &registry, key.public_pem());
+    let mut daemon = Daemon::start_under(&wrapper, &site.setup(&[]), &registry, key.public_pem());
     site.drop_as(&bundle, "flaky");
     daemon.wait_until("the import", |d| outcome(d, "imported") >= 1.0);
     assert_landed(&bundle, &registry);
@@ -736,6 +755,7 @@ fn a_read_error_of_the_volume_is_retried_not_taken_for_a_bad_bundle() {
         "the read error was not seen"
     );
     assert!(!site.path("flaky.zst.error.json").exists());
+    stop_traced(&mut daemon);
 }
 
 #[test]
