@@ -18,6 +18,9 @@
 //!
 //! [`bundle`] is the producer side, outside the pipeline: it makes the signed
 //! bundles the pipeline consumes.
+//!
+//! [`daemon`] runs the pipeline as a service; it alone uses [`cluster`] (the
+//! Kubernetes API: Events and per-bundle Leases shared by replicas).
 
 pub mod failure;
 pub mod verify;
@@ -25,6 +28,7 @@ pub mod verify;
 pub use failure::FailureClass;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod digest;

@@ -108,6 +108,12 @@ pub const KEYS: &[Key] = &[
     key("http.listen", Some("--listen")),
     key("log.format", None),
     key("log.level", None),
+    key("kube.enabled", None),
+    key("kube.namespace", None),
+    key("kube.identity", None),
+    key("kube.lease_duration", None),
+    key("kube.events", None),
+    key("kube.lease_retention", None),
 ];
 
 /// Keys that would hold a secret inline; refused with a pointer to

@@ -22,6 +22,7 @@ mod env;
 mod error;
 mod flags;
 pub mod keys;
+pub mod kube;
 mod load;
 mod schema;
 mod validate;
@@ -30,6 +31,7 @@ pub use credentials::CredentialFiles;
 pub use error::{Error, Origin};
 pub use flags::{WATCH_EXAMPLES, WatchArgs};
 pub use keys::{KEYS, Key};
+pub use kube::{KubeMode, KubeSection};
 pub use schema::{
     DaemonConfig, DropSection, FAILED_SUBDIR, HttpSection, ImportsSection, LogFormat, LogSection,
     OnReject, OnSuccess, PROCESSED_SUBDIR, RegistrySection, TrustSection,

@@ -51,6 +51,8 @@ pub struct DaemonConfig {
     pub http: HttpSection,
     /// Log output.
     pub log: LogSection,
+    /// The Kubernetes API: Events and per-bundle Leases.
+    pub kube: super::kube::KubeSection,
 }
 
 impl Default for DaemonConfig {
@@ -65,6 +67,7 @@ impl Default for DaemonConfig {
             state: StateSection::default(),
             http: HttpSection::default(),
             log: LogSection::default(),
+            kube: super::kube::KubeSection::default(),
         }
     }
 }

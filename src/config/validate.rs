@@ -79,6 +79,9 @@ impl DaemonConfig {
         }
 
         self.check_credentials()?;
+        self.kube
+            .check()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         self.plan_options()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -22,6 +22,7 @@
 pub mod bundle;
 pub mod chart;
 pub mod daemon;
+pub mod fake_apiserver;
 pub mod hostile;
 pub mod keys;
 pub mod pack;
