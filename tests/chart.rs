@@ -36,7 +36,11 @@ const MATRIX: &[Case] = &[
     },
     Case {
         name: "existing claim, 3 replicas",
-        set: &["replicaCount=3", "drop.existingClaim=transfer-drop"],
+        set: &[
+            "replicaCount=3",
+            "drop.existingClaim=transfer-drop",
+            "kube.leaseDuration=30s",
+        ],
     },
     Case {
         name: "USB stick on an edge node",
@@ -89,6 +93,7 @@ const MATRIX: &[Case] = &[
             "registry.plainHttp=true",
             "config.imports.on_success=move",
             "config.registry.blob_concurrency=8",
+            "kube.enabled=false",
         ],
     },
 ];
@@ -301,6 +306,7 @@ fn schema_and_chart_refuse_wrong_values_with_a_clear_message() {
             "each pod keeps its own state",
         ),
         (&["drop.nfs.server=nfs.local"], "drop.nfs needs both"),
+        (&["kube.leaseDuration=soon"], "leaseDuration"),
     ];
     for (set, message) in refused {
         let output = helm(&["template", "airlock"], set);

@@ -330,6 +330,7 @@ fn events_on_the_pod_carry_the_reason_and_repeat_as_a_series() {
         &rt,
         events.send(&BundleEvent::Rejected {
             bundle: "bad.zst".to_owned(),
+            digest: format!("sha256:{BUNDLE}"),
             reason: "the signature does not verify".to_owned(),
         }),
     );
@@ -367,4 +368,408 @@ fn events_on_the_pod_carry_the_reason_and_repeat_as_a_series() {
     let started = Instant::now();
     block_on(&rt, events.send(&imported));
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+// ---------------------------------------------------------------------------
+// Whole daemons (`airlock watch` processes) sharing one drop folder.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer, Naming};
+use support::daemon::{Daemon, DaemonSetup};
+use support::keys::{KeyKind, TestKey};
+use support::proxy::{Proxy, ProxyRules, Release};
+use support::registry::Registry;
+
+/// The lease duration of the daemons under test: short, so takeovers are
+/// quick, yet three renewal periods of one second each.
+const TEST_LEASE: &str = "3s";
+
+fn replica_env(server: &FakeApiServer, pod: &str) -> Vec<(String, String)> {
+    [
+        ("AIRLOCK_KUBE__ENABLED", "true"),
+        ("AIRLOCK_KUBE__LEASE_DURATION", TEST_LEASE),
+        (
+            "KUBECONFIG",
+            server.kubeconfig().to_str().expect("UTF-8 path"),
+        ),
+        ("POD_NAME", pod),
+        ("POD_NAMESPACE", "airlock"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+fn setup(drop: &Path, state: &Path, envs: Vec<(String, String)>) -> DaemonSetup {
+    DaemonSetup {
+        drop_dir: drop.to_owned(),
+        state_dir: state.to_owned(),
+        extra: Vec::new(),
+        envs,
+    }
+}
+
+fn bundle(key: &TestKey, i: usize, layers: &[Layer]) -> BuiltBundle {
+    BundleBuilder::new(&format!("delivery-{i}"))
+        .image(
+            Image::new(&format!("quay.io/acme/app-{i}:1.0"))
+                .naming(Naming::ContainerdName)
+                .layers(layers),
+        )
+        .build(key)
+}
+
+/// Manifest PUTs the registry accepted, by `repository:tag`.
+fn tag_pushes(registry: &Registry) -> BTreeMap<String, usize> {
+    let mut pushes = BTreeMap::new();
+    for request in registry.settled_requests() {
+        if request.method != "PUT" || request.status != 201 {
+            continue;
+        }
+        if let Some((repository, tag)) = request
+            .path
+            .strip_prefix("/v2/")
+            .and_then(|p| p.split_once("/manifests/"))
+        {
+            *pushes.entry(format!("{repository}:{tag}")).or_insert(0) += 1;
+        }
+    }
+    pushes
+}
+
+fn lease_states(server: &FakeApiServer) -> Vec<(String, String)> {
+    server
+        .leases()
+        .iter()
+        .map(|l| {
+            (
+                l["metadata"]["labels"]["airlock/state"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn imported_here(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .imports()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|r| r["status"] == "imported")
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn replicas_share_one_drop_folder(replicas: usize, bundles: usize) {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let built: Vec<BuiltBundle> = (0..bundles)
+        .map(|i| bundle(&key, i, &[Layer::gzip_tar(i as u64, 4096)]))
+        .collect();
+    let registry = Registry::start();
+    let server = FakeApiServer::start();
+    let drop = tempfile::tempdir().expect("drop");
+    let states: Vec<tempfile::TempDir> = (0..replicas)
+        .map(|_| tempfile::tempdir().expect("state"))
+        .collect();
+    let daemons: Vec<Daemon> = states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            Daemon::start(
+                &setup(
+                    drop.path(),
+                    state.path(),
+                    replica_env(&server, &format!("airlock-{i}")),
+                ),
+                &registry,
+                key.public_pem(),
+            )
+        })
+        .collect();
+    let dropped = Instant::now();
+    for bundle in &built {
+        bundle.copy_into(drop.path());
+    }
+    wait_for(
+        "every bundle's lease to say imported",
+        Duration::from_secs(120),
+        || {
+            let states = lease_states(&server);
+            states.len() == bundles && states.iter().all(|(state, _)| state == "imported")
+        },
+    );
+    let all_done = dropped.elapsed();
+    // Let every replica look at every bundle (retries included) before
+    // counting: each has settled once the queue and imports are empty.
+    for daemon in &daemons {
+        daemon.wait_until("an idle queue", |d| {
+            d.metric("airlock_bundles_queued") == 0.0
+                && d.metric("airlock_imports_in_progress") == 0.0
+        });
+    }
+    std::thread::sleep(Duration::from_secs(5));
+
+    let pushes = tag_pushes(&registry);
+    for (i, bundle) in built.iter().enumerate() {
+        let image = &bundle.images()[0];
+        let tag = format!("mirror/{}", image.full_ref);
+        assert_eq!(
+            pushes.get(&tag),
+            Some(&1),
+            "bundle {i} ({tag}) tagged once: {pushes:#?}"
+        );
+    }
+    let mut importers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, daemon) in daemons.iter().enumerate() {
+        for id in imported_here(daemon) {
+            importers.entry(id).or_default().push(i);
+        }
+    }
+    assert_eq!(importers.len(), bundles, "{importers:?}");
+    assert!(
+        importers.values().all(|by| by.len() == 1),
+        "each bundle imported by exactly one replica: {importers:?}"
+    );
+    let events: Vec<serde_json::Value> = server
+        .events()
+        .into_iter()
+        .filter(|e| e["reason"] == "BundleImported")
+        .collect();
+    assert_eq!(events.len(), bundles, "one BundleImported Event per bundle");
+    let per_replica: Vec<usize> = (0..replicas)
+        .map(|i| importers.values().filter(|by| by[0] == i).count())
+        .collect();
+    eprintln!(
+        "{replicas} replicas, {bundles} bundles: every bundle imported once, split {per_replica:?}, all done {all_done:?} after the drop"
+    );
+}
+
+#[test]
+fn two_daemons_on_one_drop_folder_import_each_bundle_once() {
+    replicas_share_one_drop_folder(2, 4);
+}
+
+#[test]
+fn three_daemons_on_one_drop_folder_import_each_bundle_once() {
+    replicas_share_one_drop_folder(3, 6);
+}
+
+#[test]
+fn a_daemon_killed_mid_import_is_taken_over_after_its_lease_expires() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    // Two 8 MiB chunks, so the upload can be held at its second PATCH.
+    let built = bundle(&key, 0, &[Layer::uncompressed(7, 20 << 20)]);
+    let registry = Registry::start();
+    let proxy = Proxy::start(
+        &registry.host(),
+        ProxyRules {
+            hold_patch: Some(2),
+            ..ProxyRules::default()
+        },
+    );
+    let server = FakeApiServer::start();
+    let drop = tempfile::tempdir().expect("drop");
+    let (state_a, state_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let mut a = Daemon::start_at(
+        &setup(
+            drop.path(),
+            state_a.path(),
+            replica_env(&server, "airlock-a"),
+        ),
+        &proxy.host(),
+        key.public_pem(),
+    );
+    built.copy_into(drop.path());
+    assert!(
+        proxy.wait_for_hold(Duration::from_secs(90)),
+        "the second PATCH never came:\n{}",
+        a.log_text()
+    );
+    assert_eq!(
+        lease_states(&server),
+        vec![("importing".to_owned(), "airlock-a".to_owned())]
+    );
+
+    // b sees the bundle and waits while a renews its lease.
+    let b = Daemon::start(
+        &setup(
+            drop.path(),
+            state_b.path(),
+            replica_env(&server, "airlock-b"),
+        ),
+        &registry,
+        key.public_pem(),
+    );
+    wait_for("b to find the bundle held", Duration::from_secs(60), || {
+        b.log_text()
+            .contains("another replica is importing this bundle")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        lease_states(&server),
+        vec![("importing".to_owned(), "airlock-a".to_owned())],
+        "b must not take a lease that a renews"
+    );
+
+    a.kill9();
+    let killed = Instant::now();
+    proxy.release(Release::Drop);
+    wait_for("b to take the lease over", Duration::from_secs(60), || {
+        lease_states(&server)
+            .first()
+            .is_some_and(|(_, holder)| holder == "airlock-b")
+    });
+    let takeover = killed.elapsed();
+    wait_for("b to finish the import", Duration::from_secs(90), || {
+        lease_states(&server) == vec![("imported".to_owned(), "airlock-b".to_owned())]
+    });
+    let finished = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(3) * 2 + Duration::from_secs(2),
+        "takeover took {takeover:?}"
+    );
+    let image = &built.images()[0];
+    assert_eq!(
+        tag_pushes(&registry).get(&format!("mirror/{}", image.full_ref)),
+        Some(&1),
+        "tagged once, by b"
+    );
+    assert_eq!(imported_here(&b).len(), 1);
+    assert_eq!(server.leases()[0]["spec"]["leaseTransitions"], 1);
+    eprintln!(
+        "killed mid-import: taken over after {takeover:?}, finished {finished:?} after the kill"
+    );
+}
+
+#[test]
+fn imports_wait_while_the_api_is_unreachable_and_readyz_says_why() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let built = bundle(&key, 0, &[Layer::gzip_tar(1, 4096)]);
+    let registry = Registry::start();
+    let mut server = FakeApiServer::start();
+    let drop = tempfile::tempdir().expect("drop");
+    let state = tempfile::tempdir().expect("state");
+    let daemon = Daemon::start(
+        &setup(drop.path(), state.path(), replica_env(&server, "airlock-0")),
+        &registry,
+        key.public_pem(),
+    );
+    server.stop();
+    built.copy_into(drop.path());
+    daemon.wait_until("/readyz to blame the API", |d| {
+        d.get("/readyz").is_some_and(|(status, body)| {
+            status == 503
+                && body.contains("\"kubeApiReachable\":false")
+                && body.contains("Kubernetes API")
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        tag_pushes(&registry).is_empty(),
+        "nothing is imported without the lease"
+    );
+    server.start_again();
+    daemon.wait_until("the import", |d| imported_here(d).len() == 1);
+    daemon.wait_until("/readyz to pass", |d| {
+        d.get("/readyz").is_some_and(|(status, body)| {
+            status == 200 && body.contains("\"kubeApiReachable\":true")
+        })
+    });
+    assert_eq!(tag_pushes(&registry).len(), 1);
+}
+
+#[test]
+fn failing_events_never_hold_up_an_import_and_rejections_are_events() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let other = TestKey::generate(KeyKind::EcP256);
+    let good = bundle(&key, 0, &[Layer::gzip_tar(1, 4096)]);
+    let forged = bundle(&other, 1, &[Layer::gzip_tar(2, 4096)]);
+    let registry = Registry::start();
+    let server = FakeApiServer::start();
+    server.set_fault(Fault::FailPathsWith("/events"));
+    let drop = tempfile::tempdir().expect("drop");
+    let state = tempfile::tempdir().expect("state");
+    let daemon = Daemon::start(
+        &setup(drop.path(), state.path(), replica_env(&server, "airlock-0")),
+        &registry,
+        key.public_pem(),
+    );
+    good.copy_into(drop.path());
+    daemon.wait_until("the import despite failing Events", |d| {
+        imported_here(d).len() == 1
+    });
+    assert!(
+        server
+            .served()
+            .iter()
+            .any(|s| s.path.contains("/events") && s.status == 500),
+        "an Event was tried"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("cannot write a Kubernetes Event")
+    );
+
+    server.set_fault(Fault::None);
+    forged.copy_into(drop.path());
+    wait_for("the BundleRejected Event", Duration::from_secs(60), || {
+        server.events().iter().any(|e| {
+            e["reason"] == "BundleRejected"
+                && e["type"] == "Warning"
+                && e["regarding"]["name"] == "airlock-0"
+                && e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("delivery-1.zst"))
+        })
+    });
+    assert_eq!(
+        tag_pushes(&registry).len(),
+        1,
+        "the forged bundle pushed nothing"
+    );
+}
+
+#[test]
+fn with_kube_off_the_api_is_never_asked() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let built = bundle(&key, 0, &[Layer::gzip_tar(1, 4096)]);
+    let registry = Registry::start();
+    let server = FakeApiServer::start();
+    let drop = tempfile::tempdir().expect("drop");
+    let state = tempfile::tempdir().expect("state");
+    let mut envs = replica_env(&server, "airlock-0");
+    envs.retain(|(k, _)| k != "AIRLOCK_KUBE__ENABLED");
+    envs.push(("AIRLOCK_KUBE__ENABLED".to_owned(), "false".to_owned()));
+    let daemon = Daemon::start(
+        &setup(drop.path(), state.path(), envs),
+        &registry,
+        key.public_pem(),
+    );
+    built.copy_into(drop.path());
+    daemon.wait_until("the import", |d| imported_here(d).len() == 1);
+    let (status, body) = daemon.get("/readyz").expect("readyz");
+    assert_eq!(status, 200);
+    assert!(!body.contains("kubeApiReachable"), "{body}");
+    assert!(server.served().is_empty(), "{:?}", server.served());
 }

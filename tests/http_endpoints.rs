@@ -123,6 +123,7 @@ impl FakeView {
                 watcher_running: true,
                 state_writable: true,
                 registry_reachable: true,
+                kube_api_reachable: None,
                 detail: None,
             }),
             last_limit: AtomicUsize::new(usize::MAX),
@@ -308,6 +309,7 @@ async fn readyz_names_each_check_and_fails_when_one_does() {
         watcher_running: true,
         state_writable: true,
         registry_reachable: false,
+        kube_api_reachable: None,
         detail: Some("GET https://registry.internal/v2/ failed: connection refused".into()),
     });
     let response = server.get("/readyz").await;
@@ -327,6 +329,7 @@ async fn readyz_names_each_check_and_fails_when_one_does() {
         watcher_running: false,
         state_writable: true,
         registry_reachable: true,
+        kube_api_reachable: None,
         detail: None,
     });
     assert_eq!(server.get("/readyz").await.status(), 503);

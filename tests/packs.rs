@@ -744,6 +744,7 @@ mod http_view {
                     watcher_running: true,
                     state_writable: true,
                     registry_reachable: false,
+                    kube_api_reachable: None,
                     detail: None,
                 }
             })

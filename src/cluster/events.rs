@@ -35,6 +35,8 @@ pub enum BundleEvent {
     Rejected {
         /// The bundle's file name.
         bundle: String,
+        /// `sha256:<hex>` of the file.
+        digest: String,
         /// The reason, one line.
         reason: String,
     },
@@ -42,6 +44,8 @@ pub enum BundleEvent {
     Failed {
         /// The bundle's file name.
         bundle: String,
+        /// `sha256:<hex>` of the file.
+        digest: String,
         /// What failed, one line.
         error: String,
     },
@@ -55,6 +59,14 @@ impl BundleEvent {
             BundleEvent::Imported { .. } => "BundleImported",
             BundleEvent::Rejected { .. } => "BundleRejected",
             BundleEvent::Failed { .. } => "BundleImportFailed",
+        }
+    }
+
+    fn digest(&self) -> &str {
+        match self {
+            BundleEvent::Imported { digest, .. }
+            | BundleEvent::Rejected { digest, .. }
+            | BundleEvent::Failed { digest, .. } => digest,
         }
     }
 
@@ -87,8 +99,10 @@ impl BundleEvent {
                     images.join(", ")
                 )
             }
-            BundleEvent::Rejected { bundle, reason } => format!("{bundle} rejected: {reason}"),
-            BundleEvent::Failed { bundle, error } => {
+            BundleEvent::Rejected { bundle, reason, .. } => {
+                format!("{bundle} rejected: {reason}")
+            }
+            BundleEvent::Failed { bundle, error, .. } => {
                 format!("{bundle} import failed, will retry: {error}")
             }
         };
@@ -149,6 +163,17 @@ impl BundleEvents {
         }
     }
 
+    fn lease_of(&self, digest: &str) -> ObjectReference {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".to_owned()),
+            kind: Some("Lease".to_owned()),
+            name: Some(super::lease_name(hex)),
+            namespace: self.pod.namespace.clone(),
+            ..ObjectReference::default()
+        }
+    }
+
     /// Sends `event` in the background and returns at once.
     pub fn publish(&self, event: BundleEvent) {
         let events = self.clone();
@@ -165,7 +190,11 @@ impl BundleEvents {
             reason: reason.to_owned(),
             note: Some(event.note()),
             action: event.action().to_owned(),
-            secondary: None,
+            // The bundle's Lease as the related object: it names the bundle,
+            // and it keeps the Events of different bundles apart (the
+            // Recorder folds Events with the same reason, pod and related
+            // object into one series, keeping the first note).
+            secondary: Some(self.lease_of(event.digest())),
         };
         let result = super::request(
             "create event",
@@ -215,6 +244,7 @@ mod tests {
         );
         let rejected = BundleEvent::Rejected {
             bundle: "bad.zst".to_owned(),
+            digest: "sha256:abc".to_owned(),
             reason: "signature does not verify".to_owned(),
         };
         assert_eq!(rejected.reason(), "BundleRejected");

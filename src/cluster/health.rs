@@ -30,14 +30,15 @@ impl ApiHealth {
     }
 }
 
-/// Whether the API server answered with a status that says it works: a 4xx
-/// other than 429 is an answer about the request, not about the server.
+/// Whether the API server answered with a status that says it works: a 404
+/// or 409 is an answer about the object, not about the server; 401 and 403
+/// (the pod lacks its rights) and 429 are problems.
 fn answered(error: &super::Error) -> bool {
     match error {
         super::Error::Api {
             source: kube::Error::Api(status),
             ..
-        } => (400..500).contains(&status.code) && status.code != 429,
+        } => (400..500).contains(&status.code) && ![401, 403, 429].contains(&status.code),
         _ => false,
     }
 }

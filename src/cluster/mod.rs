@@ -81,6 +81,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// A client that cannot be configured is the operator's to fix; a
+    /// failed request is transient.
+    pub fn class(&self) -> crate::FailureClass {
+        match self {
+            Error::Config { .. } | Error::Client { .. } => crate::FailureClass::Config,
+            Error::Api { .. } | Error::Timeout { .. } => crate::FailureClass::Transport,
+        }
+    }
+
     /// Whether the API answered 409: another replica wrote first.
     fn is_conflict(&self) -> bool {
         matches!(self, Error::Api { source: kube::Error::Api(status), .. } if status.code == 409)

@@ -14,6 +14,7 @@
 pub mod disposal;
 mod queue;
 mod reconcile;
+mod replicas;
 mod worker;
 
 use std::collections::HashMap;
@@ -81,6 +82,8 @@ pub struct DaemonSettings {
     pub retention: Duration,
     /// At most this many records are kept (`state.max_records`).
     pub max_records: usize,
+    /// The Kubernetes API: Events and per-bundle Leases.
+    pub kube: crate::config::KubeSection,
 }
 
 impl DaemonSettings {
@@ -110,6 +113,7 @@ impl DaemonSettings {
             confirm_rejection: config.drop.confirm_rejection,
             retention: config.state.retention,
             max_records: config.state.max_records,
+            kube: config.kube.clone(),
         })
     }
 }
@@ -135,6 +139,9 @@ pub enum Error {
         /// The folder.
         path: String,
     },
+    /// The Kubernetes client could not be set up.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::Error),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -176,6 +183,8 @@ pub(crate) struct Shared {
     unsaved: Mutex<HashMap<String, BundleRecord>>,
     /// Whether bundle paths that are symbolic links are opened (`drop.follow_symlinks`).
     symlinks: crate::verify::Symlinks,
+    /// The other replicas, through the Kubernetes API, when it is used.
+    replicas: Option<replicas::Replicas>,
 }
 
 impl Shared {
@@ -316,9 +325,11 @@ impl DaemonView for View {
                     .map_err(|e| crate::report::error_chain(&e)),
                 None => Ok(()),
             };
+            let kube = self.shared.replicas.as_ref().map(|r| r.problem());
             let detail = [
                 state.as_ref().err().map(|e| e.to_string()),
                 registry.as_ref().err().cloned(),
+                kube.clone().flatten(),
             ]
             .into_iter()
             .flatten()
@@ -327,6 +338,7 @@ impl DaemonView for View {
                 watcher_running,
                 state_writable: state.is_ok(),
                 registry_reachable: registry.is_ok(),
+                kube_api_reachable: kube.map(|problem| problem.is_none()),
                 detail: (!detail.is_empty()).then(|| detail.join("; ")),
             }
         })
@@ -376,6 +388,8 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     let keys = TrustedKeys::load(&settings.public_keys)?;
     tracing::info!(keys = keys.len(), "trusted keys loaded");
     let store = StateStore::open(&settings.state_dir)?;
+    let cluster = crate::cluster::Cluster::connect(&settings.kube).await?;
+    let replicas = cluster.as_ref().map(replicas::Replicas::new);
     let metrics = Arc::new(Metrics::new());
     // The last success survives restarts, so "no import for N hours" alerts
     // do not fire (or go quiet) because the pod was rescheduled.
@@ -428,6 +442,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         } else {
             crate::verify::Symlinks::Refuse
         },
+        replicas,
     });
     let reconciling = Arc::clone(&shared);
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile::run(&reconciling)).await {
@@ -471,6 +486,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         },
     ));
 
+    let sweeper = shared.replicas.clone().map(|replicas| {
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { replicas.sweep(stop).await })
+    });
+
     let (ready_tx, ready_rx) = mpsc::channel::<ReadyBundle>(QUEUE_CAPACITY);
     let watcher = tokio::spawn(crate::watch::run(
         settings.watch.clone(),
@@ -498,6 +518,9 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     let _ = watcher.await;
     let _ = retention.await;
     let _ = http.await;
+    if let Some(sweeper) = sweeper {
+        let _ = sweeper.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 
 use super::Shared;
 use super::disposal::{self, Reason};
+use super::replicas::{Go, Replicas};
 use crate::FailureClass;
 use crate::digest::{Algorithm, Hasher};
 use crate::import;
@@ -70,6 +71,16 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
         Err(e) => return transient(&shared, &format!("cannot look at the bundle: {e}"), 1),
     }
     if let Some(attempt) = already_known(&shared, &ready, &name) {
+        return attempt;
+    }
+    if let (Some(replicas), Some(id)) = (
+        &shared.replicas,
+        shared
+            .store
+            .identified(&ready.bundle, ready.state.size, ready.state.mtime_ns)
+            .map(|memo| memo.id),
+    ) && let Err(attempt) = proceed(replicas.before_reading(&id).await)
+    {
         return attempt;
     }
 
@@ -122,6 +133,13 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     if let Err(e) = remember(&shared, &ready, &id, None) {
         return state_failed(&shared, &e, record.attempts);
     }
+    let mut lease = None;
+    if let Some(replicas) = &shared.replicas {
+        match proceed(replicas.before_import(&id, &name).await) {
+            Ok(guard) => lease = guard,
+            Err(attempt) => return attempt,
+        }
+    }
     record.status = Status::Importing;
     record.attempts += 1;
     record.started = Some(now);
@@ -133,10 +151,20 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let started = Instant::now();
     shared.in_progress_changed(1);
     let tracker = shared.metrics.track_import(&progress);
-    let result = import::run_verified(verified, shared.destination_now(), &progress).await;
+    let import = import::run_verified(verified, shared.destination_now(), &progress);
+    let result = Replicas::while_held(lease.as_deref_mut(), import).await;
     drop(tracker);
     shared.in_progress_changed(-1);
-    match result {
+    let Some(result) = result else {
+        // Another replica may take the bundle over now; look again later.
+        return Attempt::RetryAfter(
+            shared
+                .replicas
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.lost_wait()),
+        );
+    };
+    let attempt = match result {
         Ok(report) => {
             let push = &report.push;
             record.pushed = Some(Pushed {
@@ -200,6 +228,22 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             }
         }
         Err(error) => import_failed(&shared, record, &error, started, "import failed"),
+    };
+    if let Some(replicas) = &shared.replicas {
+        replicas
+            .after_import(lease, shared.store.get(&id).as_ref(), &name)
+            .await;
+    }
+    attempt
+}
+
+/// The worker's side of [`Go`]: `Ok` with the Lease (if one was taken) to
+/// go ahead, `Err` with what to do instead.
+fn proceed(go: Go) -> Result<Option<Box<crate::cluster::LeaseGuard>>, Attempt> {
+    match go {
+        Go::Ahead(lease) => Ok(lease),
+        Go::Done => Err(Attempt::Done),
+        Go::Wait(delay) => Err(Attempt::RetryAfter(delay)),
     }
 }
 
@@ -530,6 +574,9 @@ fn reject_pair(
     shared.metrics.verification(VerificationResult::Rejected);
     shared.metrics.bundle_finished(Outcome::Rejected);
     tracing::error!(reason = %reason_of(&record), "bundle rejected; it will not be retried");
+    if let Some(replicas) = &shared.replicas {
+        replicas.rejected(name, &pair.bundle, &reason_of(&record));
+    }
     Attempt::Done
 }
 

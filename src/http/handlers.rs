@@ -41,6 +41,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             watcher_running: false,
             state_writable: false,
             registry_reachable: false,
+            kube_api_reachable: None,
             detail: Some(format!(
                 "the readiness checks did not finish within {READINESS_TIMEOUT:?}"
             )),

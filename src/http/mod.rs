@@ -84,6 +84,11 @@ pub struct Readiness {
     pub state_writable: bool,
     /// The registry answers its API.
     pub registry_reachable: bool,
+    /// The Kubernetes API answers, when the daemon uses it (`None`, and
+    /// left out of `/readyz`, when it does not). Imports wait while it does
+    /// not answer, since replicas could not tell who imports what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube_api_reachable: Option<bool>,
     /// Why a check failed, for people reading the probe.
     pub detail: Option<String>,
 }
@@ -91,7 +96,10 @@ pub struct Readiness {
 impl Readiness {
     /// Whether every check passes.
     pub fn is_ready(&self) -> bool {
-        self.watcher_running && self.state_writable && self.registry_reachable
+        self.watcher_running
+            && self.state_writable
+            && self.registry_reachable
+            && self.kube_api_reachable != Some(false)
     }
 }
 
@@ -175,15 +183,24 @@ mod tests {
             watcher_running: true,
             state_writable: true,
             registry_reachable: true,
+            kube_api_reachable: Some(true),
             detail: None,
         };
         assert!(all.is_ready());
-        for i in 0..3 {
+        assert!(
+            Readiness {
+                kube_api_reachable: None,
+                ..all.clone()
+            }
+            .is_ready()
+        );
+        for i in 0..4 {
             let mut one_down = all.clone();
             match i {
                 0 => one_down.watcher_running = false,
                 1 => one_down.state_writable = false,
-                _ => one_down.registry_reachable = false,
+                2 => one_down.registry_reachable = false,
+                _ => one_down.kube_api_reachable = Some(false),
             }
             assert!(!one_down.is_ready());
         }

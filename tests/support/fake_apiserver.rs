@@ -48,6 +48,9 @@ pub enum Fault {
     None,
     /// Every request is answered `503 Service Unavailable`.
     Unavailable,
+    /// Requests whose path contains this are answered `500`; others are
+    /// served.
+    FailPathsWith(&'static str),
 }
 
 #[derive(Default)]
@@ -270,6 +273,11 @@ async fn handle(State(store): State<Shared>, request: Request) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             "the fake API server is unavailable".to_owned(),
+        ),
+        Some(Fault::FailPathsWith(part)) if path.contains(part) => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("the fake API server fails requests to {part}"),
         ),
         _ => answer(&mut guard, &method, &path, &query, &headers, &body),
     };

@@ -142,6 +142,7 @@ merged over it.
   "registry" $registry
   "state_dir" (include "airlock.stateDir" .)
   "http" (dict "listen" (printf "0.0.0.0:%d" (int (include "airlock.httpPort" .))))
+  "kube" (dict "enabled" .Values.kube.enabled "lease_duration" .Values.kube.leaseDuration "events" .Values.kube.events)
 }}
 {{- if $imports }}
 {{- $_ := set $config "imports" $imports }}
