@@ -4,14 +4,11 @@
 //! sent in the background with a time limit, and a failure is logged, never
 //! returned, so it can never hold up or fail an import.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::Error;
-use super::health::ApiHealth;
 
 /// The reporting controller named in every Event.
 pub const REPORTING_CONTROLLER: &str = "airlock";
@@ -128,7 +125,6 @@ fn clip(mut note: String) -> String {
 pub struct BundleEvents {
     recorder: Recorder,
     pod: ObjectReference,
-    health: Arc<ApiHealth>,
 }
 
 impl std::fmt::Debug for BundleEvents {
@@ -140,12 +136,7 @@ impl std::fmt::Debug for BundleEvents {
 }
 
 impl BundleEvents {
-    pub(super) fn new(
-        client: Client,
-        namespace: &str,
-        pod_name: &str,
-        health: Arc<ApiHealth>,
-    ) -> Self {
+    pub(super) fn new(client: Client, namespace: &str, pod_name: &str) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: Some(pod_name.to_owned()),
@@ -159,7 +150,6 @@ impl BundleEvents {
                 namespace: Some(namespace.to_owned()),
                 ..ObjectReference::default()
             },
-            health,
         }
     }
 
@@ -202,7 +192,8 @@ impl BundleEvents {
             self.recorder.publish(&k8s_event, &self.pod),
         )
         .await;
-        self.health.observe(&result);
+        // Not noted in the API's health: Events do not decide whether
+        // imports can go on, Leases do.
         if let Err(e) = result {
             log_failure(&e);
         }

@@ -219,14 +219,9 @@ impl Cluster {
 
     /// Events about bundles on this pod, when `kube.events` is on.
     pub fn events(&self) -> Option<BundleEvents> {
-        self.settings.events.then(|| {
-            BundleEvents::new(
-                self.client.clone(),
-                &self.namespace,
-                &self.identity,
-                Arc::clone(&self.health),
-            )
-        })
+        self.settings
+            .events
+            .then(|| BundleEvents::new(self.client.clone(), &self.namespace, &self.identity))
     }
 }
 
