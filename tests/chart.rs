@@ -524,3 +524,47 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_by_a_running_daemon() {
         "named in rules or dashboard but not exported: {missing:?}"
     );
 }
+
+#[test]
+fn the_chart_readme_describes_every_value() {
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml is YAML");
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("README.md");
+    let mut missing = Vec::new();
+    let mut leaves = Vec::new();
+    collect_leaves("", &values, &mut leaves);
+    for key in leaves {
+        // A map of free-form settings is described as a whole.
+        let described = key
+            .match_indices('.')
+            .map(|(i, _)| &key[..i])
+            .chain(std::iter::once(key.as_str()))
+            .any(|prefix| readme.contains(&format!("| `{prefix}` |")));
+        if !described {
+            missing.push(key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in helm/airlock/README.md: {missing:?}"
+    );
+}
+
+fn collect_leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value.as_mapping() {
+        Some(map) if !map.is_empty() => {
+            for (key, inner) in map {
+                let key = key.as_str().unwrap_or_default();
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                collect_leaves(&path, inner, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
