@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::FailureClass;
-use crate::plan::{Plan, PlanOptions, Skipped, Target};
+use crate::plan::{HeldTag, Plan, PlanOptions, Skipped, TagPolicy, Target};
 use crate::progress::{Progress, Stage};
 use crate::push::registry::RegistryConfig;
 use crate::push::{PushOptions, PushReport, SharedJournal};
@@ -33,17 +33,19 @@ pub enum Error {
     /// Writing to the target failed.
     #[error(transparent)]
     Push(#[from] crate::push::Error),
-    /// Packs were held back by the `fail` pack-image policy: images they
-    /// declare are neither in the bundle nor in the target. Everything else
-    /// was imported; `report` says what.
-    #[error(
-        "bundle {bundle}: held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {held_back}; everything else was imported"
-    )]
-    PacksHeldBack {
+    /// Part of the bundle was held back: packs by the `fail` pack-image
+    /// policy (images they declare are neither in the bundle nor in the
+    /// target), images by the `fail-if-different` tag policy (their tag
+    /// already points at other content). Everything else was imported;
+    /// `report` says what.
+    #[error("bundle {bundle}: {held_back}; everything else was imported")]
+    HeldBack {
         /// The bundle file.
         bundle: String,
-        /// Each held-back pack with its missing images, e.g.
-        /// `pack nginx 1.2.0 (packs/nginx-1.2.0.tar.gz) needs quay.io/acme/app:1.0`.
+        /// What was held back and why, e.g.
+        /// `held back by pack image policy fail, as images they declare are
+        /// neither in the bundle nor in the target: pack nginx 1.2.0
+        /// (packs/nginx-1.2.0.tar.gz) needs quay.io/acme/app:1.0`.
         held_back: String,
         /// What the import did.
         report: Box<ImportReport>,
@@ -61,7 +63,7 @@ impl Error {
             Error::Read(e) => e.class(),
             Error::Plan(e) => e.class(),
             Error::Push(e) => e.class(),
-            Error::PacksHeldBack { .. } => FailureClass::Integrity,
+            Error::HeldBack { .. } => FailureClass::Integrity,
             Error::Task(_) => FailureClass::Transport,
         }
     }
@@ -126,6 +128,9 @@ pub struct ImportReport {
     pub extra_files: Vec<ExtraFile>,
     /// The bundle's Palette packs and the images they miss.
     pub packs: Vec<ImportedPack>,
+    /// Images not pushed because their tag already points at other content
+    /// in the target (under `skip` or `fail-if-different`).
+    pub held_tags: Vec<HeldTag>,
     /// The tool that made the bundle (airlock layout, Zarf package, Hauler
     /// haul).
     pub producer: Producer,
@@ -327,19 +332,38 @@ async fn run_verified_inner(
             .map(|p| p.digest.clone())
             .collect(),
     );
-    let held_back = held
+    let mut held_back = Vec::new();
+    if !held.is_empty() {
+        let packs = held
+            .iter()
+            .map(|p| {
+                format!(
+                    "pack {} {} ({}) needs {}",
+                    p.name,
+                    p.version,
+                    p.item,
+                    p.missing_images.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        held_back.push(format!(
+            "held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {packs}"
+        ));
+    }
+    let held_tags = check_tags(&plan, &writer).await?;
+    plan.withhold_tags(&held_tags);
+    let failing: Vec<String> = held_tags
         .iter()
-        .map(|p| {
-            format!(
-                "pack {} {} ({}) needs {}",
-                p.name,
-                p.version,
-                p.item,
-                p.missing_images.join(", ")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+        .filter(|h| h.policy == TagPolicy::FailIfDifferent)
+        .map(ToString::to_string)
+        .collect();
+    if !failing.is_empty() {
+        held_back.push(format!(
+            "held back by tag policy fail-if-different, as the tag already points at other content: {}",
+            failing.join("; ")
+        ));
+    }
     let report = crate::push::push(&plan, writer, &push, progress).await?;
     progress.set_stage(Stage::Done);
 
@@ -354,17 +378,40 @@ async fn run_verified_inner(
         skipped: plan.skipped().to_vec(),
         extra_files: index.extra_files().to_vec(),
         packs,
+        held_tags,
         producer: index.producer().clone(),
     };
     if held_back.is_empty() {
         Ok(report)
     } else {
-        Err(Error::PacksHeldBack {
+        Err(Error::HeldBack {
             bundle: report.bundle.clone(),
-            held_back,
+            held_back: held_back.join("; "),
             report: Box::new(report),
         })
     }
+}
+
+/// Looks up, before anything is pushed, where each tag the plan sets points
+/// in the target now, and returns the images the plan's tag policy holds
+/// back. A held tag is logged as a warning.
+async fn check_tags(plan: &Plan, writer: &crate::push::Destination) -> Result<Vec<HeldTag>> {
+    let policy = plan.options().on_existing_tag;
+    let mut held = Vec::new();
+    for image in plan.images() {
+        let existing = writer.tag_digest(image).await?;
+        if let Some(tag) = crate::plan::judge(policy, image, existing.as_ref()) {
+            tracing::warn!(
+                target_ref = %tag.target_ref,
+                existing = %tag.existing,
+                bundle = %tag.bundle,
+                policy = policy.as_str(),
+                "tag already points at other content in the target; image held back"
+            );
+            held.push(tag);
+        }
+    }
+    Ok(held)
 }
 
 /// Checks every pack's declared images: present when an image of the bundle

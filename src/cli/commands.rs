@@ -219,6 +219,7 @@ async fn verify_single(
 fn plan_options(
     pack_prefix: Option<&str>,
     platforms: Vec<crate::plan::Platform>,
+    on_existing_tag: crate::plan::TagPolicy,
 ) -> Result<PlanOptions, CommandError> {
     let pack_prefix = pack_prefix
         .map(|p| {
@@ -229,6 +230,7 @@ fn plan_options(
     Ok(PlanOptions {
         pack_prefix,
         platforms,
+        on_existing_tag,
     })
 }
 
@@ -239,7 +241,11 @@ fn parse_target(text: &str) -> Result<Target, CommandError> {
 
 async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let target = args.registry.as_deref().map(parse_target).transpose()?;
-    let options = plan_options(args.pack_prefix.as_deref(), args.platforms.clone())?;
+    let options = plan_options(
+        args.pack_prefix.as_deref(),
+        args.platforms.clone(),
+        args.on_existing_tag,
+    )?;
     let keys = if args.public_keys.is_empty() {
         None
     } else {
@@ -409,7 +415,11 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
         Target::Layout { .. } => RegistryConfig::default(),
     };
     let request = ImportRequest {
-        plan: plan_options(args.pack_prefix.as_deref(), args.platforms.clone())?,
+        plan: plan_options(
+            args.pack_prefix.as_deref(),
+            args.platforms.clone(),
+            args.on_existing_tag,
+        )?,
         pack_image_policy: args.pack_image_policy,
         bundle: PathBuf::new(),
         signature,
@@ -486,12 +496,12 @@ async fn import_one(
     let result = import::run(request, Arc::clone(keys), &progress).await;
     display.finish();
     match result {
-        Err(import::Error::PacksHeldBack {
+        Err(import::Error::HeldBack {
             bundle,
             held_back,
             report,
         }) => {
-            let error = import::Error::PacksHeldBack {
+            let error = import::Error::HeldBack {
                 bundle,
                 held_back,
                 report: report.clone(),

@@ -269,6 +269,10 @@ pub struct InspectArgs {
     #[arg(long, value_name = "PREFIX")]
     pub pack_prefix: Option<String>,
 
+    /// The tag policy the plan is shown under (see `import`).
+    #[arg(long, value_enum, default_value = "fail-if-different")]
+    pub on_existing_tag: crate::plan::TagPolicy,
+
     /// Import only these platforms of multi-platform images
     /// (`os/arch[/variant]`, comma-separated or repeated; `linux/arm64`
     /// matches `linux/arm64/v8`). Indexes are rewritten to the kept
@@ -325,6 +329,12 @@ pub struct ImportArgs {
     /// imports everything else and exits 3.
     #[arg(long, value_enum, default_value = "warn")]
     pub pack_image_policy: crate::import::PackImagePolicy,
+
+    /// A tag already in the target at other content: `fail-if-different`
+    /// holds that image back, imports everything else and exits 3; `skip`
+    /// holds it back with a notice; `overwrite` moves the tag.
+    #[arg(long, value_enum, default_value = "fail-if-different")]
+    pub on_existing_tag: crate::plan::TagPolicy,
 
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]

@@ -50,6 +50,7 @@ impl DaemonConfig {
         Ok(PlanOptions {
             pack_prefix,
             platforms,
+            on_existing_tag: self.imports.on_existing_tag,
         })
     }
 

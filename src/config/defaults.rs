@@ -157,3 +157,8 @@ pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 /// `log.level`: `info` logs each bundle's arrival and outcome, not each
 /// request.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// `imports.on_existing_tag`: a tag already in the target at other content
+/// holds that image back and fails the import, so a signed but older bundle
+/// cannot move a tag back (rollback).
+pub const DEFAULT_ON_EXISTING_TAG: crate::plan::TagPolicy = crate::plan::TagPolicy::FailIfDifferent;

@@ -146,6 +146,13 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub on_reject: Option<OnReject>,
 
+    /// A tag already in the target at other content: fail-if-different
+    /// holds that image back and records the bundle as partial; skip holds
+    /// it back with a notice; overwrite moves the tag [default:
+    /// fail-if-different].
+    #[arg(long, value_enum)]
+    pub on_existing_tag: Option<crate::plan::TagPolicy>,
+
     /// Import only these platforms of multi-platform images (`os/arch[/variant]`,
     /// comma-separated or repeated); replaces imports.platforms [default:
     /// every image whole].
@@ -234,6 +241,7 @@ impl WatchArgs {
         set(&mut imports.concurrency, self.concurrency.as_ref());
         set(&mut imports.on_success, self.on_success.as_ref());
         set(&mut imports.on_reject, self.on_reject.as_ref());
+        set(&mut imports.on_existing_tag, self.on_existing_tag.as_ref());
         replace(&mut imports.platforms, &self.platforms);
 
         set(&mut config.state_dir, self.state_dir.as_ref());

@@ -96,6 +96,7 @@ pub const KEYS: &[Key] = &[
     key("imports.concurrency", Some("--concurrency")),
     key("imports.on_success", Some("--on-success")),
     key("imports.on_reject", Some("--on-reject")),
+    key("imports.on_existing_tag", Some("--on-existing-tag")),
     list("imports.platforms", "--platform", false),
     key("imports.retry_initial_backoff", None),
     key("imports.retry_max_backoff", None),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::defaults::*;
 use crate::import::PackImagePolicy;
+use crate::plan::TagPolicy;
 use crate::push::UploadMode;
 
 /// The subdirectory of a drop directory that `on_success: move` moves
@@ -228,6 +229,10 @@ pub struct ImportsSection {
     /// `linux/arm64`); indexes are rewritten to them and images of other
     /// platforms skipped (default: none, every image is imported whole).
     pub platforms: Vec<String>,
+    /// What to do with a tag already in the target at other content
+    /// (default [`DEFAULT_ON_EXISTING_TAG`]).
+    #[serde(deserialize_with = "one_of")]
+    pub on_existing_tag: TagPolicy,
     /// First wait after a transient failure; doubles, with jitter, on each
     /// further failure (default [`DEFAULT_RETRY_INITIAL_BACKOFF`]).
     #[serde(with = "humantime_serde")]
@@ -245,6 +250,7 @@ impl Default for ImportsSection {
             on_success: DEFAULT_ON_SUCCESS,
             on_reject: DEFAULT_ON_REJECT,
             platforms: Vec::new(),
+            on_existing_tag: DEFAULT_ON_EXISTING_TAG,
             retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
             retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
         }

@@ -11,6 +11,7 @@
 //! full source reference becomes the `org.opencontainers.image.ref.name`.
 
 mod platform;
+mod tags;
 mod target;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,6 +26,7 @@ use crate::read::names::subject_of_tag;
 use crate::read::{Area, ArtifactName, BundleIndex, ImageKind, ImageName, ManifestRef};
 
 pub use platform::{InvalidPlatform, Platform, Rewritten, Selection, select};
+pub use tags::{HeldTag, TagPolicy, judge};
 pub use target::{InvalidTarget, Target, is_path_component};
 
 /// Result type of this module.
@@ -79,6 +81,9 @@ pub struct PlanOptions {
     /// The platforms to import (`--platform`); empty imports every image
     /// whole. See [`platform`].
     pub platforms: Vec<Platform>,
+    /// What to do with a tag that already points at other content in the
+    /// target (`imports.on_existing_tag`). See [`tags`].
+    pub on_existing_tag: TagPolicy,
 }
 
 /// Checks a pack prefix (`--pack-prefix`, `registry.pack_prefix`): empty
@@ -334,6 +339,17 @@ impl Plan {
         self.images.retain(|image| {
             !digests.contains(&image.digest)
                 && !image.subject.as_ref().is_some_and(|s| digests.contains(s))
+        });
+    }
+
+    /// Leaves out the images whose tag the tag policy holds back (by
+    /// target reference). Their referrers stay: pushed by digest, they move
+    /// no tag.
+    pub fn withhold_tags(&mut self, held: &[HeldTag]) {
+        self.images.retain(|image| {
+            !held
+                .iter()
+                .any(|h| h.target_ref == image.placement.target_ref)
         });
     }
 

@@ -174,6 +174,18 @@ impl LayoutWriter {
         }))
     }
 
+    /// The digest of the manifest `index.json` names `name`, if any.
+    pub fn digest_of_name(&self, name: &str) -> Result<Option<Digest>> {
+        Ok(self.read_index()?.and_then(|index| {
+            index
+                .manifests
+                .iter()
+                .rev()
+                .find(|m| m.annotations.get(OCI_REF_NAME).is_some_and(|n| n == name))
+                .and_then(|m| m.digest.parse().ok())
+        }))
+    }
+
     fn read_index(&self) -> Result<Option<Index>> {
         let path = self.dir.join("index.json");
         match std::fs::read(&path) {

@@ -363,6 +363,22 @@ impl Destination {
         }
     }
 
+    /// The digest `image`'s tag points at in the target now, if the tag
+    /// exists (`None` too for an image pushed by digest only).
+    pub async fn tag_digest(&self, image: &crate::plan::PlannedImage) -> Result<Option<Digest>> {
+        let Some(tag) = &image.placement.tag else {
+            return Ok(None);
+        };
+        match self {
+            Destination::Registry { client, .. } => Ok(client
+                .manifest_digest(&image.placement.repository, tag)
+                .await?),
+            Destination::Layout(layout) => {
+                tokio::task::block_in_place(|| layout.digest_of_name(&image.placement.target_ref))
+            }
+        }
+    }
+
     /// The upload mode uploads start in now (`None` for a layout).
     pub fn upload_mode(&self) -> Option<UploadMode> {
         match self {

@@ -132,6 +132,13 @@ pub fn import_text(report: &ImportReport) -> String {
             pack.missing_images.join(", ")
         );
     }
+    for held in &report.held_tags {
+        let _ = writeln!(
+            out,
+            "Tag held back (on-existing-tag {}): {held}",
+            held.policy.as_str()
+        );
+    }
     for skipped in &report.skipped {
         let _ = writeln!(
             out,
