@@ -206,3 +206,48 @@ fn an_oci_layout_target_holds_a_moved_tag_back_too() {
 fn layout_digest(dir: &Path, ref_name: &str) -> String {
     skopeo::sha256_digest(&skopeo::inspect_oci_layout(dir, ref_name))
 }
+
+#[test]
+fn the_daemon_records_a_held_tag_as_partial_and_counts_it() {
+    use support::daemon::{Daemon, DaemonSetup};
+    let key = TestKey::generate(KeyKind::EcP256);
+    let registry = Registry::start();
+    let (old, new) = (v1(&key), v2(&key));
+    assert_exit(&import(&old, &registry_target(&registry), &[]), 0);
+    let v1_digest = old.image(APP).digest.clone();
+    let v2_digest = new.image(APP).digest.clone();
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let setup = DaemonSetup {
+        drop_dir: work.path().join("drop"),
+        state_dir: work.path().join("state"),
+        extra: Vec::new(),
+        envs: Vec::new(),
+    };
+    std::fs::create_dir_all(&setup.drop_dir).expect("drop dir");
+    let mut daemon = Daemon::start(&setup, &registry, new.public_key_pem());
+    let before = registry.settled_requests().len();
+    new.copy_into(&setup.drop_dir);
+    daemon.wait_until("the partial import", |d| {
+        d.imports()[0]["status"] == "partial"
+    });
+    let record = daemon.imports()[0].to_string();
+    for expected in [APP, v1_digest.as_str(), v2_digest.as_str()] {
+        assert!(
+            record.contains(expected),
+            "{expected} missing from {record}"
+        );
+    }
+    assert!(
+        record.contains(WORKER),
+        "the imported image is not recorded: {record}"
+    );
+    assert_eq!(daemon.metric("airlock_tags_held_total"), 1.0);
+    assert_eq!(app_digest(&registry), v1_digest);
+    assert_eq!(tag_puts_since(&registry, before), Vec::<String>::new());
+    assert_eq!(
+        skopeo::manifest_digest(&registry, &format!("{PREFIX}/{WORKER}")),
+        new.image(WORKER).digest
+    );
+    daemon.terminate();
+}

@@ -244,7 +244,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let options = plan_options(
         args.pack_prefix.as_deref(),
         args.platforms.clone(),
-        args.on_existing_tag,
+        crate::plan::TagPolicy::default(),
     )?;
     let keys = if args.public_keys.is_empty() {
         None

@@ -269,10 +269,6 @@ pub struct InspectArgs {
     #[arg(long, value_name = "PREFIX")]
     pub pack_prefix: Option<String>,
 
-    /// The tag policy the plan is shown under (see `import`).
-    #[arg(long, value_enum, default_value = "fail-if-different")]
-    pub on_existing_tag: crate::plan::TagPolicy,
-
     /// Import only these platforms of multi-platform images
     /// (`os/arch[/variant]`, comma-separated or repeated; `linux/arm64`
     /// matches `linux/arm64/v8`). Indexes are rewritten to the kept

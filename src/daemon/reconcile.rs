@@ -65,7 +65,7 @@ pub(super) fn run(shared: &Shared) {
                 forget(shared, &path);
                 finished += 1;
             }
-            Some(record) if record.status == Status::Rejected => {
+            Some(record) if matches!(record.status, Status::Rejected | Status::Partial) => {
                 finish_rejected(shared, &path, &signature, &record);
                 finished += 1;
             }

@@ -122,7 +122,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let new_name = record.add_name(&name);
     match record.status {
         Status::Imported => return duplicate(&shared, &ready, &record, new_name),
-        Status::Rejected => return rejected_before(&shared, &ready, &name, record, new_name),
+        Status::Rejected | Status::Partial => {
+            return rejected_before(&shared, &ready, &name, record, new_name);
+        }
         Status::Waiting
         | Status::Queued
         | Status::Importing
@@ -167,13 +169,8 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let attempt = match result {
         Ok(report) => {
             let push = &report.push;
-            record.pushed = Some(Pushed {
-                images: push.images.iter().map(PushedImageRecord::from).collect(),
-                blobs_uploaded: push.blobs_uploaded,
-                bytes_uploaded: push.bytes_uploaded,
-                blobs_mounted: push.blobs_mounted,
-                blobs_present: push.blobs_present,
-            });
+            record.pushed = Some(pushed(push));
+            shared.metrics.tags_held(report.held_tags.len());
             shared
                 .metrics
                 .observe_import_duration(AttemptOutcome::Imported, started.elapsed());
@@ -286,8 +283,8 @@ fn already_known(shared: &Arc<Shared>, ready: &ReadyBundle, name: &str) -> Optio
             dispose_imported(shared, ready);
             Some(Attempt::Done)
         }
-        Status::Rejected => {
-            tracing::info!(reason = %reason_of(&record), "this content was rejected before; not looking at it again");
+        Status::Rejected | Status::Partial => {
+            tracing::info!(reason = %reason_of(&record), "this content was rejected or held back before; not looking at it again");
             dispose_rejected(shared, ready, name, &record);
             Some(Attempt::Done)
         }
@@ -591,6 +588,12 @@ fn reject_content(
 ) -> Attempt {
     let now = SystemTime::now();
     record.status = Status::Rejected;
+    if let import::Error::HeldBack { report, .. } = error {
+        // Everything but what a policy held back is in the target.
+        record.status = Status::Partial;
+        record.pushed = Some(pushed(&report.push));
+        shared.metrics.tags_held(report.held_tags.len());
+    }
     record.finished = Some(now);
     record.error = Some(failure(error, now));
     if let Err(e) = shared.store.put(&record) {
@@ -600,6 +603,17 @@ fn reject_content(
     shared.metrics.bundle_finished(Outcome::Rejected);
     tracing::error!(reason = %reason_of(&record), "bundle rejected; it will not be retried");
     Attempt::Done
+}
+
+/// What an import pushed, as recorded.
+fn pushed(push: &crate::push::PushReport) -> Pushed {
+    Pushed {
+        images: push.images.iter().map(PushedImageRecord::from).collect(),
+        blobs_uploaded: push.blobs_uploaded,
+        bytes_uploaded: push.bytes_uploaded,
+        blobs_mounted: push.blobs_mounted,
+        blobs_present: push.blobs_present,
+    }
 }
 
 fn failure(error: &import::Error, at: SystemTime) -> Failure {

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
+};
 
 use super::{LabelValue, gauge_value, labelled_counter};
 
@@ -118,6 +120,7 @@ pub(super) struct BundleMetrics {
     waiting: IntGauge,
     in_progress: IntGauge,
     last_success: Gauge,
+    tags_held: IntCounter,
 }
 
 impl BundleMetrics {
@@ -163,6 +166,11 @@ impl BundleMetrics {
             "Unix time at which the last successful import finished (0 before the first).",
         )?;
         registry.register(Box::new(last_success.clone()))?;
+        let tags_held = IntCounter::new(
+            "airlock_tags_held_total",
+            "Images not pushed because their tag already points at other content in the target (imports.on_existing_tag skip or fail-if-different).",
+        )?;
+        registry.register(Box::new(tags_held.clone()))?;
         Ok(BundleMetrics {
             outcomes,
             verifications,
@@ -171,11 +179,16 @@ impl BundleMetrics {
             waiting,
             in_progress,
             last_success,
+            tags_held,
         })
     }
 
     pub(super) fn finished(&self, outcome: Outcome) {
         self.outcomes.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    pub(super) fn tags_held(&self, count: usize) {
+        self.tags_held.inc_by(count as u64);
     }
 
     pub(super) fn verification(&self, result: VerificationResult) {

@@ -85,6 +85,11 @@ impl Metrics {
         self.bundles.finished(outcome);
     }
 
+    /// Counts images held back by the tag policy (`airlock_tags_held_total`).
+    pub fn tags_held(&self, count: usize) {
+        self.bundles.tags_held(count);
+    }
+
     /// Counts one signature check (`airlock_signature_verifications_total`).
     pub fn verification(&self, result: VerificationResult) {
         self.bundles.verification(result);

@@ -24,6 +24,10 @@ pub enum Status {
     Imported,
     /// A permanent failure (signature, integrity); never retried.
     Rejected,
+    /// Imported except what a policy held back (a pack whose images are
+    /// missing, a tag already at other content); never retried, disposed of
+    /// like a rejected bundle.
+    Partial,
     /// The files were removed from the drop folder before the import
     /// finished; nothing more happens unless the content is dropped again.
     Removed,
@@ -33,7 +37,7 @@ impl Status {
     /// Whether the outcome is settled for good: the content is never
     /// imported again (imported) or never retried (rejected).
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Imported | Status::Rejected)
+        matches!(self, Status::Imported | Status::Rejected | Status::Partial)
     }
 
     /// Whether an attempt is under way or due (queued, importing,
@@ -51,6 +55,7 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Imported => "imported",
             Status::Rejected => "rejected",
+            Status::Partial => "partial",
             Status::Removed => "removed",
         }
     }
