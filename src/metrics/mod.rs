@@ -244,6 +244,7 @@ mod tests {
         ("airlock_retries_total", "counter"),
         ("airlock_registry_requests_total", "counter"),
         ("airlock_last_success_timestamp_seconds", "gauge"),
+        ("airlock_tags_held_total", "counter"),
         ("airlock_build_info", "gauge"),
         ("airlock_watcher_up", "gauge"),
         ("airlock_drop_listings_total", "counter"),
