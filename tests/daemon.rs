@@ -10,38 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer, Naming};
-use support::daemon::{Daemon, DaemonSetup};
+use support::daemon::{Daemon, Site};
 use support::keys::{KeyKind, TestKey};
 use support::proxy::{Proxy, ProxyRules, Release};
 use support::registry::{Registry, RegistryOptions};
 use support::skopeo;
-
-struct Site {
-    drop: tempfile::TempDir,
-    state: tempfile::TempDir,
-}
-
-impl Site {
-    fn new() -> Site {
-        Site {
-            drop: tempfile::tempdir().expect("drop dir"),
-            state: tempfile::tempdir().expect("state dir"),
-        }
-    }
-
-    fn setup(&self, extra: &[&str]) -> DaemonSetup {
-        DaemonSetup {
-            drop_dir: self.drop.path().to_owned(),
-            state_dir: self.state.path().to_owned(),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            envs: Vec::new(),
-        }
-    }
-
-    fn drop_path(&self, name: &str) -> std::path::PathBuf {
-        self.drop.path().join(name)
-    }
-}
 
 fn small_bundle(key: &TestKey, name: &str, reference: &str) -> BuiltBundle {
     BundleBuilder::new(name)
@@ -119,7 +92,7 @@ fn a_dropped_bundle_lands_and_is_counted() {
         .expect("GET one import");
     assert_eq!(status, 200);
     assert!(
-        site.drop_path("first.zst").exists(),
+        site.path("first.zst").exists(),
         "on_success defaults to keep"
     );
 }
@@ -165,10 +138,10 @@ fn the_signature_may_arrive_first_and_the_bundle_later() {
     let site = Site::new();
     let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
 
-    std::fs::copy(bundle.sig(), site.drop_path("late.sig.bin")).expect("copy signature");
+    std::fs::copy(bundle.sig(), site.path("late.sig.bin")).expect("copy signature");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(imported(&daemon), 0.0);
-    std::fs::copy(bundle.zst(), site.drop_path("late.zst")).expect("copy bundle");
+    std::fs::copy(bundle.zst(), site.path("late.zst")).expect("copy bundle");
     daemon.wait_until("the import", |d| imported(d) >= 1.0);
     assert_landed(&bundle, &registry);
 }
@@ -183,9 +156,9 @@ fn a_bundle_copied_slowly_is_not_touched_until_complete() {
     let site = Site::new();
     let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
 
-    std::fs::copy(bundle.sig(), site.drop_path("slow.sig.bin")).expect("copy signature");
+    std::fs::copy(bundle.sig(), site.path("slow.sig.bin")).expect("copy signature");
     let content = std::fs::read(bundle.zst()).expect("read bundle");
-    let mut file = std::fs::File::create(site.drop_path("slow.zst")).expect("create");
+    let mut file = std::fs::File::create(site.path("slow.zst")).expect("create");
     // Pieces every 400 ms with a 1 s settle time: never still long enough.
     for piece in content.chunks(content.len() / 8 + 1) {
         file.write_all(piece).expect("write piece");
@@ -224,8 +197,7 @@ fn a_tampered_bundle_is_rejected_with_a_reason_file_and_nothing_pushed() {
         d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= 1.0
     });
 
-    let reason =
-        std::fs::read_to_string(site.drop_path("evil.zst.error.json")).expect("reason file");
+    let reason = std::fs::read_to_string(site.path("evil.zst.error.json")).expect("reason file");
     assert!(reason.contains("does not verify"), "{reason}");
     assert_eq!(
         daemon.metric(r#"airlock_signature_verifications_total{result="rejected"}"#),
@@ -254,8 +226,8 @@ fn the_same_bundle_dropped_again_under_another_name_is_not_pushed_twice() {
     daemon.wait_until("the import", |d| imported(d) >= 1.0);
     let writes_before = registry.settled_writes();
 
-    std::fs::copy(bundle.sig(), site.drop_path("copy.sig.bin")).expect("copy signature");
-    std::fs::copy(bundle.zst(), site.drop_path("copy.zst")).expect("copy bundle");
+    std::fs::copy(bundle.sig(), site.path("copy.sig.bin")).expect("copy signature");
+    std::fs::copy(bundle.zst(), site.path("copy.zst")).expect("copy bundle");
     daemon.wait_until("the duplicate", |d| {
         d.metric(r#"airlock_bundles_total{outcome="duplicate"}"#) >= 1.0
     });
@@ -303,9 +275,9 @@ fn polling_mode_imports_and_moves_finished_bundles() {
     daemon.wait_within("the import", SEEN_AT_ONCE, |d| imported(d) >= 1.0);
     assert_landed(&bundle, &registry);
     daemon.wait_until("the move to processed/", |_| {
-        site.drop_path("processed/polled.zst").exists() && !site.drop_path("polled.zst").exists()
+        site.path("processed/polled.zst").exists() && !site.path("polled.zst").exists()
     });
-    assert!(site.drop_path("processed/polled.sig.bin").exists());
+    assert!(site.path("processed/polled.sig.bin").exists());
 }
 
 #[test]
@@ -328,8 +300,8 @@ fn restart_after_import_does_not_import_again_and_sigterm_exits_cleanly() {
     daemon.wait_until("the finished bundle to be recognised", |d| {
         d.log_text().contains("already handled in an earlier run")
     });
-    std::fs::copy(bundle.sig(), site.drop_path("again.sig.bin")).expect("copy signature");
-    std::fs::copy(bundle.zst(), site.drop_path("again.zst")).expect("copy bundle");
+    std::fs::copy(bundle.sig(), site.path("again.sig.bin")).expect("copy signature");
+    std::fs::copy(bundle.zst(), site.path("again.zst")).expect("copy bundle");
     daemon.wait_until("the copy to be seen as a duplicate", |d| {
         d.metric(r#"airlock_bundles_total{outcome="duplicate"}"#) >= 1.0
     });
@@ -565,7 +537,7 @@ fn rejected_with_read_limits(
         .expect("a file name")
         .to_string_lossy()
         .into_owned();
-    std::fs::read_to_string(site.drop_path(&format!("{name}.error.json"))).expect("reason file")
+    std::fs::read_to_string(site.path(&format!("{name}.error.json"))).expect("reason file")
 }
 
 #[test]

@@ -13,37 +13,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer, Naming};
-use support::daemon::{Daemon, DaemonSetup};
+use support::daemon::{Daemon, DaemonSetup, Site};
 use support::keys::{KeyKind, TestKey};
 use support::registry::Registry;
 use support::skopeo;
 
-struct Site {
-    drop: tempfile::TempDir,
-    state: tempfile::TempDir,
+/// How the fault tests drop bundles and look at what is left.
+trait FaultSite {
+    fn drop_as(&self, bundle: &BuiltBundle, name: &str);
+    fn drop_badly_signed(&self, bundle: &BuiltBundle, name: &str, key: &TestKey);
+    fn files_left(&self) -> Vec<String>;
 }
 
-impl Site {
-    fn new() -> Site {
-        Site {
-            drop: tempfile::tempdir().expect("drop dir"),
-            state: tempfile::tempdir().expect("state dir"),
-        }
-    }
-
-    fn setup(&self, extra: &[&str]) -> DaemonSetup {
-        DaemonSetup {
-            drop_dir: self.drop.path().to_owned(),
-            state_dir: self.state.path().to_owned(),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            envs: Vec::new(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.drop.path().join(name)
-    }
-
+impl FaultSite for Site {
     /// Drops `bundle`'s bytes as `name.zst` with its own signature.
     fn drop_as(&self, bundle: &BuiltBundle, name: &str) {
         std::fs::copy(bundle.sig(), self.path(&format!("{name}.sig.bin"))).expect("copy sig");

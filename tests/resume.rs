@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bundle::{BlobInfo, BuiltBundle, BundleBuilder, Image, Layer};
-use support::daemon::{Daemon, DaemonSetup, WAIT_LIMIT};
+use support::daemon::{Daemon, Site, WAIT_LIMIT};
 use support::keys::{KeyKind, TestKey};
 use support::process::Background;
 use support::proxy::{Proxy, ProxyRules, Release};
@@ -34,28 +34,12 @@ const MIB: u64 = 1 << 20;
 /// airlock's chunk size (`push::DEFAULT_CHUNK_BYTES`).
 const CHUNK: u64 = 8 * MIB;
 
-struct Site {
-    drop: tempfile::TempDir,
-    state: tempfile::TempDir,
+/// What the resume tests read of a site's state directory.
+trait UploadJournal {
+    fn journal(&self) -> Vec<Value>;
 }
 
-impl Site {
-    fn new() -> Site {
-        Site {
-            drop: tempfile::tempdir().expect("drop dir"),
-            state: tempfile::tempdir().expect("state dir"),
-        }
-    }
-
-    fn setup(&self) -> DaemonSetup {
-        DaemonSetup {
-            drop_dir: self.drop.path().to_owned(),
-            state_dir: self.state.path().to_owned(),
-            extra: vec!["--upload-mode".into(), "chunked".into()],
-            envs: Vec::new(),
-        }
-    }
-
+impl UploadJournal for Site {
     /// The upload journal's records (`state_dir/uploads/*.json`).
     fn journal(&self) -> Vec<Value> {
         let dir = self.state.path().join("uploads");
@@ -166,7 +150,11 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
         },
     );
     let site = Site::new();
-    let mut daemon = Daemon::start_at(&site.setup(), &proxy.host(), key.public_pem());
+    let mut daemon = Daemon::start_at(
+        &site.setup(&["--upload-mode", "chunked"]),
+        &proxy.host(),
+        key.public_pem(),
+    );
     bundle.copy_into(site.drop.path());
 
     assert!(
@@ -277,7 +265,11 @@ fn a_journaled_session_the_registry_purged_starts_the_blob_over() {
         },
     );
     let site = Site::new();
-    let mut daemon = Daemon::start_at(&site.setup(), &proxy.host(), key.public_pem());
+    let mut daemon = Daemon::start_at(
+        &site.setup(&["--upload-mode", "chunked"]),
+        &proxy.host(),
+        key.public_pem(),
+    );
     bundle.copy_into(site.drop.path());
     assert!(
         proxy.wait_for_hold(WAIT_LIMIT),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer, Naming};
-use support::daemon::{Daemon, DaemonSetup};
+use support::daemon::{Daemon, DaemonSetup, Site};
 use support::keys::{KeyKind, TestKey};
 use support::registry::Registry;
 use support::skopeo;
@@ -20,19 +20,12 @@ use support::skopeo;
 const WARN_AFTER_SECS: u64 = 6;
 const WARNING: &str = "still waiting for its partner";
 
-struct Site {
-    drop: tempfile::TempDir,
-    state: tempfile::TempDir,
+/// The waiting tests' daemon, warning after `WARN_AFTER_SECS`.
+trait WaitingSite {
+    fn start(&self, registry: &Registry, key: &TestKey) -> Daemon;
 }
 
-impl Site {
-    fn new() -> Site {
-        Site {
-            drop: tempfile::tempdir().expect("drop dir"),
-            state: tempfile::tempdir().expect("state dir"),
-        }
-    }
-
+impl WaitingSite for Site {
     fn start(&self, registry: &Registry, key: &TestKey) -> Daemon {
         let setup = DaemonSetup {
             drop_dir: self.drop.path().to_owned(),
@@ -44,10 +37,6 @@ impl Site {
             )],
         };
         Daemon::start(&setup, registry, key.public_pem())
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.drop.path().join(name)
     }
 }
 

@@ -36,6 +36,39 @@ pub struct Daemon {
     _log_dir: tempfile::TempDir,
 }
 
+/// A drop folder and a state directory of their own, for one test's daemon.
+pub struct Site {
+    /// The drop folder.
+    pub drop: tempfile::TempDir,
+    /// The state directory.
+    pub state: tempfile::TempDir,
+}
+
+impl Site {
+    /// Two fresh temporary directories.
+    pub fn new() -> Site {
+        Site {
+            drop: tempfile::tempdir().expect("drop dir"),
+            state: tempfile::tempdir().expect("state dir"),
+        }
+    }
+
+    /// A daemon setup on this site with `extra` flags.
+    pub fn setup(&self, extra: &[&str]) -> DaemonSetup {
+        DaemonSetup {
+            drop_dir: self.drop.path().to_owned(),
+            state_dir: self.state.path().to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// `name` in the drop folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.drop.path().join(name)
+    }
+}
+
 /// What a daemon watches and where it writes.
 pub struct DaemonSetup {
     /// The drop folder.
