@@ -429,7 +429,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             concurrency: args.concurrency as usize,
             buffer_bytes: (args.buffer_mib as usize) << 20,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
-            upload_mode: args.upload_mode.into(),
+            upload_mode: args.upload_mode,
         },
         limits: ReadLimits::default(),
     };

@@ -313,7 +313,7 @@ pub struct ImportArgs {
     /// airlock switches to the other mode by itself when the registry refuses
     /// PATCH, or answers 413 to a large PUT.
     #[arg(long, value_enum, default_value = "chunked")]
-    pub upload_mode: UploadModeArg,
+    pub upload_mode: UploadMode,
 
     /// Push packs to `<host>/<PREFIX>/spectro-packs/archive/<name>:<version>`
     /// instead of below the prefix in --registry (Palette's OCI_PACK_BASE).
@@ -347,24 +347,6 @@ pub struct ImportArgs {
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// Upload mode on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UploadModeArg {
-    /// POST, PATCH per chunk, PUT.
-    Chunked,
-    /// POST, one streaming PUT.
-    Monolithic,
-}
-
-impl From<UploadModeArg> for UploadMode {
-    fn from(value: UploadModeArg) -> Self {
-        match value {
-            UploadModeArg::Chunked => UploadMode::Chunked,
-            UploadModeArg::Monolithic => UploadMode::Monolithic,
-        }
-    }
 }
 
 /// How to reach and authenticate to a registry.

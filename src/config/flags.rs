@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::schema::{DaemonConfig, OnReject, OnSuccess};
-use crate::cli::UploadModeArg;
 use crate::import::PackImagePolicy;
+use crate::push::UploadMode;
 
 /// Examples and precedence rules for `airlock watch --help`
 /// (`#[command(after_help = WATCH_EXAMPLES)]`).
@@ -110,7 +110,7 @@ pub struct WatchArgs {
     /// (for registries that break chunked uploads, such as ECR) [default:
     /// chunked].
     #[arg(long, value_enum)]
-    pub upload_mode: Option<UploadModeArg>,
+    pub upload_mode: Option<UploadMode>,
 
     /// Blobs transferred at once within one import; HEADs, mounts and
     /// manifests run four times as many [default: 16].
@@ -222,7 +222,7 @@ impl WatchArgs {
             registry.auth_file = self.auth_file.clone();
         }
         if let Some(mode) = self.upload_mode {
-            registry.upload_mode = mode.into();
+            registry.upload_mode = mode;
         }
         set(
             &mut registry.blob_concurrency,

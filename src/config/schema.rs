@@ -401,7 +401,7 @@ fn one_of<'de, D: Deserializer<'de>, T: ValueEnum>(deserializer: D) -> Result<T,
         })
 }
 
-/// [`one_of`] for [`UploadMode`], by way of the command line's names.
+/// [`one_of`] for [`UploadMode`], with the command line's names.
 fn upload_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UploadMode, D::Error> {
-    one_of::<D, crate::cli::UploadModeArg>(deserializer).map(UploadMode::from)
+    one_of::<D, UploadMode>(deserializer)
 }

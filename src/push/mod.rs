@@ -85,7 +85,9 @@ const MAX_STREAM_PASSES: usize = 3;
 /// How blobs are sent to a registry: the mode each import starts in. Either
 /// mode falls back to the other for the rest of the import when the registry
 /// refuses it (see [`ModeSwitch`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadMode {
     /// `POST`, then one `PATCH` per chunk, then `PUT ?digest=` (the default:
@@ -94,11 +96,13 @@ pub enum UploadMode {
     /// the registry refuses the first `PATCH` (405, 404, 400, 501, or a
     /// `Content-Range` complaint).
     #[default]
+    #[value(help = "POST, PATCH per chunk, PUT.")]
     Chunked,
     /// `POST`, then the whole blob in one streaming `PUT ?digest=` (for
     /// registries that break chunked uploads, such as ECR). Falls back to
     /// chunked when the `PUT` of a blob larger than a chunk is answered 413
     /// (a proxy's body limit).
+    #[value(help = "POST, one streaming PUT.")]
     Monolithic,
 }
 

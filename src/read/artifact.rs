@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::document::{DOCKER_MANIFEST, Descriptor, OCI_MANIFEST};
-use super::layout::{BundleImage, ImageKind, ManifestRef};
+use super::image::{BundleImage, ImageKind, ManifestRef};
 use super::names::{ArtifactName, ImageName};
 use super::{BlobSource, ExtraFile};
 use crate::digest::Digest;

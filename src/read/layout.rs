@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
 
 use super::artifact::Assembly;
 use super::document::{self, Descriptor, Document, DocumentError};
 use super::formats::{chart, docker_archive, installer, pack, producer};
+use super::image::{BundleImage, ImageKind, ManifestRef};
 use super::names::ImageName;
 use super::peek::{Peek, ScannedFile};
 use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
@@ -18,78 +18,6 @@ use crate::digest::Digest;
 
 /// How deep image indexes may nest (index → index → manifest is depth 2).
 const MAX_NESTING: usize = 8;
-
-/// What kind of thing an `index.json` entry is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ImageKind {
-    /// A single-platform image manifest.
-    Image,
-    /// A multi-platform image index or manifest list.
-    Index,
-    /// An artifact (signature, SBOM, pack, chart...) identified by its type.
-    Artifact {
-        /// The artifact type (or config media type for older artifacts).
-        artifact_type: String,
-    },
-}
-
-/// A manifest to push, with the media type to send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestRef {
-    /// The manifest's digest.
-    pub digest: Digest,
-    /// Its media type.
-    pub media_type: String,
-}
-
-/// One image or artifact listed in `index.json`, with everything it needs.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BundleImage {
-    /// The source reference the producer recorded, if any.
-    #[serde(serialize_with = "serialize_name")]
-    pub name: ImageName,
-    /// The `index.json` entry.
-    pub descriptor: Descriptor,
-    /// Image, index or artifact.
-    pub kind: ImageKind,
-    /// The platforms it provides (`linux/amd64`, ...), when known.
-    pub platforms: Vec<String>,
-    /// The digest of the manifest this one refers to, for referrers.
-    pub subject: Option<Digest>,
-    /// Every manifest to push, children before the indexes listing them; the
-    /// last one is the entry itself. Shared by the `index.json` entries that
-    /// name the same manifest (one image under many tags).
-    pub manifests: Arc<[ManifestRef]>,
-    /// Every config and layer blob, each once, with its size; shared like
-    /// `manifests`.
-    pub blobs: Arc<[(Digest, u64)]>,
-    /// Foreign layers (with URLs, not in the bundle) that are not pushed.
-    pub foreign_layers: Vec<Digest>,
-}
-
-impl BundleImage {
-    /// Bytes of all blobs and manifests of this image.
-    pub fn total_bytes<B: BundleSource>(&self, index: &BundleIndex<B>) -> u64 {
-        let blobs: u64 = self.blobs.iter().map(|(_, size)| size).sum();
-        let manifests: u64 = self
-            .manifests
-            .iter()
-            .filter_map(|m| index.document(&m.digest).map(|d| d.len() as u64))
-            .sum();
-        blobs + manifests
-    }
-}
-
-fn serialize_name<S: serde::Serializer>(name: &ImageName, s: S) -> Result<S::Ok, S::Error> {
-    match name {
-        ImageName::Named(reference) => s.collect_str(&reference.whole()),
-        ImageName::Artifact(name) => s.collect_str(name),
-        ImageName::Unnamed { .. } => s.serialize_none(),
-    }
-}
 
 /// Builds the index from a finished scan: the OCI layout, if there is one,
 /// then the content of every other format the bundle holds.
@@ -279,7 +207,7 @@ struct Walker<'a> {
 struct Walked {
     kind: ImageKind,
     subject: Option<Digest>,
-    manifests: Arc<[super::ManifestRef]>,
+    manifests: Arc<[ManifestRef]>,
     blobs: Arc<[(Digest, u64)]>,
     platforms: Vec<String>,
     foreign: Vec<Digest>,
@@ -288,7 +216,7 @@ struct Walked {
 /// What walking one `index.json` entry collects.
 #[derive(Default)]
 struct Collected {
-    manifests: Vec<super::ManifestRef>,
+    manifests: Vec<ManifestRef>,
     seen_manifests: HashSet<Digest>,
     blobs: Vec<(Digest, u64)>,
     seen_blobs: HashSet<Digest>,
@@ -461,7 +389,7 @@ impl Walker<'_> {
             }
         }
         if out.seen_manifests.insert(descriptor.digest.clone()) {
-            out.manifests.push(super::ManifestRef {
+            out.manifests.push(ManifestRef {
                 digest: descriptor.digest.clone(),
                 media_type: declared_or_shape(descriptor, &document),
             });

@@ -13,6 +13,7 @@ mod archive;
 pub mod artifact;
 pub mod document;
 pub mod formats;
+mod image;
 mod layout;
 pub mod names;
 pub mod peek;
@@ -33,7 +34,7 @@ use crate::verify::{BundleFile, Symlinks, VerifiedBundle};
 pub use document::Descriptor;
 pub use formats::pack::{Pack, PackMetadata};
 pub use formats::producer::Producer;
-pub use layout::{BundleImage, ImageKind, ManifestRef};
+pub use image::{BundleImage, ImageKind, ManifestRef};
 pub use names::{Area, ArtifactName, ImageName};
 pub use peek::ScannedFile;
 

@@ -29,7 +29,7 @@ use crate::digest::Digest;
 use crate::read::artifact::{
     Assembly, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, WrittenManifest,
 };
-use crate::read::layout::BundleImage;
+use crate::read::image::BundleImage;
 use crate::read::names::{Area, ArtifactName, is_path_component, version_tag};
 use crate::read::peek::{GZIP_MAGIC, Peek, ScannedFile};
 use crate::read::{ReadLimits, Result, invalid};

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::digest::Digest;
 use crate::read::artifact::{Assembly, Written, WrittenManifest};
 use crate::read::document::config_platform;
-use crate::read::layout::{BundleImage, ImageKind};
+use crate::read::image::{BundleImage, ImageKind};
 use crate::read::names::{ImageName, parse_full};
 use crate::read::peek::ScannedFile;
 use crate::read::{Error, Result, invalid};

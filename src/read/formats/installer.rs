@@ -18,7 +18,7 @@ use crate::read::artifact::{
     Assembly, EMPTY_CONFIG, EMPTY_JSON, TITLE_ANNOTATION, VERSION_ANNOTATION, Written,
     WrittenManifest,
 };
-use crate::read::layout::BundleImage;
+use crate::read::image::BundleImage;
 use crate::read::names::{Area, ArtifactName, is_path_component, is_tag, version_tag};
 use crate::read::peek::ScannedFile;
 use crate::read::{Result, invalid};

@@ -25,7 +25,7 @@ use crate::digest::Digest;
 use crate::read::artifact::{
     Assembly, EMPTY_JSON, TITLE_ANNOTATION, VERSION_ANNOTATION, Written, WrittenManifest,
 };
-use crate::read::layout::{BundleImage, ImageKind};
+use crate::read::image::{BundleImage, ImageKind};
 use crate::read::names::{
     Area, ArtifactName, ImageName, OCI_REF_NAME, is_path_component, is_tag, parse_full, version_tag,
 };

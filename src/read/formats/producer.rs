@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::read::layout::BundleImage;
+use crate::read::image::BundleImage;
 use crate::read::names::HAULER_KIND;
 use crate::read::peek::ScannedFile;
 
