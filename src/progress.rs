@@ -60,6 +60,7 @@ struct Counters {
     blob_bytes_pushed: AtomicU64,
     blobs_done: AtomicU64,
     blobs_uploaded: AtomicU64,
+    uploaded_blob_bytes: AtomicU64,
     blobs_mounted: AtomicU64,
     blobs_present: AtomicU64,
     cancelled: AtomicBool,
@@ -126,9 +127,19 @@ impl Progress {
         self.inner.blobs_done.load(Ordering::Relaxed)
     }
 
-    /// Records one blob upload completed at one repository of the target.
-    pub fn add_blob_uploaded(&self) {
+    /// Records one blob upload of `bytes` completed at one repository of the
+    /// target.
+    pub fn add_blob_uploaded(&self, bytes: u64) {
         self.inner.blobs_uploaded.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .uploaded_blob_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The sizes of the blobs whose uploads completed so far (unlike
+    /// [`Progress::pushed_bytes`], bytes of a blob sent twice count once).
+    pub fn uploaded_blob_bytes(&self) -> u64 {
+        self.inner.uploaded_blob_bytes.load(Ordering::Relaxed)
     }
 
     /// Blob uploads completed so far.

@@ -260,7 +260,7 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     // An import still running: what it sent so far shows at the scrape.
     let progress = Progress::new();
     let _running = server.metrics.track_import(&progress);
-    progress.add_blob_uploaded();
+    progress.add_blob_uploaded(1 << 20);
     progress.add_pushed_bytes(2048);
     server.metrics.set_watcher_up(true);
 

@@ -195,6 +195,13 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
         .collect();
     assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
 
+    // What the attempt pushed so far is on record (written within a quarter
+    // second of each change) before it is killed.
+    let committed = completed_blobs(&before_kill).len() as u64;
+    assert!(committed > 0, "no blob was complete before the kill");
+    daemon.wait_until("the attempt's counts on record", |d| {
+        d.imports()[0]["pushed"]["blobsUploaded"].as_u64() == Some(committed)
+    });
     daemon.kill9();
     // The request in flight dies with airlock; the registry never sees it.
     proxy.release(Release::Drop);
@@ -248,6 +255,41 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
         "the record outlived its upload: {:?}",
         site.journal()
     );
+    // The record counts what both attempts uploaded: the blobs the killed
+    // attempt completed are uploaded ones, not ones the second attempt found
+    // present (the registry was empty before the import).
+    let imports = daemon.imports();
+    let pushed = &imports[0]["pushed"];
+    assert_eq!(
+        pushed["blobsUploaded"].as_u64(),
+        Some(completed_blobs(&requests).len() as u64),
+        "{imports:#}"
+    );
+    assert_eq!(pushed["blobsPresent"].as_u64(), Some(0), "{imports:#}");
+    // Bytes sent for completed uploads: the blobs the killed attempt
+    // completed, and what the second attempt sent (the big layer from the
+    // offset it resumed at).
+    let completed_before = completed_blobs(&before_kill);
+    let before: u64 = bundle
+        .blobs()
+        .iter()
+        .filter(|b| completed_before.contains(&b.digest))
+        .map(|b| b.size)
+        .sum();
+    assert_eq!(
+        pushed["bytesUploaded"].as_u64(),
+        Some(before + sent_after),
+        "{imports:#}"
+    );
+}
+
+/// The blobs whose uploads the registry completed.
+fn completed_blobs(requests: &[LoggedRequest]) -> BTreeSet<String> {
+    requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/") && r.status == 201)
+        .filter_map(LoggedRequest::digest_param)
+        .collect()
 }
 
 #[test]

@@ -146,6 +146,10 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     record.attempts += 1;
     record.started = Some(now);
     record.verified_by = Some(verified.key().clone());
+    // What earlier attempts that were interrupted (a crash, a transient
+    // failure) pushed; this attempt adds to it.
+    let earlier = record.pushed.take().map(|p| p.counts()).unwrap_or_default();
+    record.pushed = (!earlier.is_empty()).then(|| earlier.clone());
     if let Err(e) = shared.store.put(&record) {
         return state_failed(&shared, &e, record.attempts);
     }
@@ -153,10 +157,13 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let started = Instant::now();
     shared.in_progress_changed(1);
     let tracker = shared.metrics.track_import(&progress);
+    let checkpoints = Checkpoints::start(&shared, &record, &earlier, &progress);
     let import = import::run_verified(verified, shared.destination_now(), &progress);
     let result = Replicas::while_held(lease.as_deref_mut(), import).await;
+    checkpoints.stop().await;
     drop(tracker);
     shared.in_progress_changed(-1);
+    record.pushed = Some(Pushed::so_far(&progress).after(&earlier));
     let Some(result) = result else {
         // Another replica may take the bundle over now; look again later.
         return Attempt::RetryAfter(
@@ -169,7 +176,7 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let attempt = match result {
         Ok(report) => {
             let push = &report.push;
-            record.pushed = Some(pushed(push));
+            record.pushed = Some(pushed(push).after(&earlier));
             shared.metrics.tags_held(report.held_tags.len());
             shared
                 .metrics
@@ -201,7 +208,7 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
                     shared
                         .metrics
                         .observe_import_duration(AttemptOutcome::Rejected, started.elapsed());
-                    reject_content(&shared, &ready, &name, record, &error)
+                    reject_content(&shared, &ready, &name, record, &earlier, &error)
                 }
                 Look::Changed => {
                     // Forget the attempt: the record goes back to what it
@@ -584,6 +591,7 @@ fn reject_content(
     ready: &ReadyBundle,
     name: &str,
     mut record: BundleRecord,
+    earlier: &Pushed,
     error: &import::Error,
 ) -> Attempt {
     let now = SystemTime::now();
@@ -591,7 +599,7 @@ fn reject_content(
     if let import::Error::HeldBack { report, .. } = error {
         // Everything but what a policy held back is in the target.
         record.status = Status::Partial;
-        record.pushed = Some(pushed(&report.push));
+        record.pushed = Some(pushed(&report.push).after(earlier));
         shared.metrics.tags_held(report.held_tags.len());
     }
     record.finished = Some(now);
@@ -603,6 +611,60 @@ fn reject_content(
     shared.metrics.bundle_finished(Outcome::Rejected);
     tracing::error!(reason = %reason_of(&record), "bundle rejected; it will not be retried");
     Attempt::Done
+}
+
+/// How often an import's counts are looked at, and written to its record
+/// when they changed, while it runs: what an attempt killed midway pushed is
+/// then lost only for its last quarter second. The next attempt finds those
+/// blobs present and adds its own counts to the recorded ones. At most four
+/// small durable writes a second, and none while nothing moves.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Writes an import's counts to its record every [`CHECKPOINT_INTERVAL`]
+/// while they change.
+struct Checkpoints {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpoints {
+    fn start(
+        shared: &Arc<Shared>,
+        record: &BundleRecord,
+        earlier: &Pushed,
+        progress: &Progress,
+    ) -> Self {
+        let (shared, mut record, earlier, progress) = (
+            Arc::clone(shared),
+            record.clone(),
+            earlier.clone(),
+            progress.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let mut written = record.pushed.clone().unwrap_or_default();
+            loop {
+                tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+                let now = Pushed::so_far(&progress).after(&earlier);
+                if now == written {
+                    continue;
+                }
+                record.pushed = Some(now.clone());
+                match shared.store.put(&record) {
+                    Ok(()) => written = now,
+                    // The final record is what counts; its write failing is
+                    // handled (and retried) there.
+                    Err(e) => tracing::debug!(error = %e, "cannot record the import's progress"),
+                }
+            }
+        });
+        Checkpoints { task }
+    }
+
+    /// Stops the checkpoints; none is written after this returns, so the
+    /// final record is the last word.
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// What an import pushed, as recorded.

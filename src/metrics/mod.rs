@@ -360,7 +360,7 @@ mod tests {
             let progress = Progress::new();
             let _tracker = metrics.track_import(&progress);
             for _ in 0..pushed {
-                progress.add_blob_uploaded();
+                progress.add_blob_uploaded(1);
             }
             progress.add_pushed_bytes(bytes);
             for _ in 0..present {
@@ -426,7 +426,7 @@ mod tests {
         let progress = Progress::new();
         let tracker = metrics.track_import(&progress);
         progress.add_pushed_bytes(8 << 20);
-        progress.add_blob_uploaded();
+        progress.add_blob_uploaded(8 << 20);
         let text = metrics.render();
         assert_eq!(sample(&text, "airlock_pushed_bytes_total"), Some(8388608.0));
         assert_eq!(sample(&text, "airlock_blobs_pushed_total"), Some(1.0));

@@ -536,7 +536,7 @@ impl Tally {
         self.inner
             .bytes_uploaded
             .fetch_add(bytes, Ordering::Relaxed);
-        self.progress.add_blob_uploaded();
+        self.progress.add_blob_uploaded(bytes);
     }
     fn mounted(&self) {
         self.inner.blobs_mounted.fetch_add(1, Ordering::Relaxed);

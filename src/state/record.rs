@@ -77,6 +77,51 @@ pub struct Pushed {
     pub blobs_present: u64,
 }
 
+impl Pushed {
+    /// What an attempt pushed so far, read from its progress counters (no
+    /// images: those are known when the push ends).
+    pub fn so_far(progress: &crate::progress::Progress) -> Self {
+        Pushed {
+            images: Vec::new(),
+            blobs_uploaded: progress.blobs_uploaded(),
+            bytes_uploaded: progress.uploaded_blob_bytes(),
+            blobs_mounted: progress.blobs_mounted(),
+            blobs_present: progress.blobs_present(),
+        }
+    }
+
+    /// The counts alone, without images: what an interrupted attempt leaves
+    /// to the next one.
+    #[must_use]
+    pub fn counts(&self) -> Self {
+        Pushed {
+            images: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == Pushed::default()
+    }
+
+    /// This attempt's counts added to what `earlier`, interrupted attempts of
+    /// the same import did. The blobs they uploaded or mounted are in the
+    /// target now, so this attempt found them present: they count as
+    /// uploaded (or mounted) by the import, not as present before it.
+    #[must_use]
+    pub fn after(self, earlier: &Pushed) -> Self {
+        let moved = earlier.blobs_uploaded + earlier.blobs_mounted;
+        Pushed {
+            blobs_uploaded: self.blobs_uploaded + earlier.blobs_uploaded,
+            bytes_uploaded: self.bytes_uploaded + earlier.bytes_uploaded,
+            blobs_mounted: self.blobs_mounted + earlier.blobs_mounted,
+            blobs_present: self.blobs_present.saturating_sub(moved),
+            images: self.images,
+        }
+    }
+}
+
 /// One image as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
