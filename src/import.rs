@@ -36,7 +36,7 @@ pub enum Error {
     /// Part of the bundle was held back: packs by the `fail` pack-image
     /// policy (images they declare are neither in the bundle nor in the
     /// target), images by the `fail-if-different` tag policy (their tag
-    /// already points at other content). Everything else was imported;
+    /// already points at other content) or by their image signature rule. Everything else was imported;
     /// `report` says what.
     #[error("bundle {bundle}: {held_back}; everything else was imported")]
     HeldBack {
@@ -131,6 +131,9 @@ pub struct ImportReport {
     /// Images not pushed because their tag already points at other content
     /// in the target (under `skip` or `fail-if-different`).
     pub held_tags: Vec<HeldTag>,
+    /// The signature check of every image that can carry one
+    /// (`trust.image_signatures`); those with `heldBack` were not pushed.
+    pub image_signatures: Vec<crate::trust::SignatureVerdict>,
     /// The tool that made the bundle (airlock layout, Zarf package, Hauler
     /// haul).
     pub producer: Producer,
@@ -308,6 +311,8 @@ async fn run_verified_inner(
     let index = Arc::new(index);
 
     let mut plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
+    let image_signatures = plan.judge_signatures();
+    plan.withhold_unsigned(&image_signatures);
     for skipped in plan.skipped() {
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
     }
@@ -333,6 +338,20 @@ async fn run_verified_inner(
             .collect(),
     );
     let mut held_back = Vec::new();
+    let unsigned: Vec<String> = image_signatures
+        .iter()
+        .filter(|v| v.held_back)
+        .map(|v| {
+            tracing::warn!(source_ref = %v.source_ref, digest = %v.digest, policy = v.policy.as_str(), status = v.status.as_str(), "image signature check failed; image held back");
+            format!("{v} (policy {})", v.policy.as_str())
+        })
+        .collect();
+    if !unsigned.is_empty() {
+        held_back.push(format!(
+            "held back by image signature policy: {}",
+            unsigned.join("; ")
+        ));
+    }
     if !held.is_empty() {
         let packs = held
             .iter()
@@ -379,6 +398,7 @@ async fn run_verified_inner(
         extra_files: index.extra_files().to_vec(),
         packs,
         held_tags,
+        image_signatures,
         producer: index.producer().clone(),
     };
     if held_back.is_empty() {

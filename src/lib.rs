@@ -42,4 +42,5 @@ pub mod push;
 pub mod read;
 pub mod report;
 pub mod state;
+pub mod trust;
 pub mod watch;

@@ -220,7 +220,13 @@ fn plan_options(
     pack_prefix: Option<&str>,
     platforms: Vec<crate::plan::Platform>,
     on_existing_tag: crate::plan::TagPolicy,
+    image_signatures: &super::ImageSignatureArgs,
 ) -> Result<PlanOptions, CommandError> {
+    let image_signatures = crate::trust::ImageSignatureRules::for_every_image(
+        &image_signatures.keys,
+        image_signatures.policy,
+    )
+    .map_err(|e| CommandError::new(e.class(), &e))?;
     let pack_prefix = pack_prefix
         .map(|p| {
             crate::plan::pack_prefix(p)
@@ -231,6 +237,7 @@ fn plan_options(
         pack_prefix,
         platforms,
         on_existing_tag,
+        image_signatures: Arc::new(image_signatures),
     })
 }
 
@@ -245,6 +252,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         args.pack_prefix.as_deref(),
         args.platforms.clone(),
         crate::plan::TagPolicy::default(),
+        &args.image_signatures,
     )?;
     let keys = if args.public_keys.is_empty() {
         None
@@ -419,6 +427,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             args.pack_prefix.as_deref(),
             args.platforms.clone(),
             args.on_existing_tag,
+            &args.image_signatures,
         )?,
         pack_image_policy: args.pack_image_policy,
         bundle: PathBuf::new(),

@@ -276,6 +276,26 @@ pub struct InspectArgs {
     /// image whole.
     #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
     pub platforms: Vec<crate::plan::Platform>,
+
+    /// Image signature checks.
+    #[command(flatten)]
+    pub image_signatures: ImageSignatureArgs,
+}
+
+/// One image signature rule for every image of the bundle.
+#[derive(Debug, Clone, Args)]
+pub struct ImageSignatureArgs {
+    /// A key (PEM file or directory) whose cosign signatures the bundle's
+    /// images must carry; repeat to trust several.
+    #[arg(long = "image-signature-key", value_name = "PEM")]
+    pub keys: Vec<PathBuf>,
+
+    /// `require`: an image without a valid signature by one of the keys is
+    /// held back (the rest imports, exit 3); `verify-if-present`: only a
+    /// present but invalid signature holds it back; `ignore`. Default
+    /// `require` when a key is given.
+    #[arg(long = "image-signature-policy", value_enum, value_name = "POLICY")]
+    pub policy: Option<crate::trust::SignaturePolicy>,
 }
 
 /// `airlock import`.
@@ -331,6 +351,10 @@ pub struct ImportArgs {
     /// holds it back with a notice; `overwrite` moves the tag.
     #[arg(long, value_enum, default_value = "fail-if-different")]
     pub on_existing_tag: crate::plan::TagPolicy,
+
+    /// Image signature checks.
+    #[command(flatten)]
+    pub image_signatures: ImageSignatureArgs,
 
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]

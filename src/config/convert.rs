@@ -51,6 +51,14 @@ impl DaemonConfig {
             pack_prefix,
             platforms,
             on_existing_tag: self.imports.on_existing_tag,
+            image_signatures: std::sync::Arc::new(
+                crate::trust::ImageSignatureRules::load(&self.trust.image_signatures).map_err(
+                    |e| Error::Invalid {
+                        key: "trust.image_signatures",
+                        reason: e.to_string(),
+                    },
+                )?,
+            ),
         })
     }
 

@@ -72,6 +72,10 @@ pub const KEYS: &[Key] = &[
     key("drop.confirm_rejection", None),
     list("trust.public_keys", "--public-key", true),
     Key {
+        list: true,
+        ..key("trust.image_signatures", None)
+    },
+    Key {
         required: true,
         ..key("registry.target", Some("--registry"))
     },

@@ -136,6 +136,10 @@ pub struct TrustSection {
     /// PEM public keys, or directories of them; a bundle verified by any one
     /// is accepted. Required: at least one; no default.
     pub public_keys: Vec<PathBuf>,
+    /// Which keys must have signed which images inside a bundle: rules
+    /// `{images, keys, policy}`, the first that matches an image's source
+    /// reference decides (default: none, image signatures not checked).
+    pub image_signatures: Vec<crate::trust::SignatureRuleConfig>,
 }
 
 /// `registry`: the import target and how to reach it. There is deliberately

@@ -178,6 +178,13 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             let push = &report.push;
             record.pushed = Some(pushed(push).after(&earlier));
             shared.metrics.tags_held(report.held_tags.len());
+            shared.metrics.unsigned_held(
+                report
+                    .image_signatures
+                    .iter()
+                    .filter(|v| v.held_back)
+                    .count(),
+            );
             shared
                 .metrics
                 .observe_import_duration(AttemptOutcome::Imported, started.elapsed());
@@ -601,6 +608,13 @@ fn reject_content(
         record.status = Status::Partial;
         record.pushed = Some(pushed(&report.push).after(earlier));
         shared.metrics.tags_held(report.held_tags.len());
+        shared.metrics.unsigned_held(
+            report
+                .image_signatures
+                .iter()
+                .filter(|v| v.held_back)
+                .count(),
+        );
     }
     record.finished = Some(now);
     record.error = Some(failure(error, now));

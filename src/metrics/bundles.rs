@@ -121,6 +121,7 @@ pub(super) struct BundleMetrics {
     in_progress: IntGauge,
     last_success: Gauge,
     tags_held: IntCounter,
+    unsigned_held: IntCounter,
 }
 
 impl BundleMetrics {
@@ -171,6 +172,11 @@ impl BundleMetrics {
             "Images not pushed because their tag already points at other content in the target (imports.on_existing_tag skip or fail-if-different).",
         )?;
         registry.register(Box::new(tags_held.clone()))?;
+        let unsigned_held = IntCounter::new(
+            "airlock_image_signatures_held_total",
+            "Images not pushed because their signatures do not satisfy their trust.image_signatures rule (require: none valid; verify-if-present: present but invalid).",
+        )?;
+        registry.register(Box::new(unsigned_held.clone()))?;
         Ok(BundleMetrics {
             outcomes,
             verifications,
@@ -180,6 +186,7 @@ impl BundleMetrics {
             in_progress,
             last_success,
             tags_held,
+            unsigned_held,
         })
     }
 
@@ -189,6 +196,10 @@ impl BundleMetrics {
 
     pub(super) fn tags_held(&self, count: usize) {
         self.tags_held.inc_by(count as u64);
+    }
+
+    pub(super) fn unsigned_held(&self, count: usize) {
+        self.unsigned_held.inc_by(count as u64);
     }
 
     pub(super) fn verification(&self, result: VerificationResult) {

@@ -90,6 +90,12 @@ impl Metrics {
         self.bundles.tags_held(count);
     }
 
+    /// Counts images held back by their image signature rule
+    /// (`airlock_image_signatures_held_total`).
+    pub fn unsigned_held(&self, count: usize) {
+        self.bundles.unsigned_held(count);
+    }
+
     /// Counts one signature check (`airlock_signature_verifications_total`).
     pub fn verification(&self, result: VerificationResult) {
         self.bundles.verification(result);
@@ -245,6 +251,7 @@ mod tests {
         ("airlock_registry_requests_total", "counter"),
         ("airlock_last_success_timestamp_seconds", "gauge"),
         ("airlock_tags_held_total", "counter"),
+        ("airlock_image_signatures_held_total", "counter"),
         ("airlock_build_info", "gauge"),
         ("airlock_watcher_up", "gauge"),
         ("airlock_drop_listings_total", "counter"),

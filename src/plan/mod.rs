@@ -11,6 +11,7 @@
 //! full source reference becomes the `org.opencontainers.image.ref.name`.
 
 mod platform;
+mod signatures;
 mod tags;
 mod target;
 
@@ -84,6 +85,9 @@ pub struct PlanOptions {
     /// What to do with a tag that already points at other content in the
     /// target (`imports.on_existing_tag`). See [`tags`].
     pub on_existing_tag: TagPolicy,
+    /// Which keys must have signed which images
+    /// (`trust.image_signatures`). Default: no rules, nothing checked.
+    pub image_signatures: Arc<crate::trust::ImageSignatureRules>,
 }
 
 /// Checks a pack prefix (`--pack-prefix`, `registry.pack_prefix`): empty

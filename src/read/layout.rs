@@ -384,6 +384,11 @@ impl Walker<'_> {
                         continue;
                     }
                     self.require(layer, &what)?;
+                    if is_signature_layer(&layer.media_type)
+                        && let Some(bytes) = self.root.documents.get(&layer.digest)
+                    {
+                        self.kept.insert(layer.digest.clone(), bytes.clone());
+                    }
                     add_blob(out, layer);
                 }
             }
@@ -425,4 +430,12 @@ fn is_image_config(media_type: &str) -> bool {
         "application/vnd.oci.image.config.v1+json"
             | "application/vnd.docker.container.image.v1+json"
     )
+}
+
+/// Layers whose bytes the image signature check reads after indexing
+/// ([`crate::trust`]): cosign simple-signing payloads and Sigstore bundles,
+/// small JSON documents kept like manifests.
+fn is_signature_layer(media_type: &str) -> bool {
+    media_type == "application/vnd.dev.cosign.simplesigning.v1+json"
+        || media_type.starts_with("application/vnd.dev.sigstore.bundle")
 }

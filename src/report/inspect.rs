@@ -46,6 +46,10 @@ pub struct InspectedImage {
     /// pushed under (`digest` stays the bundle's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten_digest: Option<Digest>,
+    /// The image signature check, for images that can carry a signature
+    /// (`--image-signature-key`, `trust.image_signatures`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::SignatureVerdict>,
 }
 
 /// A file outside the OCI layout that is not imported, and why.
@@ -156,7 +160,29 @@ pub fn inspect<B: BundleSource>(
                 ImageName::Artifact(name) => (Some(name.to_string()), None),
                 ImageName::Unnamed { reason } => (None, Some(reason.clone())),
             };
+            let tag = match &image.name {
+                ImageName::Named(reference) => reference.tag(),
+                _ => None,
+            };
+            let signature = source_ref
+                .as_deref()
+                .filter(|_| {
+                    crate::trust::SignatureVerdict::applies_to(
+                        &image.kind,
+                        image.subject.as_ref(),
+                        tag,
+                    )
+                })
+                .map(|source| {
+                    crate::trust::judge(
+                        index,
+                        source,
+                        &image.descriptor.digest,
+                        &options.image_signatures,
+                    )
+                });
             InspectedImage {
+                signature,
                 source_ref,
                 target_ref,
                 unnamed_reason,
@@ -326,6 +352,27 @@ pub fn text(inspection: &Inspection) -> String {
         );
         if let Some(subject) = &image.subject {
             let _ = writeln!(out, "  refers to:  {subject}");
+        }
+        if let Some(verdict) = image
+            .signature
+            .as_ref()
+            .filter(|v| v.status != crate::trust::SignatureStatus::NotChecked)
+        {
+            let held = if verdict.held_back { ", held back" } else { "" };
+            let _ = writeln!(
+                out,
+                "  signature:  {} ({}{held}){}",
+                verdict.status.as_str(),
+                verdict.policy.as_str(),
+                verdict
+                    .key_label
+                    .as_deref()
+                    .map(|k| format!(" by {k}"))
+                    .unwrap_or_default()
+            );
+            for problem in &verdict.problems {
+                let _ = writeln!(out, "    {problem}");
+            }
         }
     }
     for pack in &inspection.packs {

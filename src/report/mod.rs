@@ -132,6 +132,13 @@ pub fn import_text(report: &ImportReport) -> String {
             pack.missing_images.join(", ")
         );
     }
+    for verdict in report.image_signatures.iter().filter(|v| v.held_back) {
+        let _ = writeln!(
+            out,
+            "Image held back (image signature policy {}): {verdict}",
+            verdict.policy.as_str()
+        );
+    }
     for held in &report.held_tags {
         let _ = writeln!(
             out,

@@ -10,7 +10,7 @@ use ecdsa::signature::hazmat::PrehashVerifier;
 use ed25519_dalek::StreamVerifier;
 use rsa::Pkcs1v15Sign;
 use rsa::traits::PublicKeyParts;
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 use super::keys::{KeyAlgorithm, PublicKey, TrustedKey};
 use super::keyset::TrustedKeys;
@@ -97,6 +97,32 @@ fn verifies(check: Check<'_>, sha256: &[u8; 32]) -> bool {
         // Cofactorless [s]B = R + [k]A, comparing the encoding of R as OpenSSL does.
         Check::Ed25519(stream) => stream.finalize_and_verify().is_ok(),
     }
+}
+
+/// The first key, in trust order, under which `signature` verifies over
+/// `message`, a small document held in memory (a cosign payload, a DSSE
+/// pre-authentication encoding): the same algorithms as a bundle's
+/// signature, each as `openssl dgst -sha256` makes it.
+pub fn verify_message(keys: &TrustedKeys, message: &[u8], signature: &[u8]) -> Option<TrustedKey> {
+    let mut checks = Checks::new(keys, signature);
+    checks.update(message);
+    checks.finish(&Sha256::digest(message).into()).cloned()
+}
+
+/// The first key under which `signature` verifies over a message known only
+/// by its SHA-256 (a Sigstore bundle's `messageSignature` over an image
+/// manifest). Pure Ed25519 needs the message itself and never verifies here.
+pub fn verify_sha256(
+    keys: &TrustedKeys,
+    sha256: &[u8; 32],
+    signature: &[u8],
+) -> Option<TrustedKey> {
+    let pending = Checks::new(keys, signature)
+        .pending
+        .into_iter()
+        .filter(|(_, check)| !matches!(check, Check::Ed25519(_)))
+        .collect();
+    Checks { pending }.finish(sha256).cloned()
 }
 
 /// How a signature for `algorithm` must look, for the error shown when a

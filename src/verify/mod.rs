@@ -26,6 +26,7 @@ pub use bundle::{
     VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle, verify_bundle_by_any,
     verify_bundle_with_progress,
 };
+pub use check::{verify_message, verify_sha256};
 pub use error::{Error, Result};
 pub use file::{BundleFile, BundleReader, Symlinks};
 pub use keys::{KeyAlgorithm, TrustedKey};

@@ -472,7 +472,7 @@ impl Image {
 #[derive(Debug, Clone)]
 pub struct Artifact {
     artifact_type: String,
-    blobs: Vec<(String, Vec<u8>, Option<String>)>,
+    blobs: Vec<(String, Vec<u8>, BTreeMap<String, String>)>,
     config: Option<(String, Vec<u8>)>,
     subject: Option<String>,
     reference: Option<String>,
@@ -500,7 +500,24 @@ impl Artifact {
     /// Adds a layer blob.
     pub fn blob(mut self, media_type: &str, bytes: &[u8]) -> Artifact {
         self.blobs
-            .push((media_type.to_owned(), bytes.to_vec(), None));
+            .push((media_type.to_owned(), bytes.to_vec(), BTreeMap::new()));
+        self
+    }
+
+    /// Adds a layer blob with these annotations (a cosign signature layer
+    /// carries its signature in `dev.cosignproject.cosign/signature`).
+    pub fn annotated_blob(
+        mut self,
+        media_type: &str,
+        bytes: &[u8],
+        annotations: &[(&str, &str)],
+    ) -> Artifact {
+        let annotations = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.blobs
+            .push((media_type.to_owned(), bytes.to_vec(), annotations));
         self
     }
 
@@ -510,7 +527,7 @@ impl Artifact {
         self.blobs.push((
             media_type.to_owned(),
             bytes.to_vec(),
-            Some(title.to_owned()),
+            BTreeMap::from([(ANNOTATION_TITLE.to_owned(), title.to_owned())]),
         ));
         self
     }
@@ -952,16 +969,14 @@ impl BundleBuilder {
                 blob_specs.push((
                     "application/octet-stream".to_owned(),
                     pseudo_random_bytes(seed_from(&artifact.artifact_type), 256),
-                    None,
+                    BTreeMap::new(),
                 ));
             }
             let layers: Vec<Descriptor> = blob_specs
                 .into_iter()
-                .map(|(media_type, bytes, title)| {
+                .map(|(media_type, bytes, annotations)| {
                     let mut desc = store.add_bytes(&media_type, bytes);
-                    if let Some(title) = title {
-                        desc.annotations.insert(ANNOTATION_TITLE.to_owned(), title);
-                    }
+                    desc.annotations.extend(annotations);
                     desc
                 })
                 .collect();

@@ -21,6 +21,7 @@
 
 pub mod bundle;
 pub mod chart;
+pub mod cosign;
 pub mod daemon;
 pub mod fake_apiserver;
 pub mod hostile;
