@@ -18,6 +18,7 @@ use super::registry::{RegistryClient, RetryPolicy, UploadSession};
 use super::transfer::BlobChunks;
 use super::{DEFAULT_CHUNK_BYTES, Error, Result, UploadMode};
 use crate::digest::Digest;
+use reqwest::Url;
 
 /// What became of one upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +196,10 @@ impl RegistryUpload<'_> {
         let digest = blob.digest().clone();
         let size = blob.size();
         let result = if blob.is_complete() {
-            blob.verify()?;
+            if let Err(error) = blob.verify() {
+                cancel_broken(client, repository, &session.location, &digest).await;
+                return Err(error.into());
+            }
             let body = concat(parts);
             client
                 .finish_upload(repository, &session, &digest, body)
@@ -230,7 +234,10 @@ impl RegistryUpload<'_> {
                 Ok(())
             };
             let (sent, fed) = tokio::join!(send, feed);
-            fed?;
+            if let Err(error) = fed {
+                cancel_broken(client, repository, &session.location, &digest).await;
+                return Err(error.into());
+            }
             sent
         };
         match result {
@@ -283,7 +290,13 @@ impl RegistryUpload<'_> {
                 sender.patch(previous).await?;
             }
         }
-        blob.verify()?;
+        if let Err(error) = blob.verify() {
+            if let Some(journal) = &sender.journal {
+                journal.forget();
+            }
+            cancel_broken(client, repository, &sender.session.location, &digest).await;
+            return Err(error.into());
+        }
         Ok(sender.finish(size, pending.unwrap_or_default()).await?)
     }
 
@@ -339,6 +352,17 @@ impl RegistryUpload<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+/// Cancels (`DELETE`) the upload session of a blob whose bytes turned out
+/// not to be the blob — the bundle changed or broke while it was read, or
+/// the read was stopped — so the registry keeps no half-sent session of a
+/// rejected bundle. Best effort: a registry that cannot be reached expires
+/// the session itself, and the blob's error is what the import reports.
+async fn cancel_broken(client: &RegistryClient, repository: &str, location: &Url, digest: &Digest) {
+    if let Err(error) = client.cancel(repository, location).await {
+        tracing::warn!(%repository, %digest, error = %error, "cannot cancel the upload session of a broken blob");
     }
 }
 

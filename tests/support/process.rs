@@ -76,6 +76,41 @@ impl Background {
     }
 }
 
+/// Runs `command` to its end (at most `limit`) and returns how it ended with
+/// the bytes it read through `read(2)` and friends (`rchar` of
+/// `/proc/<pid>/io`, every thread counted). The counter is read while the
+/// process is a zombie: it has exited, so nothing more is added, and it has
+/// not been reaped, so its `/proc` entry is still there.
+pub fn run_counting_reads(command: &mut Command, limit: Duration) -> (Finished, u64) {
+    let mut background = Background::spawn(command);
+    let pid = background.child.id();
+    let deadline = Instant::now() + limit;
+    // Polled through /proc rather than `try_wait`, which would reap it.
+    while !is_zombie(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the command did not finish within {limit:?}; stderr:\n{}",
+            background.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/<pid>/io");
+    let rchar = io
+        .lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar in /proc/<pid>/io");
+    (background.wait(Duration::from_secs(5)), rchar)
+}
+
+/// Whether process `pid` has exited and waits to be reaped (state `Z` in
+/// `/proc/<pid>/stat`, the field after the command name in parentheses).
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,349 @@
+//! How often, and when, airlock reads a bundle file: the signature is
+//! checked over the raw file before a single byte is decompressed, a warm
+//! import reads the file twice (the signature, then the index), a refused one
+//! once, and a file changed on disk between reads leaves neither a tag nor an
+//! open upload session in the registry.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::airlock;
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
+use support::keys::{KeyKind, TestKey};
+use support::process::run_counting_reads;
+use support::registry::Registry;
+
+const PREFIX: &str = "mirror";
+const APP: &str = "quay.io/acme/app:1.0";
+const APP_REPO: &str = "mirror/quay.io/acme/app";
+
+/// A layer bigger than one upload chunk (8 MiB), so it goes out in
+/// `PATCH`es, and incompressible, so the bundle file is about its size.
+const BIG_LAYER_BYTES: u64 = 24 << 20;
+
+/// Bytes read from the bundle file ÷ its size, at most, for an import whose
+/// blobs are all in the target already (the signature pass and the index
+/// pass) and for one whose signature is refused (the signature pass only).
+/// The 5 % above whole passes is for everything else the process reads: the
+/// key, the signature, `/proc` and `/sys` files the runtime looks at.
+const MAX_READS_WARM: f64 = 2.05;
+const MAX_READS_REFUSED: f64 = 1.05;
+
+/// What an import reads besides the bundle, at most, for a bundle too small
+/// for 5 % of it to cover that.
+const OTHER_READS_BYTES: u64 = 1 << 20;
+
+fn big_bundle(name: &str) -> (TestKey, BuiltBundle) {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new(name)
+        .image(Image::new(APP).layers(&[Layer::uncompressed(7, BIG_LAYER_BYTES)]))
+        .build(&key);
+    (key, bundle)
+}
+
+fn import_command(zst: &Path, public_key: &Path, registry: &Registry) -> Command {
+    let mut command = airlock();
+    command
+        .arg("import")
+        .arg(zst)
+        .arg("--public-key")
+        .arg(public_key)
+        .args(["--registry", &format!("{}/{PREFIX}", registry.host())])
+        .args(["--plain-http", "--quiet", "--output", "json"])
+        .env("DOCKER_CONFIG", zst.with_extension("no-docker-config"));
+    command
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat the bundle").len()
+}
+
+/// Upload sessions the registry still holds: the directories under a
+/// repository's `_uploads` in its storage that hold the `startedat` file
+/// written when the session was opened. (distribution 2.8 removes a
+/// cancelled session's directory and then writes an empty hash state into
+/// it again, so a cancelled session leaves `hashstates/` and nothing else.)
+fn open_upload_sessions(registry: &Registry) -> Vec<PathBuf> {
+    let mut open = Vec::new();
+    let mut dirs = vec![registry.storage_dir().to_path_buf()];
+    for _ in 0..10_000 {
+        let Some(dir) = dirs.pop() else { break };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "_uploads") {
+                let sessions = std::fs::read_dir(&path).expect("list _uploads");
+                open.extend(
+                    sessions
+                        .flatten()
+                        .map(|s| s.path())
+                        .filter(|s| s.join("startedat").exists()),
+                );
+            } else {
+                dirs.push(path);
+            }
+        }
+    }
+    open
+}
+
+#[test]
+fn a_warm_import_reads_the_bundle_twice_and_a_refused_one_once() {
+    let (_key, bundle) = big_bundle("reads");
+    let size = size_of(bundle.zst());
+    let registry = Registry::start();
+    let limit = Duration::from_secs(120);
+
+    let (cold, _) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        limit,
+    );
+    assert!(cold.success(), "cold import failed: {}", cold.stderr);
+
+    let (warm, read) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        limit,
+    );
+    assert!(warm.success(), "warm import failed: {}", warm.stderr);
+    assert!(
+        read as f64 <= MAX_READS_WARM * size as f64,
+        "a warm import read {read} bytes, {:.2} times the {size}-byte bundle",
+        read as f64 / size as f64
+    );
+
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    let (refused, read) = run_counting_reads(
+        &mut import_command(bundle.zst(), stranger.public_pem(), &registry),
+        limit,
+    );
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        read as f64 <= MAX_READS_REFUSED * size as f64,
+        "a refused import read {read} bytes, {:.2} times the {size}-byte bundle",
+        read as f64 / size as f64
+    );
+}
+
+/// The bomb's one tar entry: 64 GiB of zeros (a GNU binary size field) in
+/// about 2 MiB of zstd.
+const BOMB_ENTRY_BYTES: u64 = 64 << 30;
+
+/// zstd's largest block: an RLE block repeats one byte this many times.
+const ZSTD_BLOCK_BYTES: u64 = 128 << 10;
+
+/// Writes a zstd frame of a tar whose one entry expands to 64 GiB of zeros,
+/// block by block: a raw block for the tar header, then RLE blocks of
+/// 128 KiB of zeros (4 bytes each) for the content.
+fn write_zstd_bomb(path: &Path) {
+    fn block_header(last: bool, kind: u32, size: u64) -> [u8; 3] {
+        let value = u32::from(last) | (kind << 1) | ((size as u32) << 3);
+        let bytes = value.to_le_bytes();
+        [bytes[0], bytes[1], bytes[2]]
+    }
+    const RAW: u32 = 0;
+    const RLE: u32 = 1;
+    // Magic, a frame header without content size, a 128 KiB window (2^17).
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (17 - 10) << 3];
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path(format!("blobs/sha256/{:064x}", 1))
+        .expect("tar path");
+    header.set_size(BOMB_ENTRY_BYTES);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    out.extend_from_slice(&block_header(false, RAW, 512));
+    out.extend_from_slice(header.as_bytes());
+    for _ in 0..BOMB_ENTRY_BYTES / ZSTD_BLOCK_BYTES {
+        out.extend_from_slice(&block_header(false, RLE, ZSTD_BLOCK_BYTES));
+        out.push(0);
+    }
+    // The tar's end: two zero records.
+    out.extend_from_slice(&block_header(true, RLE, 1024));
+    out.push(0);
+    std::fs::write(path, out).expect("write the bomb");
+}
+
+#[test]
+fn a_zstd_bomb_with_a_bad_signature_is_refused_in_the_time_of_hashing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zst = dir.path().join("bomb.zst");
+    write_zstd_bomb(&zst);
+    let size = size_of(&zst);
+    let trusted = TestKey::generate(KeyKind::EcP256);
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    stranger.sign(&zst, &dir.path().join("bomb.sig.bin"));
+    let registry = Registry::start();
+
+    let started = Instant::now();
+    let (refused, read) = run_counting_reads(
+        &mut import_command(&zst, trusted.public_pem(), &registry),
+        Duration::from_secs(120),
+    );
+    let took = started.elapsed();
+
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "{}",
+        refused.stderr
+    );
+    // Hashing 2 MiB takes milliseconds; expanding and hashing 64 GiB takes
+    // minutes on any machine.
+    assert!(
+        took < Duration::from_secs(15),
+        "refusing the bomb took {took:?}: was it decompressed?"
+    );
+    assert!(
+        read <= size + OTHER_READS_BYTES,
+        "the refused bomb was read {read} bytes, {:.2} times its {size} bytes",
+        read as f64 / size as f64
+    );
+    let patches: Vec<String> = registry
+        .settled_requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        patches.is_empty(),
+        "PATCHes before verification: {patches:?}"
+    );
+    let writes = registry.settled_writes_since(0);
+    assert!(writes.is_empty(), "a refused bomb wrote: {writes:?}");
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Flips a byte in the middle of the big layer of `bundle`, in place (same
+/// file, same size): the layer is incompressible, so zstd stored its bytes as
+/// they are and they can be found in the compressed file.
+fn change_big_layer_in_place(bundle: &BuiltBundle, layer_digest: &str) {
+    let compressed = std::fs::read(bundle.zst()).expect("read the bundle");
+    let decoder = zstd::stream::read::Decoder::new(&compressed[..]).expect("zstd");
+    let mut archive = tar::Archive::new(decoder);
+    let wanted = format!(
+        "blobs/sha256/{}",
+        layer_digest.trim_start_matches("sha256:")
+    );
+    let mut sample = vec![0u8; 64];
+    let mut found = false;
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        let path = entry.path().expect("entry path").display().to_string();
+        if path.trim_start_matches("./") != wanted {
+            continue;
+        }
+        let mut skipped = vec![0u8; (BIG_LAYER_BYTES / 2) as usize];
+        entry.read_exact(&mut skipped).expect("read the layer");
+        entry.read_exact(&mut sample).expect("read the layer");
+        found = true;
+        break;
+    }
+    assert!(found, "the layer {wanted} is not in the bundle");
+    let at = find(&compressed, &sample).expect("the layer's bytes stored as they are");
+    bundle.flip_byte(at as u64);
+}
+
+#[test]
+fn a_bundle_changed_between_its_reads_gets_no_tag_and_leaves_no_upload_open() {
+    use airlock::plan::{Plan, PlanOptions, Target};
+    use airlock::progress::Progress;
+    use airlock::push::registry::RegistryConfig;
+    use airlock::push::{Destination, PushOptions};
+    use airlock::read::{BundleIndex, ReadLimits};
+    use airlock::verify::{TrustedKeys, verify_bundle};
+
+    let (_key, bundle) = big_bundle("changing");
+    let layer = bundle
+        .image(APP)
+        .blobs
+        .iter()
+        .find(|b| b.size == BIG_LAYER_BYTES)
+        .expect("the big layer")
+        .clone();
+    let registry = Registry::start();
+
+    let keys = TrustedKeys::load(&[bundle.public_key_pem().to_owned()]).expect("the key loads");
+    let verified = verify_bundle(bundle.zst(), bundle.sig(), &keys).expect("the bundle verifies");
+    let index =
+        BundleIndex::build(verified, ReadLimits::default(), &Progress::new()).expect("indexed");
+    // Changed on disk after the index pass and before the upload pass.
+    change_big_layer_in_place(&bundle, &layer.digest);
+
+    let target: Target = format!("{}/{PREFIX}", registry.host())
+        .parse()
+        .expect("target");
+    let plan = Plan::new(Arc::new(index), target.clone(), PlanOptions::default()).expect("plan");
+    let config = RegistryConfig {
+        host: registry.host(),
+        plain_http: true,
+        ..RegistryConfig::default()
+    };
+    let options = PushOptions::default();
+    let destination =
+        Arc::new(Destination::open(&target, config, &options, None).expect("destination"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pushed = runtime.block_on(airlock::push::push(
+        &plan,
+        destination,
+        &options,
+        &Progress::new(),
+    ));
+
+    let error = match pushed {
+        Ok(_) => panic!("a bundle changed between its reads was pushed"),
+        Err(error) => error,
+    };
+    assert!(
+        error.to_string().contains(&layer.digest),
+        "the error should name the changed blob: {error}"
+    );
+    assert!(
+        !registry.blob_exists(APP_REPO, &layer.digest),
+        "the changed blob was committed"
+    );
+    assert!(
+        !registry.manifest_exists(APP_REPO, "1.0"),
+        "the image was tagged"
+    );
+    let open = open_upload_sessions(&registry);
+    let requests: Vec<String> = registry
+        .settled_requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.status,
+                &r.path[..r.path.len().min(60)]
+            )
+        })
+        .collect();
+    assert!(
+        open.is_empty(),
+        "upload sessions left open: {open:?}; requests: {requests:#?}; error: {error}"
+    );
+}
