@@ -65,6 +65,7 @@ fn records() -> Vec<BundleRecord> {
                 bytes_uploaded: 3000,
                 blobs_mounted: 1,
                 blobs_present: 2,
+                ..Pushed::default()
             }),
             error: None,
             pair: None,

@@ -150,6 +150,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9090));
 
+/// `http.auth.open_paths`: the kubelet's probes and Prometheus carry no
+/// credentials, and neither answer shows what arrived.
+pub const DEFAULT_OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 /// `log.format`: text, readable in `kubectl logs` and a terminal alike;
 /// choose `json` when a log collector parses the lines.
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;

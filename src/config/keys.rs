@@ -111,6 +111,11 @@ pub const KEYS: &[Key] = &[
     key("state.retention", None),
     key("state.max_records", None),
     key("http.listen", Some("--listen")),
+    key("http.auth.htpasswd_file", None),
+    Key {
+        list: true,
+        ..key("http.auth.open_paths", None)
+    },
     key("log.format", None),
     key("log.level", None),
     key("kube.enabled", None),

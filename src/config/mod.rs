@@ -33,6 +33,6 @@ pub use flags::{WATCH_EXAMPLES, WatchArgs};
 pub use keys::{KEYS, Key};
 pub use kube::{KubeMode, KubeSection};
 pub use schema::{
-    DaemonConfig, DropSection, FAILED_SUBDIR, HttpSection, ImportsSection, LogFormat, LogSection,
-    OnReject, OnSuccess, PROCESSED_SUBDIR, RegistrySection, TrustSection,
+    DaemonConfig, DropSection, FAILED_SUBDIR, HttpAuthSection, HttpSection, ImportsSection,
+    LogFormat, LogSection, OnReject, OnSuccess, PROCESSED_SUBDIR, RegistrySection, TrustSection,
 };

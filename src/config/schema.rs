@@ -318,12 +318,40 @@ impl Default for StateSection {
 pub struct HttpSection {
     /// `IP:PORT` to listen on (default [`DEFAULT_LISTEN`]).
     pub listen: SocketAddr,
+    /// Who may read the console and `/api/v1/`.
+    pub auth: HttpAuthSection,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             listen: DEFAULT_LISTEN,
+            auth: HttpAuthSection::default(),
+        }
+    }
+}
+
+/// `http.auth`: HTTP basic auth for the console and `/api/v1/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map (the http.auth section)"
+)]
+pub struct HttpAuthSection {
+    /// An htpasswd file of bcrypt entries (`htpasswd -B`); when set, every
+    /// path but `open_paths` asks for basic auth (default: none, no auth).
+    pub htpasswd_file: Option<PathBuf>,
+    /// Paths served without auth even when `htpasswd_file` is set (default
+    /// [`DEFAULT_OPEN_PATHS`]: the probes and Prometheus).
+    pub open_paths: Vec<String>,
+}
+
+impl Default for HttpAuthSection {
+    fn default() -> Self {
+        HttpAuthSection {
+            htpasswd_file: None,
+            open_paths: DEFAULT_OPEN_PATHS.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
 }

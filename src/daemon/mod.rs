@@ -73,6 +73,8 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// The HTTP listener address.
     pub listen: SocketAddr,
+    /// Basic auth for the console and the API (`http.auth`).
+    pub http_auth: crate::config::HttpAuthSection,
     /// Time in-flight imports get after SIGTERM.
     pub shutdown_grace: Duration,
     /// Look at a bundle that failed verification or integrity checks again
@@ -109,6 +111,7 @@ impl DaemonSettings {
             retry_max_backoff: config.imports.retry_max_backoff,
             state_dir: config.state_dir.clone(),
             listen: config.http.listen,
+            http_auth: config.http.auth.clone(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             confirm_rejection: config.drop.confirm_rejection,
             retention: config.state.retention,
@@ -133,6 +136,9 @@ pub enum Error {
     /// The registry client could not be built (CA files, URL).
     #[error(transparent)]
     Registry(#[from] crate::push::Error),
+    /// The htpasswd file of `http.auth` is unusable.
+    #[error(transparent)]
+    HttpAuth(#[from] crate::http::AuthError),
     /// A drop folder does not exist or is not a folder.
     #[error("drop folder {path} is not a readable directory")]
     DropFolder {
@@ -185,6 +191,24 @@ pub(crate) struct Shared {
     symlinks: crate::verify::Symlinks,
     /// The other replicas, through the Kubernetes API, when it is used.
     replicas: Option<replicas::Replicas>,
+    /// The progress of each import under way, by bundle id, for the API.
+    live: Mutex<HashMap<String, crate::progress::Progress>>,
+}
+
+/// Shows an import's progress through the API until dropped.
+struct ShownProgress<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl Drop for ShownProgress<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Shared {
@@ -214,6 +238,19 @@ impl Shared {
     fn forget_file(&self, bundle: &Path) {
         if let Err(e) = self.store.forget_file(bundle) {
             tracing::warn!(error = %e, "cannot update the file memo");
+        }
+    }
+
+    /// Lets the API show `progress` as the progress of import `id` until the
+    /// returned guard is dropped.
+    fn show_progress(&self, id: &str, progress: &crate::progress::Progress) -> ShownProgress<'_> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), progress.clone());
+        ShownProgress {
+            shared: self,
+            id: id.to_owned(),
         }
     }
 
@@ -374,6 +411,44 @@ impl DaemonView for View {
             listed.map_err(|e| crate::report::error_chain(&e))
         })
     }
+
+    fn images(
+        &self,
+        query: crate::http::ImageQuery,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<crate::http::ImageListing, String>> + Send + '_,
+        >,
+    > {
+        Box::pin(async move {
+            let listed = match (&self.shared.destination.target, &self.registry) {
+                (Target::Layout { dir }, _) => {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::push::repositories::layout_images(&dir, &query)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                }
+                (Target::Registry { .. }, Some(client)) => {
+                    crate::push::repositories::registry_images(client, &query).await
+                }
+                (Target::Registry { .. }, None) => {
+                    return Err("no registry client".to_owned());
+                }
+            };
+            listed.map_err(|e| crate::report::error_chain(&e))
+        })
+    }
+
+    fn progress(&self, id: &str) -> Option<crate::http::ImportProgress> {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(crate::http::ImportProgress::from)
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully.
@@ -386,6 +461,13 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         }
     }
     let keys = TrustedKeys::load(&settings.public_keys)?;
+    let auth = match &settings.http_auth.htpasswd_file {
+        Some(path) => Some(crate::http::BasicAuth::load(
+            path,
+            &settings.http_auth.open_paths,
+        )?),
+        None => None,
+    };
     tracing::info!(keys = keys.len(), "trusted keys loaded");
     let store = StateStore::open(&settings.state_dir)?;
     let cluster = crate::cluster::Cluster::connect(&settings.kube).await?;
@@ -443,6 +525,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
             crate::verify::Symlinks::Refuse
         },
         replicas,
+        live: Mutex::new(HashMap::new()),
     });
     let reconciling = Arc::clone(&shared);
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile::run(&reconciling)).await {
@@ -477,10 +560,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
     });
     tokio::spawn(count_waiting(waiting_rx, Arc::clone(&metrics)));
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(crate::http::serve(
+    let http = tokio::spawn(crate::http::serve_guarded(
         listener,
         Arc::clone(&metrics),
         view,
+        auth,
         async move {
             let _ = http_stop.wait_for(|stopped| *stopped).await;
         },

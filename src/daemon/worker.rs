@@ -28,7 +28,8 @@ use crate::import;
 use crate::metrics::{AttemptOutcome, Outcome, RetryReason, VerificationResult};
 use crate::progress::Progress;
 use crate::state::{
-    BundleRecord, Failure, FileMemo, Pair, Pushed, PushedImageRecord, RejectedSignature, Status,
+    BundleRecord, Failure, FileMemo, PackRecord, Pair, Pushed, PushedImageRecord,
+    RejectedSignature, Status,
 };
 use crate::verify::VerifyOptions;
 use crate::watch::{FileState, ReadyBundle, WatchControl};
@@ -158,9 +159,11 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     shared.in_progress_changed(1);
     let tracker = shared.metrics.track_import(&progress);
     let checkpoints = Checkpoints::start(&shared, &record, &earlier, &progress);
+    let shown = shared.show_progress(&id, &progress);
     let import = import::run_verified(verified, shared.destination_now(), &progress);
     let result = Replicas::while_held(lease.as_deref_mut(), import).await;
     checkpoints.stop().await;
+    drop(shown);
     drop(tracker);
     shared.in_progress_changed(-1);
     record.pushed = Some(Pushed::so_far(&progress).after(&earlier));
@@ -176,7 +179,7 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let attempt = match result {
         Ok(report) => {
             let push = &report.push;
-            record.pushed = Some(pushed(push).after(&earlier));
+            record.pushed = Some(pushed(&report).after(&earlier));
             shared.metrics.tags_held(report.held_tags.len());
             shared.metrics.unsigned_held(
                 report
@@ -606,7 +609,7 @@ fn reject_content(
     if let import::Error::HeldBack { report, .. } = error {
         // Everything but what a policy held back is in the target.
         record.status = Status::Partial;
-        record.pushed = Some(pushed(&report.push).after(earlier));
+        record.pushed = Some(pushed(report).after(earlier));
         shared.metrics.tags_held(report.held_tags.len());
         shared.metrics.unsigned_held(
             report
@@ -681,14 +684,17 @@ impl Checkpoints {
     }
 }
 
-/// What an import pushed, as recorded.
-fn pushed(push: &crate::push::PushReport) -> Pushed {
+/// What an import pushed and held back, as recorded.
+fn pushed(report: &import::ImportReport) -> Pushed {
+    let push = &report.push;
     Pushed {
         images: push.images.iter().map(PushedImageRecord::from).collect(),
         blobs_uploaded: push.blobs_uploaded,
         bytes_uploaded: push.bytes_uploaded,
         blobs_mounted: push.blobs_mounted,
         blobs_present: push.blobs_present,
+        packs: report.packs.iter().map(PackRecord::from).collect(),
+        held_tags: report.held_tags.clone(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the endpoints answer when a request cannot be served.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Why a request failed; each variant is one status and a JSON body
@@ -20,6 +20,12 @@ pub(super) enum Error {
     /// The target's pack area could not be read.
     #[error("cannot list the target's packs: {0}")]
     Target(String),
+    /// The target's repositories could not be listed.
+    #[error("cannot list the target's repositories: {0}")]
+    Repositories(String),
+    /// Basic auth is required and the request carried no valid credentials.
+    #[error("authentication required")]
+    Unauthorized,
     /// No such path.
     #[error("no such endpoint")]
     NoRoute,
@@ -34,7 +40,8 @@ impl Error {
             Error::InvalidQuery(_) | Error::InvalidId => StatusCode::BAD_REQUEST,
             Error::UnknownImport(_) | Error::NoRoute => StatusCode::NOT_FOUND,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Target(_) => StatusCode::BAD_GATEWAY,
+            Error::Target(_) | Error::Repositories(_) => StatusCode::BAD_GATEWAY,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 }
@@ -42,6 +49,13 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Error::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="airlock", charset="UTF-8""#),
+            );
+        }
+        response
     }
 }

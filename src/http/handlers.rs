@@ -1,5 +1,7 @@
 //! The endpoint handlers.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -8,8 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::{AppState, DEFAULT_LIMIT, MAX_LIMIT, PackFilter, READINESS_TIMEOUT, Readiness};
+use super::{
+    AppState, DEFAULT_LIMIT, ImageQuery, ImportProgress, MAX_LIMIT, PackFilter, READINESS_TIMEOUT,
+    Readiness,
+};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::state::Status;
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
@@ -69,7 +75,25 @@ pub(super) struct ListQuery {
 #[serde(untagged)]
 enum ImportEntry {
     Waiting(crate::state::WaitingRecord),
-    Record(Box<crate::state::BundleRecord>),
+    Record(Box<RecordEntry>),
+}
+
+/// A bundle record, with the progress of its import while one runs.
+#[derive(Serialize)]
+struct RecordEntry {
+    #[serde(flatten)]
+    record: crate::state::BundleRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ImportProgress>,
+}
+
+impl RecordEntry {
+    fn new(record: crate::state::BundleRecord, view: &dyn super::DaemonView) -> Self {
+        let progress = (record.status == Status::Importing)
+            .then(|| view.progress(&record.id))
+            .flatten();
+        RecordEntry { record, progress }
+    }
 }
 
 /// `GET /api/v1/imports?limit=N&after=ID`: the files waiting for their
@@ -93,7 +117,12 @@ pub(super) async fn imports(
         } else {
             Vec::new()
         };
-        (waiting, view.imports(limit, after.as_deref()))
+        let records: Vec<RecordEntry> = view
+            .imports(limit, after.as_deref())
+            .into_iter()
+            .map(|r| RecordEntry::new(r, view.as_ref()))
+            .collect();
+        (waiting, records)
     })
     .await
     .map_err(|e| internal("imports", &e))?;
@@ -121,9 +150,12 @@ pub(super) async fn import(
     }
     let view = state.view.clone();
     let lookup = id.clone();
-    let record = tokio::task::spawn_blocking(move || view.import(&lookup))
-        .await
-        .map_err(|e| internal("import", &e))?;
+    let record = tokio::task::spawn_blocking(move || {
+        view.import(&lookup)
+            .map(|r| RecordEntry::new(r, view.as_ref()))
+    })
+    .await
+    .map_err(|e| internal("import", &e))?;
     match record {
         Some(record) => Ok(Json(record).into_response()),
         None => Err(Error::UnknownImport(id)),
@@ -139,7 +171,74 @@ pub(super) async fn packs(
     let Query(filter) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
     let mut catalog = state.view.packs().await.map_err(Error::Target)?;
     catalog.packs.retain(|pack| filter.matches(pack));
-    Ok(Json(catalog).into_response())
+    let view = state.view.clone();
+    let gaps = tokio::task::spawn_blocking(move || pack_gaps(view.imports(MAX_LIMIT, None)))
+        .await
+        .map_err(|e| internal("imports", &e))?;
+    let packs = catalog
+        .packs
+        .into_iter()
+        .map(|pack| {
+            let missing_images = gaps.get(&pack.reference).cloned().unwrap_or_default();
+            PackEntry {
+                pack,
+                missing_images,
+            }
+        })
+        .collect();
+    Ok(Json(PackList {
+        packs,
+        truncated: catalog.truncated,
+    })
+    .into_response())
+}
+
+/// The `/api/v1/packs` body.
+#[derive(Serialize)]
+struct PackList {
+    packs: Vec<PackEntry>,
+    truncated: bool,
+}
+
+/// A pack of the target and the images it declares that its last import
+/// found neither in its bundle nor in the target.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PackEntry {
+    #[serde(flatten)]
+    pack: crate::push::catalog::CatalogPack,
+    missing_images: Vec<String>,
+}
+
+/// The missing images of each pack the records (newest first) name, by
+/// where the pack landed; the newest import of a pack wins.
+fn pack_gaps(records: Vec<crate::state::BundleRecord>) -> HashMap<String, Vec<String>> {
+    let mut gaps = HashMap::new();
+    for pack in records
+        .into_iter()
+        .filter_map(|r| r.pushed)
+        .flat_map(|p| p.packs)
+    {
+        if let Some(reference) = pack.target_ref {
+            gaps.entry(reference).or_insert(pack.missing_images);
+        }
+    }
+    gaps
+}
+
+/// `GET /api/v1/images?q=&limit=&after=`: a page of the target's
+/// repositories with their tags and digests.
+pub(super) async fn images(
+    State(state): State<AppState>,
+    query: Result<Query<ImageQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(query) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    let listing = state
+        .view
+        .images(query)
+        .await
+        .map_err(Error::Repositories)?;
+    Ok(Json(listing).into_response())
 }
 
 /// Any other path.

@@ -8,12 +8,22 @@
 //! | `GET /readyz` | `200` when every check passes, `503` otherwise; JSON naming each check |
 //! | `GET /api/v1/imports?limit=N&after=ID` | the files waiting for their partner (status `waiting`, on the first page only), then the newest bundle records; `N` entries in all (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]); the next page starts after record `ID`, the last id of the previous page |
 //! | `GET /api/v1/imports/{id}` | one bundle record; `400` for an id that is not 64 lowercase hex characters, `404` when unknown |
-//! | `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=` | the packs in the target's pack area, filtered ([`crate::push::catalog`]); `502` when the target cannot be read |
+//! | `GET /api/v1/packs?layer=&cloudType=&architecture=&fips=&q=` | the packs in the target's pack area, filtered ([`crate::push::catalog`]), each with the declared images its import found missing; `502` when the target cannot be read |
+//! | `GET /api/v1/images?q=&limit=N&after=REPO` | a page of the target's repositories whose name contains `q`, with their tags and digests ([`crate::push::repositories`]); `502` when the target cannot be read |
+//! | `GET /`, `/console.js`, `/console.css` | the console: a read-only page over the API above ([`console`]) |
+//!
+//! Imports under way carry a `progress` object (stage, bytes) in
+//! `/api/v1/imports` and `/api/v1/imports/{id}`.
+//!
+//! With [`BasicAuth`] every path but its open ones (by default `/healthz`,
+//! `/readyz`, `/metrics`) asks for HTTP basic auth.
 //!
 //! The daemon supplies the data through [`DaemonView`]. Errors are JSON
 //! (`{"error": "…"}`), and no request can bring the server down: a view that
 //! panics costs that request a `500`, nothing more.
 
+mod auth;
+mod console;
 mod error;
 mod handlers;
 
@@ -32,8 +42,11 @@ use futures::FutureExt as _;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::progress::Progress;
 pub use crate::push::catalog::{PackCatalog, PackFilter};
+pub use crate::push::repositories::{ImageListing, ImageQuery};
 use crate::state::{BundleRecord, WaitingRecord};
+pub use auth::{BasicAuth, Error as AuthError, MAX_REMEMBERED_CREDENTIALS};
 
 /// Records listed by `/api/v1/imports` without `?limit=`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -70,6 +83,50 @@ pub trait DaemonView: Send + Sync + 'static {
     /// none.
     fn packs(&self) -> Pin<Box<dyn Future<Output = Result<PackCatalog, String>> + Send + '_>> {
         Box::pin(async { Ok(PackCatalog::default()) })
+    }
+    /// One page of the target's repositories with their tags, or why they
+    /// cannot be listed. Bounded by the limits of
+    /// [`crate::push::repositories`]. The default lists none.
+    fn images(
+        &self,
+        query: ImageQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<ImageListing, String>> + Send + '_>> {
+        let _ = query;
+        Box::pin(async { Ok(ImageListing::default()) })
+    }
+    /// The progress of import `id` while it runs. The default shows none.
+    fn progress(&self, id: &str) -> Option<ImportProgress> {
+        let _ = id;
+        None
+    }
+}
+
+/// How far an import under way has come, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportProgress {
+    /// `verifying`, `indexing`, `checking`, `uploading`, `tagging` or `done`.
+    pub stage: &'static str,
+    /// Compressed bundle bytes read in the current pass (verifying,
+    /// indexing).
+    pub bundle_bytes_read: u64,
+    /// Blob bytes the upload stage sends in all.
+    pub bytes_to_push: u64,
+    /// Blob bytes the target accepted so far.
+    pub bytes_pushed: u64,
+    /// Blobs settled (uploaded, mounted or found present) so far.
+    pub blobs_done: u64,
+}
+
+impl From<&Progress> for ImportProgress {
+    fn from(progress: &Progress) -> Self {
+        ImportProgress {
+            stage: progress.stage().label(),
+            bundle_bytes_read: progress.bundle_bytes(),
+            bytes_to_push: progress.bytes_to_push(),
+            bytes_pushed: progress.pushed_bytes(),
+            blobs_done: progress.blobs_done(),
+        }
     }
 }
 
@@ -110,13 +167,25 @@ struct AppState {
     view: Arc<dyn DaemonView>,
 }
 
-/// Serves the endpoints on `listener` until `shutdown` completes; then stops
-/// accepting, lets open requests finish for up to [`SHUTDOWN_GRACE`], and
-/// returns.
+/// Serves the endpoints on `listener`, open to anyone who reaches it, until
+/// `shutdown` completes: [`serve_guarded`] without auth.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     view: Arc<dyn DaemonView>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_guarded(listener, metrics, view, None, shutdown).await
+}
+
+/// Serves the endpoints on `listener`, behind `auth` when given, until
+/// `shutdown` completes; then stops accepting, lets open requests finish for
+/// up to [`SHUTDOWN_GRACE`], and returns.
+pub async fn serve_guarded(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    view: Arc<dyn DaemonView>,
+    auth: Option<BasicAuth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(address) = listener.local_addr() {
@@ -128,7 +197,7 @@ pub async fn serve(
         // The receiver lives as long as this function; nothing to do if not.
         let _ = stopping.send(());
     };
-    let server = axum::serve(listener, router(metrics, view)).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, router(metrics, view, auth)).with_graceful_shutdown(signal);
     let grace = async {
         match stopped.await {
             Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
@@ -146,16 +215,29 @@ pub async fn serve(
     }
 }
 
-/// The routes, with panics in handlers turned into `500` answers.
-fn router(metrics: Arc<Metrics>, view: Arc<dyn DaemonView>) -> Router {
-    Router::new()
+/// The routes, behind `auth` when given, with panics in handlers turned
+/// into `500` answers.
+fn router(metrics: Arc<Metrics>, view: Arc<dyn DaemonView>, auth: Option<BasicAuth>) -> Router {
+    let routes = Router::new()
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/api/v1/imports", get(handlers::imports))
         .route("/api/v1/imports/{id}", get(handlers::import))
         .route("/api/v1/packs", get(handlers::packs))
-        .fallback(handlers::not_found)
+        .route("/api/v1/images", get(handlers::images))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .fallback(handlers::not_found);
+    let routes = match auth {
+        Some(auth) => routes.layer(middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require,
+        )),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn(contain_panics))
         .with_state(AppState { metrics, view })
 }

@@ -27,6 +27,7 @@ mod journal;
 mod layout;
 pub mod referrers;
 pub mod registry;
+pub mod repositories;
 mod transfer;
 mod upload;
 

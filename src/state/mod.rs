@@ -6,6 +6,8 @@ mod store;
 pub mod time;
 mod uploads;
 
-pub use record::{BundleRecord, Failure, Pair, Pushed, PushedImageRecord, Status, WaitingRecord};
+pub use record::{
+    BundleRecord, Failure, PackRecord, Pair, Pushed, PushedImageRecord, Status, WaitingRecord,
+};
 pub use store::{Error, FileMemo, RejectedSignature, Result, StateStore};
 pub use uploads::{UPLOAD_RECORD_MAX_AGE, UPLOADS_DIR, UploadSessions};

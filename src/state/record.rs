@@ -75,6 +75,44 @@ pub struct Pushed {
     pub blobs_mounted: u64,
     /// Blobs already present.
     pub blobs_present: u64,
+    /// The bundle's Palette packs, with the images each declared that were
+    /// neither in the bundle nor in the target at import time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<PackRecord>,
+    /// Images not pushed because their tag already pointed at other content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_tags: Vec<crate::plan::HeldTag>,
+}
+
+/// One pack of an import, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackRecord {
+    /// `pack.json` name.
+    pub name: String,
+    /// `pack.json` version.
+    pub version: String,
+    /// Where it landed (`None` when its name could not be placed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<String>,
+    /// Declared images neither in the bundle nor in the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_images: Vec<String>,
+    /// Whether the pack image policy held it back.
+    #[serde(default)]
+    pub held_back: bool,
+}
+
+impl From<&crate::import::ImportedPack> for PackRecord {
+    fn from(pack: &crate::import::ImportedPack) -> Self {
+        PackRecord {
+            name: pack.name.clone(),
+            version: pack.version.clone(),
+            target_ref: pack.target_ref.clone(),
+            missing_images: pack.missing_images.clone(),
+            held_back: pack.held_back,
+        }
+    }
 }
 
 impl Pushed {
@@ -87,6 +125,7 @@ impl Pushed {
             bytes_uploaded: progress.uploaded_blob_bytes(),
             blobs_mounted: progress.blobs_mounted(),
             blobs_present: progress.blobs_present(),
+            ..Pushed::default()
         }
     }
 
@@ -96,6 +135,8 @@ impl Pushed {
     pub fn counts(&self) -> Self {
         Pushed {
             images: Vec::new(),
+            packs: Vec::new(),
+            held_tags: Vec::new(),
             ..self.clone()
         }
     }
@@ -118,6 +159,8 @@ impl Pushed {
             blobs_mounted: self.blobs_mounted + earlier.blobs_mounted,
             blobs_present: self.blobs_present.saturating_sub(moved),
             images: self.images,
+            packs: self.packs,
+            held_tags: self.held_tags,
         }
     }
 }

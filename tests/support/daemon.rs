@@ -279,6 +279,11 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The daemon's listener as a URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// GET a path on the daemon's listener: (status, body), or None if it
     /// does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {

@@ -17,6 +17,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("python3", "python3"),
     ("gpg", "gnupg"),
+    ("chromium", "chromium"),
+    ("node", "nodejs"),
     (
         "helm",
         "helm (scripts/test fetches it into target/test-tools/bin)",
