@@ -75,6 +75,19 @@ const MATRIX: &[Case] = &[
         ],
     },
     Case {
+        name: "console behind basic auth and an Ingress",
+        set: &[
+            "console.auth.existingSecret=airlock-console",
+            "console.auth.key=htpasswd",
+            "ingress.enabled=true",
+            "ingress.className=nginx",
+            "ingress.host=airlock.internal",
+            "ingress.tls[0].secretName=airlock-tls",
+            "ingress.tls[0].hosts[0]=airlock.internal",
+            "ingress.annotations.cert-manager\\.io/cluster-issuer=internal-ca",
+        ],
+    },
+    Case {
         name: "registry auth and CA secrets",
         set: &[
             "registry.auth.existingSecret=registry-credentials",
@@ -194,6 +207,7 @@ fn every_rendered_builtin_object_passes_kubernetes_validate_strict() {
         "PersistentVolumeClaim",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "Ingress",
     ] {
         assert!(
             kinds.contains(expected),
@@ -522,6 +536,85 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_by_a_running_daemon() {
     assert!(
         missing.is_empty(),
         "named in rules or dashboard but not exported: {missing:?}"
+    );
+}
+
+#[test]
+fn console_auth_mounts_the_htpasswd_secret_and_the_ingress_reaches_the_service() {
+    let case = MATRIX
+        .iter()
+        .find(|c| c.name == "console behind basic auth and an Ingress")
+        .expect("the console case");
+    let objects = documents(&render(case));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&objects)).expect("YAML");
+    let auth = &config["http"]["auth"];
+    assert_eq!(
+        auth["htpasswd_file"].as_str(),
+        Some("/run/secrets/airlock/console/htpasswd"),
+        "{config:?}"
+    );
+    let open: Vec<&str> = auth["open_paths"]
+        .as_sequence()
+        .expect("open_paths")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(open, ["/healthz", "/readyz", "/metrics"]);
+    assert_eq!(config["http"]["listen"].as_str(), Some("0.0.0.0:9090"));
+
+    let deployment = find(&objects, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "console-auth")
+        .expect("a console-auth volume");
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("airlock-console")
+    );
+    assert_eq!(
+        volume["secret"]["items"][0]["key"].as_str(),
+        Some("htpasswd")
+    );
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "console-auth")
+        .expect("the console-auth mount");
+    assert_eq!(
+        mount["mountPath"].as_str(),
+        Some("/run/secrets/airlock/console")
+    );
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+
+    let ingress = find(&objects, "Ingress")[0];
+    let service = find(&objects, "Service")[0];
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"].as_str(), Some("airlock.internal"));
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], service["metadata"]["name"]);
+    assert_eq!(backend["port"]["name"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(ingress["spec"]["ingressClassName"].as_str(), Some("nginx"));
+    assert_eq!(
+        ingress["spec"]["tls"][0]["secretName"].as_str(),
+        Some("airlock-tls")
+    );
+
+    // By default: no Ingress, no auth.
+    let defaults = documents(&render(&MATRIX[0]));
+    assert!(find(&defaults, "Ingress").is_empty());
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&defaults)).expect("YAML");
+    assert!(config["http"].get("auth").is_none(), "{config:?}");
+    // An Ingress without a host is refused with a clear message.
+    let output = helm(&["template", "airlock"], &["ingress.enabled=true"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ingress.host is required"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -62,6 +62,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "airlock.caDir" -}}/etc/airlock/ca{{- end }}
 {{- define "airlock.authDir" -}}/run/secrets/airlock/registry{{- end }}
 {{- define "airlock.stateDir" -}}/var/lib/airlock{{- end }}
+{{- define "airlock.consoleAuthDir" -}}/run/secrets/airlock/console{{- end }}
 
 {{/* The kind of drop volume: claim (existing or created), hostPath or nfs. */}}
 {{- define "airlock.dropKind" -}}
@@ -141,13 +142,25 @@ merged over it.
   "trust" (dict "public_keys" (list (include "airlock.keysDir" .)))
   "registry" $registry
   "state_dir" (include "airlock.stateDir" .)
-  "http" (dict "listen" (printf "0.0.0.0:%d" (int (include "airlock.httpPort" .))))
+  "http" (include "airlock.httpConfig" . | fromYaml)
   "kube" (dict "enabled" .Values.kube.enabled "lease_duration" .Values.kube.leaseDuration "events" .Values.kube.events)
 }}
 {{- if $imports }}
 {{- $_ := set $config "imports" $imports }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.config)) }}
+{{- end }}
+
+{{/* The http section of airlock.yaml: the listener and, with
+console.auth.existingSecret, basic auth from the mounted htpasswd file. */}}
+{{- define "airlock.httpConfig" -}}
+{{- $http := dict "listen" (printf "0.0.0.0:%d" (int (include "airlock.httpPort" .))) }}
+{{- with .Values.console.auth }}
+{{- if .existingSecret }}
+{{- $_ := set $http "auth" (dict "htpasswd_file" (printf "%s/%s" (include "airlock.consoleAuthDir" $) .key) "open_paths" .openPaths) }}
+{{- end }}
+{{- end }}
+{{- toYaml $http }}
 {{- end }}
 
 {{/* The container's HTTP port (airlock's default http.listen port). */}}
@@ -162,6 +175,9 @@ merged over it.
 {{- if .Values.trust.publicKeys }}{{ $trust = add1 $trust }}{{ end }}
 {{- if ne (int $trust) 1 }}
 {{- fail "trust: set exactly one of trust.existingSecret, trust.existingConfigMap and trust.publicKeys (the public keys bundles must be signed with)" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
+{{- fail "ingress.host is required with ingress.enabled: the host name the console answers on" }}
 {{- end }}
 {{- if and .Values.registry.caCert.existingSecret .Values.registry.caCert.existingConfigMap }}
 {{- fail "registry.caCert: set existingSecret or existingConfigMap, not both" }}
