@@ -267,6 +267,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
             keys,
             target.as_ref(),
             &options,
+            args.limits.limits(),
         )
         .await?;
         return match args.output {
@@ -286,6 +287,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
             keys.clone(),
             target.as_ref(),
             &options,
+            args.limits.limits(),
         );
         match inspected.await {
             Ok(inspection) => {
@@ -339,16 +341,13 @@ async fn inspect_one(
     keys: Option<Arc<TrustedKeys>>,
     target: Option<&Target>,
     options: &PlanOptions,
+    limits: ReadLimits,
 ) -> Result<report::inspect::Inspection, CommandError> {
     let progress = Progress::new();
     let Some(keys) = keys else {
         let bundle = bundle.to_owned();
         let index = tokio::task::spawn_blocking(move || {
-            BundleIndex::build(
-                UnverifiedBundle::open(bundle)?,
-                ReadLimits::default(),
-                &progress,
-            )
+            BundleIndex::build(UnverifiedBundle::open(bundle)?, limits, &progress)
         })
         .await
         .map_err(|e| CommandError::config(e.to_string()))?;
@@ -357,11 +356,10 @@ async fn inspect_one(
     };
     let verified = verify_blocking(bundle.to_owned(), signature, keys).await?;
     let key = verified.key().clone();
-    let index = tokio::task::spawn_blocking(move || {
-        BundleIndex::build(verified, ReadLimits::default(), &progress)
-    })
-    .await
-    .map_err(|e| CommandError::config(e.to_string()))?;
+    let index =
+        tokio::task::spawn_blocking(move || BundleIndex::build(verified, limits, &progress))
+            .await
+            .map_err(|e| CommandError::config(e.to_string()))?;
     let index = classed!(index)?;
     Ok(report::inspect::inspect(&index, target, options, Some(key)))
 }
@@ -440,7 +438,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: args.upload_mode,
         },
-        limits: ReadLimits::default(),
+        limits: args.limits.limits(),
     };
     if selection.single_file {
         let bundle = selection.bundles[0].clone();

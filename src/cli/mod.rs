@@ -240,12 +240,67 @@ pub struct VerifyArgs {
     pub output: OutputFormat,
 }
 
+/// Caps on what one bundle may make airlock read (the `read.*` settings of
+/// `airlock watch`); each unset one keeps its default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReadLimitArgs {
+    /// Most decompressed bytes in a bundle [default: 1 TiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_uncompressed_bytes: Option<u64>,
+    /// Most decompressed bytes per byte of bundle file, once more than
+    /// 1 GiB is decompressed [default: 100].
+    #[arg(long, value_name = "N")]
+    pub max_expansion_ratio: Option<u64>,
+    /// Most tar entries in a bundle [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_entries: Option<u64>,
+    /// Most distinct manifests and indexes in a bundle [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_manifests: Option<u64>,
+    /// Most levels of indexes below index.json [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_index_depth: Option<u64>,
+    /// Longest tar entry path, in bytes [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub max_path_bytes: Option<u64>,
+    /// Largest JSON or YAML document airlock reads [default: 4 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_document_bytes: Option<u64>,
+}
+
+impl ReadLimitArgs {
+    /// The defaults with every flag given applied.
+    pub fn limits(&self) -> crate::read::ReadLimits {
+        let defaults = crate::read::ReadLimits::default();
+        crate::read::ReadLimits {
+            max_uncompressed_bytes: self
+                .max_uncompressed_bytes
+                .unwrap_or(defaults.max_uncompressed_bytes),
+            max_expansion_ratio: self
+                .max_expansion_ratio
+                .unwrap_or(defaults.max_expansion_ratio),
+            max_entries: self.max_entries.unwrap_or(defaults.max_entries),
+            max_manifests: self.max_manifests.unwrap_or(defaults.max_manifests),
+            max_index_depth: self.max_index_depth.unwrap_or(defaults.max_index_depth),
+            max_path_bytes: self.max_path_bytes.unwrap_or(defaults.max_path_bytes),
+            max_document_bytes: self
+                .max_document_bytes
+                .unwrap_or(defaults.max_document_bytes),
+            max_documents_total_bytes: defaults.max_documents_total_bytes,
+        }
+    }
+}
+
 /// `airlock inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The bundles.
     #[command(flatten)]
     pub bundles: BundlePaths,
+
+    /// Caps on what a bundle may make airlock read.
+    #[command(flatten)]
+    pub limits: ReadLimitArgs,
 
     /// Output format.
     #[arg(long, short, value_enum, default_value = "text")]
@@ -308,6 +363,10 @@ pub struct ImportArgs {
     /// Signature and keys.
     #[command(flatten)]
     pub signature: SignatureArgs,
+
+    /// Caps on what a bundle may make airlock read.
+    #[command(flatten)]
+    pub limits: ReadLimitArgs,
 
     /// Where to push: `host[:port][/prefix]`, or `oci:DIR` for an OCI image
     /// layout directory (no registry needed).

@@ -108,15 +108,9 @@ impl DaemonConfig {
         })
     }
 
-    /// How much of a bundle's metadata each import may keep in memory:
-    /// `read.max_document_bytes`, `read.max_documents_total_bytes` and
-    /// `read.max_entries`.
+    /// The caps on what each import may read of a bundle (`read.*`).
     pub fn read_limits(&self) -> ReadLimits {
-        ReadLimits {
-            max_document_bytes: self.read.max_document_bytes,
-            max_documents_total_bytes: self.read.max_documents_total_bytes,
-            max_entries: self.read.max_entries,
-        }
+        self.read
     }
 
     /// How each import pushes: `registry.blob_concurrency`,

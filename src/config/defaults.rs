@@ -113,19 +113,8 @@ pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_secs(5);
 /// trivial while an import still resumes soon after it recovers.
 pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(600);
 
-/// `read.max_document_bytes`: registries are only required to accept
-/// manifests up to 4 MiB, so a larger one could not be pushed anyway
-/// ([`crate::read::DEFAULT_MAX_DOCUMENT_BYTES`]).
-pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENT_BYTES;
-
-/// `read.max_documents_total_bytes`: about 60,000 typical manifests, far
-/// more than the largest bundles seen in the field
-/// ([`crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
-pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = crate::read::DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES;
-
-/// `read.max_entries`: 20 times the 50,000 blobs of a 10,000-image bundle
-/// ([`crate::read::DEFAULT_MAX_ENTRIES`]).
-pub const DEFAULT_MAX_ENTRIES: u64 = crate::read::DEFAULT_MAX_ENTRIES;
+// The defaults of `read.*` are with the limits they set, in
+// `crate::read::limits` (`DEFAULT_MAX_UNCOMPRESSED_BYTES` and the rest).
 
 /// The smallest `read.max_document_bytes` accepted: below this even a
 /// single-image bundle's index could be refused.

@@ -41,7 +41,7 @@ pub struct DaemonConfig {
     pub registry: RegistrySection,
     /// How imports are scheduled and what happens to bundles afterwards.
     pub imports: ImportsSection,
-    /// How much of a bundle's metadata an import may hold in memory.
+    /// How much a bundle may make an import read and hold in memory.
     pub read: ReadSection,
     /// Where the daemon keeps its per-bundle records (default
     /// [`DEFAULT_STATE_DIR`]).
@@ -261,31 +261,10 @@ impl Default for ImportsSection {
     }
 }
 
-/// `read`: the memory an import may spend on a bundle's JSON documents
-/// (manifests, indexes, configs, pack and chart metadata), which are kept
-/// while the bundle is indexed; blob contents only stream through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, expecting = "a map (the read section)")]
-pub struct ReadSection {
-    /// The largest single document kept (default
-    /// [`DEFAULT_MAX_DOCUMENT_BYTES`]).
-    pub max_document_bytes: u64,
-    /// All documents of one bundle together (default
-    /// [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
-    pub max_documents_total_bytes: u64,
-    /// Tar entries one bundle may hold (default [`DEFAULT_MAX_ENTRIES`]).
-    pub max_entries: u64,
-}
-
-impl Default for ReadSection {
-    fn default() -> Self {
-        ReadSection {
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
-            max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
-    }
-}
+/// `read`: caps on what one bundle may make an import read and keep in
+/// memory (decompressed bytes, entries, manifests, nesting, path and
+/// document sizes); each field documents its default.
+pub type ReadSection = crate::read::ReadLimits;
 
 /// `state`: how much the state directory remembers. Records still under
 /// way, and records of bundles whose files are still in a drop folder, are

@@ -74,8 +74,19 @@ impl DaemonConfig {
                 "is smaller than read.max_document_bytes",
             ));
         }
-        if self.read.max_entries == 0 {
-            return Err(invalid("read.max_entries", "must be at least 1"));
+        for (key, value) in [
+            ("read.max_entries", self.read.max_entries),
+            (
+                "read.max_uncompressed_bytes",
+                self.read.max_uncompressed_bytes,
+            ),
+            ("read.max_expansion_ratio", self.read.max_expansion_ratio),
+            ("read.max_manifests", self.read.max_manifests),
+            ("read.max_path_bytes", self.read.max_path_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
 
         self.check_credentials()?;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest as _, Sha256};
 use zstd::stream::read::Decoder;
 
+use super::limits::Meter;
 use super::tar_guard::TarGuard;
-use super::{Error, Result};
+use super::{Error, ReadLimits, Result};
 use crate::progress::Progress;
 use crate::verify::{BundleFile, BundleReader};
 
@@ -27,8 +28,9 @@ const FILE_BUFFER_BYTES: usize = 1 << 20;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// The decompressed tar stream of a bundle, with the compressed bytes hashed as
-/// they are read so the caller can prove it read the bytes that were verified.
-pub type TarStream = tar::Archive<TarGuard<Decompressor>>;
+/// they are read so the caller can prove it read the bytes that were verified,
+/// and the decompressed bytes metered against the [`ReadLimits`].
+pub type TarStream = tar::Archive<TarGuard<Meter<Decompressor>>>;
 
 /// The zstd decoder, recording whether it (rather than the tar parser above
 /// it) failed, so a truncated stream is not reported as "not a tar".
@@ -98,12 +100,14 @@ impl HashingFile {
 }
 
 /// Opens the bundle `file` (at `path`, for messages) as a zstd-compressed
-/// tar stream, reading from its first byte.
+/// tar stream, reading from its first byte and decompressing no more than
+/// `limits` allow for the file's size.
 pub fn open(
     file: &BundleFile,
     path: &Path,
     progress: &Progress,
     hash: CompressedHash,
+    limits: &ReadLimits,
 ) -> Result<(TarStream, DecompressionHealth)> {
     let display = path.display().to_string();
     let mut magic = [0u8; 4];
@@ -134,7 +138,8 @@ pub fn open(
         })?;
     let failed = Arc::new(AtomicBool::new(false));
     let health = DecompressionHealth(Arc::clone(&failed));
-    let mut archive = tar::Archive::new(TarGuard::new(Decompressor { decoder, failed }));
+    let metered = limits.meter(Decompressor { decoder, failed }, file.size());
+    let mut archive = tar::Archive::new(TarGuard::new(metered));
     archive.set_ignore_zeros(false);
     Ok((archive, health))
 }
@@ -153,13 +158,10 @@ fn read_prefix(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Drains what follows the tar archive and returns the SHA-256 of the whole
 /// compressed file, so a truncated tail or a swapped file is noticed.
 pub fn finish(archive: TarStream, path: &Path) -> Result<Option<String>> {
-    let corrupt = |source| Error::Corrupt {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut decompressor = archive.into_inner().into_inner();
-    io::copy(&mut decompressor, &mut io::sink()).map_err(corrupt)?;
-    decompressor
+    let mut metered = archive.into_inner().into_inner();
+    io::copy(&mut metered, &mut io::sink()).map_err(|source| super::corrupt(path, source))?;
+    metered
+        .into_inner()
         .decoder
         .finish()
         .into_inner()

@@ -13,11 +13,10 @@ use super::formats::{chart, docker_archive, installer, pack, producer};
 use super::image::{BundleImage, ImageKind, ManifestRef};
 use super::names::ImageName;
 use super::peek::{Peek, ScannedFile};
-use super::{BlobSource, BundleIndex, BundleSource, Error, ReadLimits, Result, RootScan, Scan};
+use super::{
+    BlobSource, BundleIndex, BundleSource, Error, Limit, ReadLimits, Result, RootScan, Scan,
+};
 use crate::digest::Digest;
-
-/// How deep image indexes may nest (index → index → manifest is depth 2).
-const MAX_NESTING: usize = 8;
 
 /// Builds the index from a finished scan: the OCI layout, if there is one,
 /// then the content of every other format the bundle holds.
@@ -141,6 +140,7 @@ pub(super) fn assemble<B: BundleSource>(
         packs,
         extra_files,
         producer,
+        limits,
     })
 }
 
@@ -327,13 +327,13 @@ impl Walker<'_> {
         depth: usize,
         out: &mut Collected,
     ) -> Result<Document> {
-        if depth > MAX_NESTING {
-            return Err(Error::NestingTooDeep {
+        self.limits
+            .check(Limit::IndexDepth, depth as u64)
+            .map_err(|source| Error::LimitExceeded {
                 path: self.path.to_owned(),
-                digest: descriptor.digest.clone(),
-                limit: MAX_NESTING,
-            });
-        }
+                item: Some(descriptor.digest.to_string()),
+                source,
+            })?;
         self.require(descriptor, referenced_by)?;
         let bytes = self
             .root
@@ -400,6 +400,13 @@ impl Walker<'_> {
             });
         }
         self.kept.insert(descriptor.digest.clone(), bytes);
+        self.limits
+            .check(Limit::Manifests, self.kept.len() as u64)
+            .map_err(|source| Error::LimitExceeded {
+                path: self.path.to_owned(),
+                item: Some(descriptor.digest.to_string()),
+                source,
+            })?;
         Ok(document)
     }
 }

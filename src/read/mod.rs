@@ -15,6 +15,7 @@ pub mod document;
 pub mod formats;
 mod image;
 mod layout;
+pub mod limits;
 pub mod names;
 pub mod peek;
 mod tar_guard;
@@ -35,50 +36,18 @@ pub use document::Descriptor;
 pub use formats::pack::{Pack, PackMetadata};
 pub use formats::producer::Producer;
 pub use image::{BundleImage, ImageKind, ManifestRef};
+pub use limits::{
+    DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES, DEFAULT_MAX_ENTRIES, Exceeded,
+    Limit, ReadLimits,
+};
 pub use names::{Area, ArtifactName, ImageName};
 pub use peek::ScannedFile;
 
 /// Result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Largest manifest or index airlock keeps in memory. Registries are only
-/// required to accept manifests up to 4 MiB, so a bigger one could not be
-/// pushed anyway.
-pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 4 << 20;
-
-/// Memory budget for all JSON documents of one bundle together: about 60,000
-/// typical manifests, far more than the 10,000-image bundles seen in the field.
-pub const DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES: u64 = 256 << 20;
-
-/// Tar entries (files, directories, links) one bundle may hold: 20 times
-/// the 50,000 blobs of a 10,000-image bundle. Each costs a little
-/// bookkeeping (its path, size and digest), so a bundle of millions of empty
-/// entries is refused instead of filling memory with them.
-pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
-
 /// Buffer for hashing blob contents as they stream by.
 const HASH_BUFFER_BYTES: usize = 256 << 10;
-
-/// Memory limits of the index pass.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadLimits {
-    /// Largest single JSON document kept (default [`DEFAULT_MAX_DOCUMENT_BYTES`]).
-    pub max_document_bytes: u64,
-    /// All JSON documents together (default [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
-    pub max_documents_total_bytes: u64,
-    /// Tar entries in the bundle (default [`DEFAULT_MAX_ENTRIES`]).
-    pub max_entries: u64,
-}
-
-impl Default for ReadLimits {
-    fn default() -> Self {
-        ReadLimits {
-            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
-            max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
-    }
-}
 
 /// Everything that can be wrong with a bundle's content. All of these are
 /// integrity failures: the bundle is rejected and nothing is pushed.
@@ -202,7 +171,7 @@ pub enum Error {
     },
     /// A manifest is larger than [`ReadLimits::max_document_bytes`] or not JSON.
     #[error(
-        "bundle {path}: manifest {digest} ({size} bytes) is not a JSON document of at most {limit} bytes"
+        "bundle {path}: manifest {digest} ({size} bytes) is not a JSON document of at most {limit} bytes (read.max_document_bytes)"
     )]
     DocumentTooLarge {
         /// The bundle file.
@@ -224,23 +193,17 @@ pub enum Error {
         /// The budget.
         limit: u64,
     },
-    /// The bundle holds more tar entries than airlock reads.
-    #[error("bundle {path} holds more than {limit} tar entries")]
-    TooManyEntries {
+    /// The bundle exceeds one of the [`ReadLimits`]: endless data, or more
+    /// of something than any real bundle holds.
+    #[error("bundle {path} exceeds a read limit{}: {source}", at_item(.item.as_deref()))]
+    LimitExceeded {
         /// The bundle file.
         path: String,
-        /// The limit.
-        limit: u64,
-    },
-    /// Indexes nest deeper than airlock follows.
-    #[error("bundle {path}: indexes nest deeper than {limit} levels at {digest}")]
-    NestingTooDeep {
-        /// The bundle file.
-        path: String,
-        /// Where the nesting went too deep.
-        digest: Digest,
-        /// The limit.
-        limit: usize,
+        /// The entry or document that exceeds it, when one is to blame.
+        item: Option<String>,
+        /// Which limit, the value found and the cap.
+        #[source]
+        source: Exceeded,
     },
     /// A pack, installer, chart or docker-save item cannot be imported as it
     /// is; `item` names it so the producer can fix it.
@@ -274,6 +237,22 @@ fn invalid(bundle: &str, item: &str, reason: String) -> Error {
 }
 
 impl Error {
+    /// Names the entry that exceeded a read limit, when the limit did not.
+    fn at_item(self, entry: &str) -> Self {
+        match self {
+            Error::LimitExceeded {
+                path,
+                item: None,
+                source,
+            } => Error::LimitExceeded {
+                path,
+                item: Some(entry.to_owned()),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Every content problem is an integrity failure: permanent, nothing pushed.
     pub fn class(&self) -> FailureClass {
         match self {
@@ -375,6 +354,9 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     packs: Vec<Pack>,
     extra_files: Vec<ExtraFile>,
     producer: Producer,
+    /// The limits the index pass read it under, which the second pass
+    /// keeps to.
+    limits: ReadLimits,
 }
 
 impl<B: BundleSource> BundleIndex<B> {
@@ -470,8 +452,14 @@ impl<B: BundleSource> BundleIndex<B> {
             return Ok(());
         }
         let file = self.bundle.file();
-        let (mut archive, _) = archive::open(file, path, progress, archive::CompressedHash::Skip)
-            .map_err(StreamError::Read)?;
+        let (mut archive, _) = archive::open(
+            file,
+            path,
+            progress,
+            archive::CompressedHash::Skip,
+            &self.limits,
+        )
+        .map_err(StreamError::Read)?;
         let entries = archive
             .entries()
             .map_err(|source| StreamError::Read(corrupt(path, source)))?;
@@ -513,10 +501,35 @@ pub enum StreamError<E> {
 }
 
 fn corrupt(path: &Path, source: std::io::Error) -> Error {
+    if let Some(exceeded) = limits::exceeded_in(&source) {
+        return over_limit(path, exceeded);
+    }
     Error::Corrupt {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// The error for a bundle that exceeds one of its [`ReadLimits`].
+fn over_limit(path: &Path, source: Exceeded) -> Error {
+    Error::LimitExceeded {
+        path: path.display().to_string(),
+        item: None,
+        source,
+    }
+}
+
+/// [`over_limit`] for one entry or document of the bundle.
+fn item_over_limit(path: &Path, item: &str, source: Exceeded) -> Error {
+    Error::LimitExceeded {
+        path: path.display().to_string(),
+        item: Some(item.to_owned()),
+        source,
+    }
+}
+
+fn at_item(item: Option<&str>) -> String {
+    item.map(|item| format!(" at {item:?}")).unwrap_or_default()
 }
 
 /// What one pass over the tar found, before the layout is interpreted.
@@ -574,6 +587,7 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         path,
         progress,
         archive::CompressedHash::Compute,
+        &limits,
     )?;
     let mut scan = Scan {
         sha256: String::new(),
@@ -587,14 +601,11 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         source,
     })?;
     for (seen_entries, entry) in entries.enumerate() {
-        if seen_entries as u64 >= limits.max_entries {
-            return Err(Error::TooManyEntries {
-                path: display,
-                limit: limits.max_entries,
-            });
-        }
+        limits
+            .check(Limit::Entries, seen_entries as u64 + 1)
+            .map_err(|e| over_limit(path, e))?;
         let mut entry = entry.map_err(|source| {
-            if seen_entries == 0 && !health.failed() {
+            if seen_entries == 0 && !health.failed() && limits::exceeded_in(&source).is_none() {
                 Error::NotTar {
                     path: display.clone(),
                     source,
@@ -604,8 +615,16 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
             }
         })?;
         let raw = entry.path_bytes().into_owned();
+        limits
+            .check(Limit::PathBytes, raw.len() as u64)
+            .map_err(|e| {
+                item_over_limit(path, &String::from_utf8_lossy(&raw[..64.min(raw.len())]), e)
+            })?;
         if entry.header().entry_type().is_symlink() {
             let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            limits
+                .check(Limit::PathBytes, target.len() as u64)
+                .map_err(|e| over_limit(path, e))?;
             let link =
                 archive::check_symlink(&raw, &target).map_err(|reason| Error::UnsafeEntry {
                     path: display.clone(),
@@ -627,7 +646,8 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         let name = checked.normalized;
         let size = entry.size();
         if let Some((root, digest)) = blob_path(&name) {
-            let (actual, document) = hash_blob(&mut entry, &digest, size, limits, path)?;
+            let (actual, document) =
+                hash_blob(&mut entry, &digest, size, limits, path).map_err(|e| e.at_item(&name))?;
             if actual != digest {
                 return Err(Error::BlobDigestMismatch {
                     path: display,
@@ -657,7 +677,8 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
                 .or_default()
                 .has_oci_layout = true;
         } else {
-            let file = peek::scan_file(&mut entry, name, size, limits, &mut retained, path)?;
+            let file = peek::scan_file(&mut entry, name.clone(), size, limits, &mut retained, path)
+                .map_err(|e| e.at_item(&name))?;
             scan.others.push(file);
         }
     }
@@ -719,11 +740,16 @@ fn read_small(
     name: &str,
 ) -> Result<Bytes> {
     if size > limit {
-        return Err(Error::InvalidDocument {
-            path: path.display().to_string(),
-            what: name.to_owned(),
-            reason: format!("{size} bytes is more than the {limit}-byte limit"),
-        });
+        return Err(item_over_limit(
+            path,
+            name,
+            Exceeded {
+                limit: Limit::DocumentBytes,
+                value: size,
+                at_least: false,
+                max: limit,
+            },
+        ));
     }
     let mut bytes = Vec::with_capacity(size as usize);
     entry

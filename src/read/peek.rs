@@ -154,12 +154,13 @@ pub fn scan_file(
             .map_err(|source| corrupt(bundle, source))?;
         Peek::Whole(Bytes::from(bytes))
     } else if opens_archive(&path) {
-        open_archive(&mut reader, limits, room)
+        open_archive(&mut reader, limits, room, size)
             .map_err(|source| corrupt(bundle, source))?
             .ok_or_else(over_budget)?
     } else {
         if may_be_layer(&path) {
-            uncompressed = hash_if_gzip(&mut reader).map_err(|source| corrupt(bundle, source))?;
+            uncompressed = hash_if_gzip(&mut reader, &limits, size)
+                .map_err(|source| corrupt(bundle, source))?;
         }
         Peek::Nothing
     };
@@ -195,6 +196,8 @@ fn may_be_layer(path: &str) -> bool {
 /// after its magic bytes has no uncompressed digest.
 fn hash_if_gzip<R: Read>(
     reader: &mut HashingReader<R>,
+    limits: &ReadLimits,
+    size: u64,
 ) -> io::Result<Option<crate::digest::Digest>> {
     let mut magic = [0u8; 2];
     let read = read_up_to(&mut *reader, &mut magic);
@@ -204,13 +207,19 @@ fn hash_if_gzip<R: Read>(
     if read? < 2 || magic != GZIP_MAGIC {
         return Ok(None);
     }
-    let mut gzip = flate2::read::MultiGzDecoder::new(io::Cursor::new(magic).chain(&mut *reader));
+    // A gzip bomb inside the bundle is held to the same caps as the bundle,
+    // relative to its own compressed size.
+    let mut gzip = limits.meter(
+        flate2::read::MultiGzDecoder::new(io::Cursor::new(magic).chain(&mut *reader)),
+        size,
+    );
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     let decoded = loop {
         match gzip.read(&mut buffer) {
             Ok(0) => break true,
             Ok(n) => hasher.update(&buffer[..n]),
+            Err(error) if super::limits::exceeded_in(&error).is_some() => return Err(error),
             Err(_) => break false,
         }
     };
@@ -248,8 +257,9 @@ fn open_archive<R: Read>(
     reader: &mut HashingReader<R>,
     limits: ReadLimits,
     room: u64,
+    compressed_size: u64,
 ) -> io::Result<Option<Peek>> {
-    let result = read_members(&mut *reader, limits, room);
+    let result = read_members(&mut *reader, limits, room, compressed_size);
     if let Some(error) = reader.failure.take() {
         return Err(error);
     }
@@ -264,6 +274,7 @@ fn read_members(
     reader: &mut impl Read,
     limits: ReadLimits,
     room: u64,
+    compressed_size: u64,
 ) -> Result<Vec<Member>, NotKept> {
     let unreadable = NotKept::Unreadable;
     let mut magic = [0u8; 2];
@@ -273,7 +284,10 @@ fn read_members(
     if magic != GZIP_MAGIC {
         return Err(unreadable("it is not gzip-compressed".into()));
     }
-    let gzip = flate2::read::GzDecoder::new(io::Cursor::new(magic).chain(reader));
+    let gzip = limits.meter(
+        flate2::read::GzDecoder::new(io::Cursor::new(magic).chain(reader)),
+        compressed_size,
+    );
     let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(gzip));
     let entries = archive
         .entries()
@@ -294,8 +308,15 @@ fn read_members(
         let raw = entry.path_bytes().into_owned();
         let path = String::from_utf8_lossy(&raw);
         let path = path.trim_start_matches("./").to_owned();
-        if !keeps_member(&path) || entry.size() > limits.max_document_bytes {
+        if !keeps_member(&path) {
             continue;
+        }
+        if entry.size() > limits.max_document_bytes {
+            return Err(unreadable(format!(
+                "its {path} is {} bytes, over the limit read.max_document_bytes = {}",
+                entry.size(),
+                limits.max_document_bytes
+            )));
         }
         kept += entry.size();
         if kept > room {

@@ -249,7 +249,8 @@ fn packed_chart_yaml(archive: &[u8], limits: ReadLimits) -> Result<Bytes, String
         }
         if entry.size() > limits.max_document_bytes {
             return Err(format!(
-                "its Chart.yaml is larger than {} bytes",
+                "its Chart.yaml is {} bytes, over the limit read.max_document_bytes = {}",
+                entry.size(),
                 limits.max_document_bytes
             ));
         }
