@@ -13,10 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::bundle::{BuiltBundle, BundleBuilder, Image};
+use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
 use support::daemon::{Daemon, Site};
 use support::keys::{KeyKind, TestKey};
 use support::pack::PackFixture;
+use support::proxy::{Proxy, ProxyRules, Release};
 use support::registry::Registry;
 use support::{skopeo, tools};
 
@@ -362,6 +363,27 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
         );
     }
     assert!(!repositories.iter().any(|r| r.contains("evil")));
+    // The API behind the view pages through the repositories.
+    let page = |query: &str| -> Value {
+        let (status, _, body) = raw_get(port_of(&url), &format!("/api/v1/images?{query}"), None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("images JSON")
+    };
+    let names = |listing: &Value| -> Vec<String> {
+        listing["repositories"]
+            .as_array()
+            .expect("repositories")
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let everything = names(&page("limit=200"));
+    let first = page("limit=2");
+    assert_eq!(names(&first), everything[..2]);
+    let next = first["next"].as_str().expect("a next page");
+    let rest = page(&format!("limit=200&after={next}"));
+    assert_eq!(names(&rest), everything[2..]);
+    assert!(rest.get("next").is_none(), "{rest}");
     assert_eq!(column(web, "images-table", 0), ["mirror/quay.io/acme/web"]);
 
     // The keyboard reaches the views and the filters in order.
@@ -419,6 +441,68 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
         let bytes = std::fs::read(shots.join(name)).expect("screenshot");
         assert!(bytes.starts_with(b"\x89PNG"), "{name} is no PNG");
     }
+}
+
+#[test]
+fn an_import_under_way_shows_its_progress_and_the_page_follows_it_without_reloading() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("big-app")
+        .image(Image::new("quay.io/acme/big:1.0").layers(&[Layer::uncompressed(7, 24 << 20)]))
+        .build(&key);
+    let registry = Registry::start();
+    // Blobs over 8 MiB go up in 8 MiB PATCHes: holding the second keeps the
+    // import running with one chunk sent.
+    let proxy = Proxy::start(
+        &registry.host(),
+        ProxyRules {
+            hold_patch: Some(2),
+            ..ProxyRules::default()
+        },
+    );
+    let site = Site::new();
+    let daemon = Daemon::start_at(&site.setup(&[]), &proxy.host(), key.public_pem());
+    bundle.copy_into(site.drop.path());
+    assert!(
+        proxy.wait_for_hold(support::daemon::WAIT_LIMIT),
+        "the upload never reached its second PATCH:\n{}",
+        daemon.log_text()
+    );
+
+    let signal = site.state.path().join("page-drawn");
+    let url = daemon.url();
+    let mut watching = step("/");
+    watching["watch"] = json!({ "signal": signal, "until": "imported" });
+    let browser = std::thread::spawn(move || browse(&url, None, vec![watching]));
+    let deadline = Instant::now() + BROWSER_LIMIT;
+    while !signal.exists() {
+        assert!(
+            Instant::now() < deadline && !browser.is_finished(),
+            "the page never drew"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.release(Release::Forward);
+    let seen = browser.join().expect("the browser thread");
+
+    let result = &seen["results"][0];
+    let before = &result["before"];
+    assert_eq!(
+        column(before, "imports-table", 1),
+        ["in progress"],
+        "{before}"
+    );
+    let reason = &column(before, "imports-table", 7)[0];
+    assert!(reason.starts_with("uploading, "), "{reason}");
+    assert!(reason.contains("% of 24.0 MiB"), "{reason}");
+    assert_eq!(result["notReloaded"], true, "the page reloaded");
+    assert_eq!(column(result, "imports-table", 1), ["imported"], "{result}");
+    let document_loads = seen["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r.as_str() == Some(&format!("{}/", daemon.url())))
+        .count();
+    assert_eq!(document_loads, 1);
 }
 
 #[test]

@@ -7,7 +7,11 @@
 //   node console.mjs < plan.json > result.json
 //
 // plan: { chromium, axe (path of axe.min.js), authorization (or null),
-//         steps: [{ url, width, height, screenshot, axe, type: {selector, text}, tabs }] }
+//         steps: [{ url, width, height, screenshot, axe, type: {selector, text}, tabs,
+//                   watch: {signal, until} }] }
+// watch: once drawn, reads the page, creates the file `signal` (so the test
+// can change what the daemon shows) and waits, without reloading, until the
+// text of the view's tables contains `until`; then reads the page again.
 // Every wait is bounded; the caller bounds the whole run too.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -110,6 +114,19 @@ async function main() {
       await page("Input.insertText", { text: step.type.text });
       draws = await drawn(draws);
       result.location = await evaluate("window.location.search");
+    }
+    if (step.watch) {
+      result.before = await read();
+      await evaluate("window.airlockNotReloaded = true");
+      writeFileSync(step.watch.signal, "");
+      const deadline = Date.now() + 3 * WAIT_MS;
+      const until = JSON.stringify(step.watch.until);
+      const rows = `Array.from(document.querySelectorAll("main > section:not([hidden]) tbody")).map((b) => b.innerText).join("\\n")`;
+      while (!(await evaluate(`${rows}.includes(${until})`))) {
+        if (Date.now() > deadline) throw new Error("the page never showed " + until);
+        await sleep(200);
+      }
+      result.notReloaded = await evaluate("window.airlockNotReloaded === true");
     }
     if (step.tabs) {
       result.focus = [];
