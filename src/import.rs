@@ -50,6 +50,9 @@ pub enum Error {
         /// What the import did.
         report: Box<ImportReport>,
     },
+    /// Import attestations cannot be written (or not to this target).
+    #[error(transparent)]
+    Attest(#[from] crate::attest::Error),
     /// A blocking worker panicked.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -64,6 +67,7 @@ impl Error {
             Error::Plan(e) => e.class(),
             Error::Push(e) => e.class(),
             Error::HeldBack { .. } => FailureClass::Integrity,
+            Error::Attest(e) => e.class(),
             Error::Task(_) => FailureClass::Transport,
         }
     }
@@ -104,6 +108,9 @@ pub struct ImportRequest {
     pub push: PushOptions,
     /// Memory limits of the index pass.
     pub limits: ReadLimits,
+    /// Signs an import attestation for every image written
+    /// (`--attestation-key`); `None`: no attestations.
+    pub attestor: Option<Arc<crate::attest::Attestor>>,
 }
 
 /// What an import did.
@@ -134,6 +141,8 @@ pub struct ImportReport {
     /// The signature check of every image that can carry one
     /// (`trust.image_signatures`); those with `heldBack` were not pushed.
     pub image_signatures: Vec<crate::trust::SignatureVerdict>,
+    /// Import attestations written (`sha256-<hex>.att`), one per image.
+    pub attestations: usize,
     /// The tool that made the bundle (airlock layout, Zarf package, Hauler
     /// haul).
     pub producer: Producer,
@@ -195,6 +204,9 @@ pub struct Destination {
     /// Where sessions of large uploads are recorded so a later attempt can
     /// continue them (`None`: an interrupted blob starts over).
     pub upload_journal: Option<SharedJournal>,
+    /// Signs an import attestation for every image written
+    /// (`attestations.signing_key`); `None`: no attestations.
+    pub attestor: Option<Arc<crate::attest::Attestor>>,
 }
 
 impl From<ImportRequest> for Destination {
@@ -207,6 +219,7 @@ impl From<ImportRequest> for Destination {
             push: request.push,
             limits: request.limits,
             upload_journal: None,
+            attestor: request.attestor,
         }
     }
 }
@@ -303,7 +316,14 @@ async fn run_verified_inner(
         push,
         limits,
         upload_journal,
+        attestor,
     } = destination;
+    if let (Some(_), Target::Layout { .. }) = (&attestor, &target) {
+        return Err(crate::attest::Error::LayoutTarget {
+            target: target.to_string(),
+        }
+        .into());
+    }
     let verified_by = verified.key().clone();
     progress.set_stage(Stage::Indexing);
     let index_progress = progress.clone();
@@ -383,10 +403,21 @@ async fn run_verified_inner(
             failing.join("; ")
         ));
     }
-    let report = crate::push::push(&plan, writer, &push, progress).await?;
+    let report = crate::push::push(&plan, Arc::clone(&writer), &push, progress).await?;
+    let verified = index.bundle();
+    let attestations = match &attestor {
+        Some(attestor) => {
+            let facts = crate::attest::ImportFacts::now(
+                verified.path(),
+                &verified.digest(),
+                &verified_by.fingerprint,
+            );
+            crate::attest::attach_all(&plan, &writer, attestor, &facts, &image_signatures).await?
+        }
+        None => 0,
+    };
     progress.set_stage(Stage::Done);
 
-    let verified = index.bundle();
     let report = ImportReport {
         bundle: verified.path().display().to_string(),
         digest: verified.digest(),
@@ -399,6 +430,7 @@ async fn run_verified_inner(
         packs,
         held_tags,
         image_signatures,
+        attestations,
         producer: index.producer().clone(),
     };
     if held_back.is_empty() {

@@ -26,6 +26,7 @@ pub mod failure;
 pub mod verify;
 
 pub use failure::FailureClass;
+pub mod attest;
 pub mod bundle;
 pub mod cli;
 pub mod cluster;

@@ -345,9 +345,10 @@ fn inspect_shows_each_verdict_and_the_problem_without_pushing() {
 fn configured_rules_apply_the_first_match_and_the_daemon_records_partial() {
     use support::daemon::{Daemon, DaemonSetup};
     let keys = Keys::new();
-    let (bundle, _) = signed_bundle(&keys);
+    let (bundle, digests) = signed_bundle(&keys);
     let registry = Registry::start();
     let work = tempfile::tempdir().expect("tempdir");
+    let site = TestKey::generate(KeyKind::EcP256);
     let config = work.path().join("airlock.yaml");
     // The missing image's repository is exempt; everything else from
     // quay.io/acme needs the vendor's signature.
@@ -363,7 +364,12 @@ fn configured_rules_apply_the_first_match_and_the_daemon_records_partial() {
     let setup = DaemonSetup {
         drop_dir: work.path().join("drop"),
         state_dir: work.path().join("state"),
-        extra: vec!["--config".into(), config.display().to_string()],
+        extra: vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--attestation-key".into(),
+            site.private_pem().display().to_string(),
+        ],
         envs: Vec::new(),
     };
     std::fs::create_dir_all(&setup.drop_dir).expect("drop dir");
@@ -372,16 +378,33 @@ fn configured_rules_apply_the_first_match_and_the_daemon_records_partial() {
     daemon.wait_until("the partial import", |d| {
         d.imports()[0]["status"] == "partial"
     });
-    let record = daemon.imports()[0].to_string();
+    let imports = daemon.imports();
+    let held = imports[0]["pushed"]["heldSignatures"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v["sourceRef"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert_eq!(held.len(), 4, "{}", imports[0]);
+    let record = imports[0].to_string();
+    let attestation = |reference: &str| {
+        let hex = digests[reference].trim_start_matches("sha256:");
+        format!("mirror/{}:sha256-{hex}.att", repository(reference))
+    };
     for held in [WRONG_KEY, OTHER_DIGEST, TAMPERED, BUNDLED_WRONG_KEY] {
         assert!(record.contains(held), "{held} missing from {record}");
         assert!(!skopeo::exists(&registry, &format!("mirror/{held}")));
+        assert!(!skopeo::exists(&registry, &attestation(held)), "{held}");
     }
     for pushed in [VALID, BUNDLED, MISSING] {
         assert!(
             skopeo::exists(&registry, &format!("mirror/{pushed}")),
             "{pushed}"
         );
+        // The daemon attests what it imported.
+        assert!(skopeo::exists(&registry, &attestation(pushed)), "{pushed}");
     }
     assert_eq!(daemon.metric("airlock_image_signatures_held_total"), 4.0);
     daemon.terminate();

@@ -148,6 +148,18 @@ impl SigningKey {
         &self.public
     }
 
+    /// Signs a small message held in memory with an ECDSA P-256 key, as
+    /// cosign does (SHA-256, RFC 6979 nonces, DER): `None` for other key
+    /// types. Used for import attestations ([`crate::attest`]).
+    pub fn sign_p256(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let Secret::P256(secret) = &self.secret else {
+            return None;
+        };
+        let signature: p256::ecdsa::Signature =
+            p256::ecdsa::signature::Signer::sign(secret, message);
+        Some(signature.to_der().as_bytes().to_vec())
+    }
+
     pub(super) fn secret(&self) -> &Secret {
         &self.secret
     }

@@ -63,6 +63,9 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Config(args) => match args.command {
             ConfigCommand::Check(args) => run_config_check(&args),
         },
+        Command::Attestation(args) => match args.command {
+            super::AttestationCommand::Verify(args) => run_attestation_verify(args).await,
+        },
         Command::Watch(args) => {
             let config = crate::config::DaemonConfig::load(args.config.as_deref(), &args)
                 .map_err(|e| CommandError::new(e.class(), &e))?;
@@ -439,6 +442,13 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             upload_mode: args.upload_mode,
         },
         limits: args.limits.limits(),
+        attestor: match &args.attestation_key {
+            Some(path) => Some(Arc::new(
+                crate::attest::Attestor::load(path)
+                    .map_err(|e| CommandError::new(e.class(), &e))?,
+            )),
+            None => None,
+        },
     };
     if selection.single_file {
         let bundle = selection.bundles[0].clone();
@@ -541,5 +551,50 @@ async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
     let created = crate::bundle::create_with_images(options, &args.images, &pull).await;
     let created = classed!(created)?;
     print!("{}", created.report());
+    Ok(())
+}
+
+async fn run_attestation_verify(args: super::AttestationVerifyArgs) -> Result<(), CommandError> {
+    let keys = load_keys(args.keys.clone()).await?;
+    let reference = crate::read::names::parse_full(&args.image)
+        .map_err(|reason| CommandError::config(format!("image {}: {reason}", args.image)))?;
+    let host = reference.registry().to_owned();
+    let registry = RegistryConfig {
+        host: host.clone(),
+        plain_http: args.access.plain_http,
+        ca_certs: args.access.ca_cert.clone(),
+        insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
+        credentials: credentials(&args.access, &host)?,
+        retry: RetryPolicy::default(),
+        observer: None,
+        token_realm_hosts: Vec::new(),
+        timeouts: Default::default(),
+    };
+    let client = crate::push::registry::RegistryClient::new(registry)
+        .map_err(|e| CommandError::new(e.class(), &e))?;
+    let wanted = reference
+        .digest()
+        .or(reference.tag())
+        .unwrap_or("latest")
+        .to_owned();
+    let verified =
+        crate::attest::verify_image(&client, &args.image, reference.repository(), &wanted, &keys)
+            .await
+            .map_err(|e| CommandError::new(e.class(), &e))?;
+    match args.output {
+        OutputFormat::Json => print_json(&verified)?,
+        OutputFormat::Text => {
+            println!("Verified OK");
+            for attestation in &verified {
+                println!(
+                    "{} ({}) attested by {} in layer {}",
+                    args.image, attestation.digest, attestation.key, attestation.layer
+                );
+                let predicate = serde_json::to_string_pretty(&attestation.predicate)
+                    .map_err(|e| CommandError::new(FailureClass::Config, &e))?;
+                println!("{predicate}");
+            }
+        }
+    }
     Ok(())
 }

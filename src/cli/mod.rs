@@ -66,6 +66,47 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Work with `airlock watch` configuration files.
     Config(ConfigArgs),
+    /// Check the import attestations airlock signed for images in a registry.
+    Attestation(AttestationArgs),
+}
+
+/// `airlock attestation`.
+#[derive(Debug, Args)]
+pub struct AttestationArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AttestationCommand,
+}
+
+/// The `attestation` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AttestationCommand {
+    /// Find IMAGE's import attestations (`sha256-<hex>.att` in its
+    /// repository) and verify them with the site's public key, as
+    /// `cosign verify-attestation` would; print their predicates.
+    #[command(
+        after_help = "Examples:\n  airlock attestation verify harbor.local/mirror/quay.io/acme/app:1.0 --key site.pub\n  airlock attestation verify 127.0.0.1:5000/mirror/quay.io/acme/app@sha256:... --key site.pub --plain-http --output json\n\nExit codes:\n  0  at least one import attestation verifies and names the image's digest\n  2  usage error (bad flags, unreadable key)\n  3  no attestation, or none that verifies\n  4  registry or transport failure"
+    )]
+    Verify(AttestationVerifyArgs),
+}
+
+/// `airlock attestation verify`.
+#[derive(Debug, Args)]
+pub struct AttestationVerifyArgs {
+    /// The image: `host[:port]/repository:tag` or `...@sha256:<hex>`.
+    pub image: String,
+
+    /// The public half of the attestation key (PEM file or directory).
+    #[arg(long = "key", value_name = "PEM", required = true)]
+    pub keys: Vec<PathBuf>,
+
+    /// Registry access.
+    #[command(flatten)]
+    pub access: RegistryAccessArgs,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 /// `airlock config`.
@@ -414,6 +455,12 @@ pub struct ImportArgs {
     /// Image signature checks.
     #[command(flatten)]
     pub image_signatures: ImageSignatureArgs,
+
+    /// Sign an import attestation for every image written with this ECDSA
+    /// P-256 key (PEM, as `cosign generate-key-pair` makes, unencrypted),
+    /// stored at `sha256-<hex>.att` beside the image. Registry targets only.
+    #[arg(long, value_name = "KEY.pem")]
+    pub attestation_key: Option<PathBuf>,
 
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]

@@ -108,6 +108,27 @@ impl DaemonConfig {
         })
     }
 
+    /// The key import attestations are signed with
+    /// (`attestations.signing_key`), loaded now; `None` without one.
+    pub fn attestor(&self) -> Result<Option<std::sync::Arc<crate::attest::Attestor>>, Error> {
+        let Some(path) = &self.attestations.signing_key else {
+            return Ok(None);
+        };
+        if let Target::Layout { .. } = self.target()? {
+            return Err(Error::Invalid {
+                key: "attestations.signing_key",
+                reason: "attestations are written to registry targets only, not to an oci: layout"
+                    .into(),
+            });
+        }
+        crate::attest::Attestor::load(path)
+            .map(|a| Some(std::sync::Arc::new(a)))
+            .map_err(|e| Error::Invalid {
+                key: "attestations.signing_key",
+                reason: e.to_string(),
+            })
+    }
+
     /// The caps on what each import may read of a bundle (`read.*`).
     pub fn read_limits(&self) -> ReadLimits {
         self.read

@@ -159,6 +159,11 @@ pub struct WatchArgs {
     #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
     pub platforms: Vec<String>,
 
+    /// Sign an import attestation for every image written with this ECDSA
+    /// P-256 key (PEM) [default: none].
+    #[arg(long, value_name = "KEY.pem")]
+    pub attestation_key: Option<PathBuf>,
+
     /// Where the daemon keeps its per-bundle records [default:
     /// /var/lib/airlock].
     #[arg(long, value_name = "DIR")]
@@ -244,6 +249,9 @@ impl WatchArgs {
         set(&mut imports.on_existing_tag, self.on_existing_tag.as_ref());
         replace(&mut imports.platforms, &self.platforms);
 
+        if self.attestation_key.is_some() {
+            config.attestations.signing_key = self.attestation_key.clone();
+        }
         set(&mut config.state_dir, self.state_dir.as_ref());
         set(&mut config.http.listen, self.listen.as_ref());
     }

@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     pub imports: ImportsSection,
     /// How much a bundle may make an import read and hold in memory.
     pub read: ReadSection,
+    /// Signed import attestations.
+    pub attestations: AttestationsSection,
     /// Where the daemon keeps its per-bundle records (default
     /// [`DEFAULT_STATE_DIR`]).
     pub state_dir: PathBuf,
@@ -64,6 +66,7 @@ impl Default for DaemonConfig {
             registry: RegistrySection::default(),
             imports: ImportsSection::default(),
             read: ReadSection::default(),
+            attestations: AttestationsSection::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             state: StateSection::default(),
             http: HttpSection::default(),
@@ -140,6 +143,19 @@ pub struct TrustSection {
     /// `{images, keys, policy}`, the first that matches an image's source
     /// reference decides (default: none, image signatures not checked).
     pub image_signatures: Vec<crate::trust::SignatureRuleConfig>,
+}
+
+/// `attestations`: what the daemon attests about each image it imports.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map (the attestations section)"
+)]
+pub struct AttestationsSection {
+    /// ECDSA P-256 private key (PEM) that signs an import attestation for
+    /// every image written (default: none, no attestations).
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `registry`: the import target and how to reach it. There is deliberately

@@ -102,6 +102,7 @@ impl DaemonSettings {
                 push: config.push_options(),
                 limits: config.read_limits(),
                 upload_journal: None,
+                attestor: config.attestor()?,
             },
             credential_files: config.credential_files()?.map(Arc::new),
             concurrency: config.imports.concurrency,

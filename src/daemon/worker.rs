@@ -695,6 +695,12 @@ fn pushed(report: &import::ImportReport) -> Pushed {
         blobs_present: push.blobs_present,
         packs: report.packs.iter().map(PackRecord::from).collect(),
         held_tags: report.held_tags.clone(),
+        held_signatures: report
+            .image_signatures
+            .iter()
+            .filter(|v| v.held_back)
+            .cloned()
+            .collect(),
     }
 }
 

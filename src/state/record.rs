@@ -82,6 +82,10 @@ pub struct Pushed {
     /// Images not pushed because their tag already pointed at other content.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_tags: Vec<crate::plan::HeldTag>,
+    /// Images not pushed because their signatures did not satisfy their
+    /// `trust.image_signatures` rule, with the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_signatures: Vec<crate::trust::SignatureVerdict>,
 }
 
 /// One pack of an import, as recorded.
@@ -137,6 +141,7 @@ impl Pushed {
             images: Vec::new(),
             packs: Vec::new(),
             held_tags: Vec::new(),
+            held_signatures: Vec::new(),
             ..self.clone()
         }
     }
@@ -161,6 +166,7 @@ impl Pushed {
             images: self.images,
             packs: self.packs,
             held_tags: self.held_tags,
+            held_signatures: self.held_signatures,
         }
     }
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use crate::FailureClass;
 
 pub use rules::{ImageSignatureRule, ImageSignatureRules, SignaturePolicy, SignatureRuleConfig};
+pub use sigstore_bundle::{Envelope, IN_TOTO_PAYLOAD_TYPE, open_envelope, pae};
 pub use verdict::{SignatureFormat, SignatureStatus, SignatureVerdict, judge};
 
 /// The media type of a cosign simple-signing payload layer.

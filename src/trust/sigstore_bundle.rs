@@ -43,17 +43,22 @@ struct Bundle {
 }
 
 /// A DSSE envelope (also what airlock's own attestations are).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Envelope {
-    pub(super) payload: String,
-    pub(super) payload_type: String,
-    pub(super) signatures: Vec<EnvelopeSignature>,
+pub struct Envelope {
+    /// The statement, base64.
+    pub payload: String,
+    /// What the payload is (`application/vnd.in-toto+json`).
+    pub payload_type: String,
+    /// Signatures over the pre-authentication encoding.
+    pub signatures: Vec<EnvelopeSignature>,
 }
 
-#[derive(Deserialize)]
-pub(super) struct EnvelopeSignature {
-    pub(super) sig: String,
+/// One signature of a DSSE envelope.
+#[derive(Debug, Deserialize)]
+pub struct EnvelopeSignature {
+    /// The signature, base64.
+    pub sig: String,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +179,7 @@ fn check_envelope(
 
 /// Verifies a DSSE envelope with `keys`: the decoded payload and the key
 /// whose signature verified over its pre-authentication encoding.
-pub(super) fn open_envelope(
+pub fn open_envelope(
     envelope: &Envelope,
     keys: &TrustedKeys,
 ) -> Result<(Vec<u8>, crate::verify::TrustedKey), String> {
