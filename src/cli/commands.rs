@@ -13,6 +13,7 @@ use crate::FailureClass;
 use crate::import::{self, ImportReport, ImportRequest};
 use crate::plan::{PlanOptions, Target};
 use crate::progress::Progress;
+use crate::push::registry::ClientIdentity;
 use crate::push::registry::auth::{self, Credentials};
 use crate::push::registry::{RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
@@ -376,6 +377,14 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {
 
 /// Credentials from `--username/--password-stdin`, `--auth-file`, or the
 /// default Docker config when it exists.
+/// `--client-cert` with `--client-key` (clap requires both or neither).
+fn client_identity(access: &RegistryAccessArgs) -> Option<ClientIdentity> {
+    Some(ClientIdentity {
+        certificate: access.client_cert.clone()?,
+        key: access.client_key.clone()?,
+    })
+}
+
 fn credentials(access: &RegistryAccessArgs, host: &str) -> Result<Credentials, CommandError> {
     if let Some(username) = &access.username {
         let mut password = String::new();
@@ -415,6 +424,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             plain_http: args.access.plain_http,
             ca_certs: args.access.ca_cert.clone(),
             insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
+            client_identity: client_identity(&args.access),
             credentials: credentials(&args.access, host)?,
             retry: RetryPolicy::default(),
             observer: None,

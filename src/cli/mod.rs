@@ -494,6 +494,14 @@ pub struct RegistryAccessArgs {
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
 
+    /// Client certificate (PEM) for a registry that requires mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
     /// User name for the registry; the password is read from stdin.
     #[arg(
         long,

@@ -7,7 +7,7 @@ use super::error::Error;
 use super::schema::DaemonConfig;
 use crate::plan::{PlanOptions, Target};
 use crate::push::registry::auth::{self, Credentials};
-use crate::push::registry::{RegistryConfig, RetryPolicy};
+use crate::push::registry::{ClientIdentity, RegistryConfig, RetryPolicy};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
 use crate::read::ReadLimits;
 
@@ -79,12 +79,26 @@ impl DaemonConfig {
             plain_http: registry.plain_http,
             ca_certs: registry.ca_cert.clone(),
             insecure_skip_tls_verify: registry.insecure_skip_tls_verify,
+            client_identity: self.client_identity(),
             credentials,
             retry: RetryPolicy::default(),
             token_realm_hosts: registry.token_realm_hosts.clone(),
             // The daemon attaches its metrics observer, if any.
             ..RegistryConfig::default()
         })
+    }
+
+    /// `registry.client_cert` with `registry.client_key`, when both are set
+    /// ([`DaemonConfig::validate`] refuses one without the other).
+    pub fn client_identity(&self) -> Option<ClientIdentity> {
+        let registry = &self.registry;
+        match (&registry.client_cert, &registry.client_key) {
+            (Some(certificate), Some(key)) => Some(ClientIdentity {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     pub(super) fn credentials(&self, host: &str) -> Result<Credentials, Error> {

@@ -92,6 +92,15 @@ pub struct WatchArgs {
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
 
+    /// Client certificate (PEM) for a registry that requires mutual TLS;
+    /// needs --client-key.
+    #[arg(long, value_name = "PEM")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "PEM")]
+    pub client_key: Option<PathBuf>,
+
     /// User name for the registry; the password is read from --password-file.
     #[arg(long, value_name = "U")]
     pub username: Option<String>,
@@ -217,6 +226,12 @@ impl WatchArgs {
             &mut registry.insecure_skip_tls_verify,
             self.insecure_skip_tls_verify,
         );
+        if self.client_cert.is_some() {
+            registry.client_cert = self.client_cert.clone();
+        }
+        if self.client_key.is_some() {
+            registry.client_key = self.client_key.clone();
+        }
         if self.username.is_some() {
             registry.username = self.username.clone();
         }

@@ -85,6 +85,8 @@ pub const KEYS: &[Key] = &[
         "registry.insecure_skip_tls_verify",
         Some("--insecure-skip-tls-verify"),
     ),
+    key("registry.client_cert", Some("--client-cert")),
+    key("registry.client_key", Some("--client-key")),
     key("registry.username", Some("--username")),
     key("registry.password_file", Some("--password-file")),
     key("registry.auth_file", Some("--auth-file")),

@@ -176,6 +176,11 @@ pub struct RegistrySection {
     /// Accept any TLS certificate (default
     /// [`DEFAULT_INSECURE_SKIP_TLS_VERIFY`]).
     pub insecure_skip_tls_verify: bool,
+    /// Client certificate (PEM) for a registry that requires mutual TLS;
+    /// needs `client_key` (default: none).
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert` (default: none).
+    pub client_key: Option<PathBuf>,
     /// User name for the registry; needs `password_file` (default: none).
     pub username: Option<String>,
     /// File holding the password or token for `username` (default: none).
@@ -214,6 +219,8 @@ impl Default for RegistrySection {
             plain_http: DEFAULT_PLAIN_HTTP,
             ca_cert: Vec::new(),
             insecure_skip_tls_verify: DEFAULT_INSECURE_SKIP_TLS_VERIFY,
+            client_cert: None,
+            client_key: None,
             username: None,
             password_file: None,
             auth_file: None,

@@ -90,6 +90,7 @@ impl DaemonConfig {
         }
 
         self.check_credentials()?;
+        self.check_client_identity()?;
         self.kube
             .check()
             .map_err(|(key, reason)| invalid(key, reason))?;
@@ -102,6 +103,25 @@ impl DaemonConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A client certificate without its key (or the other way round) is
+    /// refused here, not found out at the first TLS handshake.
+    fn check_client_identity(&self) -> Result<(), Error> {
+        let registry = &self.registry;
+        let empty =
+            |path: &Option<PathBuf>| path.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        if empty(&registry.client_cert) {
+            return Err(invalid("registry.client_cert", "is empty"));
+        }
+        if empty(&registry.client_key) {
+            return Err(invalid("registry.client_key", "is empty"));
+        }
+        match (&registry.client_cert, &registry.client_key) {
+            (Some(_), None) => Err(invalid("registry.client_cert", "needs registry.client_key")),
+            (None, Some(_)) => Err(invalid("registry.client_key", "needs registry.client_cert")),
+            _ => Ok(()),
+        }
     }
 
     fn check_credentials(&self) -> Result<(), Error> {

@@ -9,7 +9,8 @@
 //! Flow: watcher → bounded queue (arrival order) → at most
 //! `imports.concurrency` workers → record → dispose. Transient failures go
 //! back into the queue after an exponential backoff with jitter, without a
-//! limit in time; permanent ones are rejected once.
+//! limit in time; permanent ones are rejected once. Credentials the registry
+//! refused are not tried again until their files change.
 
 pub mod disposal;
 mod queue;
@@ -32,7 +33,7 @@ use crate::http::{DaemonView, Readiness};
 use crate::import::Destination;
 use crate::metrics::Metrics;
 use crate::plan::Target;
-use crate::push::registry::{RegistryClient, RetryPolicy};
+use crate::push::registry::{Credentials, RegistryClient, RetryPolicy};
 use crate::state::{BundleRecord, StateStore, Status, WaitingRecord};
 use crate::verify::TrustedKeys;
 use crate::watch::{ReadyBundle, Unpaired, WatchControl, WatchOptions};
@@ -194,6 +195,11 @@ pub(crate) struct Shared {
     replicas: Option<replicas::Replicas>,
     /// The progress of each import under way, by bundle id, for the API.
     live: Mutex<HashMap<String, crate::progress::Progress>>,
+    /// Credentials the registry refused: no import is tried with them again,
+    /// so a wrong password costs one refused login, not one per backoff
+    /// (registries backed by a directory lock accounts after a few). Cleared
+    /// when the credential files hold other ones.
+    refused_credentials: Mutex<Option<Credentials>>,
 }
 
 /// Shows an import's progress through the API until dropped.
@@ -233,6 +239,28 @@ impl Shared {
             destination.registry.credentials = files.current();
         }
         destination
+    }
+
+    /// Whether the credentials the next attempt would use are the ones the
+    /// registry refused.
+    fn credentials_refused(&self) -> bool {
+        let refused = self
+            .refused_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match (&*refused, &self.credential_files) {
+            (Some(refused), Some(files)) => *refused == files.current(),
+            (Some(refused), None) => *refused == self.destination.registry.credentials,
+            (None, _) => false,
+        }
+    }
+
+    /// Remembers that the registry refused `credentials`.
+    fn refuse_credentials(&self, credentials: Credentials) {
+        *self
+            .refused_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(credentials);
     }
 
     /// Drops the file memo of a bundle whose files were moved or deleted.
@@ -527,6 +555,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         },
         replicas,
         live: Mutex::new(HashMap::new()),
+        refused_credentials: Mutex::new(None),
     });
     let reconciling = Arc::clone(&shared);
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile::run(&reconciling)).await {

@@ -34,6 +34,11 @@ use crate::state::{
 use crate::verify::VerifyOptions;
 use crate::watch::{FileState, ReadyBundle, WatchControl};
 
+/// How often a bundle held back by credentials the registry refused looks
+/// whether the credential files hold other ones: a `stat` of a file or two,
+/// and no request to the registry.
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(3);
+
 /// What became of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -73,6 +78,10 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     }
     if let Some(attempt) = already_known(&shared, &ready, &name) {
         return attempt;
+    }
+    if shared.credentials_refused() {
+        tracing::debug!("waiting for the registry credentials to change; they were refused");
+        return Attempt::RetryAfter(CREDENTIALS_RECHECK);
     }
     if let (Some(replicas), Some(id)) = (
         &shared.replicas,
@@ -160,7 +169,9 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let tracker = shared.metrics.track_import(&progress);
     let checkpoints = Checkpoints::start(&shared, &record, &earlier, &progress);
     let shown = shared.show_progress(&id, &progress);
-    let import = import::run_verified(verified, shared.destination_now(), &progress);
+    let destination = shared.destination_now();
+    let credentials = destination.registry.credentials.clone();
+    let import = import::run_verified(verified, destination, &progress);
     let result = Replicas::while_held(lease.as_deref_mut(), import).await;
     checkpoints.stop().await;
     drop(shown);
@@ -204,6 +215,15 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
             record.finished = Some(SystemTime::now());
             record.error = None;
             record_import(&shared, &ready, &name, record, Some(started))
+        }
+        Err(error) if credentials_refused(&error) => {
+            shared.refuse_credentials(credentials);
+            record_failed_attempt(&shared, record, &error, started);
+            tracing::error!(
+                error = %crate::report::error_chain(&error),
+                "the registry refused the credentials; no import is tried with them again until the credential files hold other ones (or the daemon restarts)"
+            );
+            Attempt::RetryAfter(CREDENTIALS_RECHECK)
         }
         Err(error) if is_transient_io(&error) => import_failed(
             &shared,
@@ -716,11 +736,26 @@ fn failure(error: &import::Error, at: SystemTime) -> Failure {
 /// backoff.
 fn import_failed(
     shared: &Arc<Shared>,
-    mut record: BundleRecord,
+    record: BundleRecord,
     error: &import::Error,
     started: Instant,
     what: &str,
 ) -> Attempt {
+    let attempts = record.attempts;
+    let message = record_failed_attempt(shared, record, error, started);
+    let delay = shared.backoff(attempts);
+    tracing::warn!(attempt = attempts, retry_in = ?delay, error = %message, "{what}; will retry");
+    Attempt::RetryAfter(delay)
+}
+
+/// Records a failed attempt as `retrying` with its error, and counts it.
+/// Returns the error's message.
+fn record_failed_attempt(
+    shared: &Arc<Shared>,
+    mut record: BundleRecord,
+    error: &import::Error,
+    started: Instant,
+) -> String {
     let message = crate::report::error_chain(error);
     record.status = Status::Retrying;
     record.error = Some(Failure {
@@ -736,9 +771,7 @@ fn import_failed(
         .metrics
         .observe_import_duration(AttemptOutcome::Failed, started.elapsed());
     shared.metrics.retry(RetryReason::of(error));
-    let delay = shared.backoff(record.attempts);
-    tracing::warn!(attempt = record.attempts, retry_in = ?delay, error = %message, "{what}; will retry");
-    Attempt::RetryAfter(delay)
+    message
 }
 
 /// A failure before anything was recorded: retried after a backoff.
@@ -813,6 +846,15 @@ fn remember(
             id: id.to_owned(),
             rejected,
         },
+    )
+}
+
+/// Whether the registry refused the credentials: trying again with the
+/// same ones cannot help and may lock the account.
+fn credentials_refused(error: &import::Error) -> bool {
+    matches!(
+        error,
+        import::Error::Push(crate::push::Error::CredentialsRefused { .. })
     )
 }
 

@@ -176,6 +176,16 @@ pub enum Error {
         /// What it said.
         detail: String,
     },
+    /// The registry (or its token service) refused the credentials airlock
+    /// sent: a wrong user name or password. Trying again with the same ones
+    /// cannot help and may lock the account.
+    #[error("registry {host} refused access with these credentials: {detail}")]
+    CredentialsRefused {
+        /// The registry.
+        host: String,
+        /// What it said.
+        detail: String,
+    },
     /// The registry broke the distribution protocol.
     #[error("registry protocol error at {url}: {reason}")]
     Protocol {
@@ -199,6 +209,18 @@ pub enum Error {
         path: String,
         /// Why.
         reason: String,
+    },
+    /// The TLS handshake with the registry failed in a way retrying cannot
+    /// mend: its certificate is not trusted or names another host, or it
+    /// refused airlock's client certificate (or the lack of one).
+    #[error("TLS handshake with {url} failed: {reason}; {hint}")]
+    TlsHandshake {
+        /// URL without query.
+        url: String,
+        /// What the TLS library said.
+        reason: String,
+        /// What the operator can do about it.
+        hint: &'static str,
     },
     /// The Docker `config.json` could not be used.
     #[error("auth file {path}: {reason}")]

@@ -85,8 +85,15 @@ impl Daemon {
     /// Starts `airlock watch` against `registry` (prefix `mirror`), trusting
     /// `public_key`, with a 1 s settle time, fast retries and no periodic
     /// rescan ([`TEST_RESCAN_INTERVAL`]).
+    /// Over TLS when the registry serves it (its CA then comes from the
+    /// setup, e.g. `AIRLOCK_REGISTRY__CA_CERT`).
     pub fn start(setup: &DaemonSetup, registry: &Registry, public_key: &Path) -> Daemon {
-        Daemon::start_at(setup, &registry.host(), public_key)
+        let mut daemon = Daemon::configure(setup, &registry.host(), public_key);
+        if registry.is_tls() {
+            daemon.args.retain(|arg| arg != "--plain-http");
+        }
+        daemon.spawn();
+        daemon
     }
 
     /// [`Daemon::start`] against a plain-HTTP registry at `registry_host`

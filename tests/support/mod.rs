@@ -12,6 +12,8 @@
 //! * [`process`]: a command in the background, waited for with a limit.
 //! * [`proxy`]: a misbehaving HTTP proxy in front of a registry (refuses
 //!   `PATCH`, limits `PUT` bodies, holds a chosen `PATCH`).
+//! * [`token`]: a token service for the registry's token auth mode (JWTs
+//!   it trusts, scoped per repository, with a lifetime the test sets).
 //! * [`hostile`]: a server that answers as a test's handler says (foreign
 //!   redirects, challenges, endless bodies) and records what it received.
 //!
@@ -31,6 +33,7 @@ pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;
+pub mod token;
 pub mod tools;
 
 use std::process::Command;

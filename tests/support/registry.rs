@@ -1,7 +1,9 @@
 //! A real OCI registry per test: Debian's `docker-registry` (CNCF distribution
 //! 2.8) on a free loopback port, with its storage, config and log in a
-//! temporary directory, optionally with htpasswd basic auth and/or TLS from a
-//! throwaway CA made with the openssl CLI.
+//! temporary directory, optionally with htpasswd basic auth or token auth
+//! (a [`TokenService`] of its own), and/or TLS from a throwaway CA made with
+//! the openssl CLI, with a server certificate for other names than
+//! 127.0.0.1 and with client certificates required (mutual TLS).
 //!
 //! Requests from the tests themselves go through `curl`, which handles plain
 //! HTTP, TLS with a custom CA and basic auth the same way.
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use super::token::{TokenAccount, TokenService};
 use super::tools;
 
 /// How long to wait for the registry to answer `GET /v2/` after spawning it.
@@ -42,6 +45,24 @@ pub struct RegistryOptions {
     /// set. Pointing it elsewhere makes a registry that sends uploads (and
     /// whatever credentials come with them) to another place.
     pub public_url: Option<String>,
+    /// The server certificate's `subjectAltName` instead of
+    /// `IP:127.0.0.1,DNS:localhost`, e.g. `DNS:registry.example` for a
+    /// certificate that does not name the address airlock connects to.
+    pub tls_names: Option<String>,
+    /// Require a client certificate issued by a CA of the registry's own
+    /// (`http.tls.clientcas`; see [`Registry::client_cert_and_key`]).
+    pub client_certs: bool,
+    /// distribution's token auth, with a [`TokenService`] started for it.
+    pub token: Option<TokenOptions>,
+}
+
+/// How the registry's token service is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOptions {
+    /// The accounts; the first is the one [`Registry::credentials`] gives.
+    pub accounts: Vec<TokenAccount>,
+    /// How long tokens live as the registry sees it.
+    pub lifetime: Duration,
 }
 
 impl RegistryOptions {
@@ -59,6 +80,26 @@ impl RegistryOptions {
     /// Serve HTTPS with a certificate from a throwaway CA.
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Serve a certificate naming `names` (`subjectAltName` syntax) only.
+    pub fn with_tls_names(mut self, names: &str) -> Self {
+        self.tls = true;
+        self.tls_names = Some(names.to_owned());
+        self
+    }
+
+    /// Require client certificates (mutual TLS); implies TLS.
+    pub fn with_client_certs(mut self) -> Self {
+        self.tls = true;
+        self.client_certs = true;
+        self
+    }
+
+    /// Token auth: these accounts, tokens living `lifetime`.
+    pub fn with_token_auth(mut self, accounts: Vec<TokenAccount>, lifetime: Duration) -> Self {
+        self.token = Some(TokenOptions { accounts, lifetime });
         self
     }
 
@@ -178,6 +219,7 @@ pub struct Registry {
     storage: PathBuf,
     log: PathBuf,
     tls: Option<TlsFiles>,
+    token_service: Option<TokenService>,
     child: Option<Child>,
 }
 
@@ -187,6 +229,18 @@ struct TlsFiles {
     server_cert: PathBuf,
     server_key: PathBuf,
     cert_dir: PathBuf,
+    /// With `client_certs`: a client certificate and key the registry
+    /// accepts, and one from a CA it does not know.
+    client: Option<ClientFiles>,
+}
+
+#[derive(Debug, Clone)]
+struct ClientFiles {
+    ca_cert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    foreign_cert: PathBuf,
+    foreign_key: PathBuf,
 }
 
 enum StartError {
@@ -209,7 +263,20 @@ impl Registry {
             .expect("create a temporary directory for the test registry");
         let storage = dir.path().join("storage");
         fs::create_dir(&storage).expect("create the test registry's storage directory");
-        let tls = options.tls.then(|| make_tls_files(dir.path()));
+        let tls = options.tls.then(|| {
+            make_tls_files(
+                dir.path(),
+                options
+                    .tls_names
+                    .as_deref()
+                    .unwrap_or("IP:127.0.0.1,DNS:localhost"),
+                options.client_certs,
+            )
+        });
+        let token_service = options
+            .token
+            .as_ref()
+            .map(|token| TokenService::start(dir.path(), token.accounts.clone(), token.lifetime));
         if let Some((user, password)) = &options.basic_auth {
             let out = tools::run(
                 tools::command("htpasswd").args(["-Bbn", user, password]),
@@ -226,6 +293,7 @@ impl Registry {
             options,
             storage,
             tls,
+            token_service,
             child: None,
         };
         for _attempt in 0..10 {
@@ -269,12 +337,46 @@ impl Registry {
         self.options.tls
     }
 
-    /// `(user, password)` when basic auth is on.
+    /// `(user, password)` when basic auth is on, or the first account of
+    /// the token service.
     pub fn credentials(&self) -> Option<(&str, &str)> {
+        if let Some(token) = &self.options.token {
+            return token
+                .accounts
+                .first()
+                .map(|a| (a.user.as_str(), a.password.as_str()));
+        }
         self.options
             .basic_auth
             .as_ref()
             .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
+    /// The token service of a registry in token auth mode. Panics otherwise.
+    pub fn token_service(&self) -> &TokenService {
+        self.token_service
+            .as_ref()
+            .expect("this test registry was started without token auth")
+    }
+
+    /// A client certificate and key (PEM) the registry accepts. Panics
+    /// without `client_certs`.
+    pub fn client_cert_and_key(&self) -> (&Path, &Path) {
+        let client = self.client_files();
+        (&client.cert, &client.key)
+    }
+
+    /// A client certificate and key from a CA the registry does not know.
+    pub fn foreign_client_cert_and_key(&self) -> (&Path, &Path) {
+        let client = self.client_files();
+        (&client.foreign_cert, &client.foreign_key)
+    }
+
+    fn client_files(&self) -> &ClientFiles {
+        self.tls_files()
+            .client
+            .as_ref()
+            .expect("this test registry does not require client certificates")
     }
 
     /// The PEM file of the CA that issued the server certificate. Panics for a
@@ -518,16 +620,21 @@ impl Registry {
         } else {
             cmd.args(["--request", method]);
         }
-        if let Some(tls) = &self.tls {
-            cmd.arg("--cacert").arg(&tls.ca_cert);
-        }
+        let base = self.curl_base(&mut cmd);
         if let Some((user, password)) = &self.options.basic_auth {
             cmd.arg("--user").arg(format!("{user}:{password}"));
+        }
+        if let Some(service) = &self.token_service {
+            let repositories: Vec<&str> = repository_of(path).into_iter().collect();
+            cmd.arg("--header").arg(format!(
+                "Authorization: Bearer {}",
+                service.admin_token(&repositories)
+            ));
         }
         for (name, value) in headers {
             cmd.arg("--header").arg(format!("{name}: {value}"));
         }
-        cmd.arg(format!("{}{path}", self.url()));
+        cmd.arg(format!("{base}{path}"));
         let out = tools::run(&mut cmd, &format!("{method} {path} on the test registry"));
         parse_curl_include(&out.stdout).unwrap_or_else(|| {
             panic!(
@@ -535,6 +642,32 @@ impl Registry {
                 tools::clip(&out.stdout)
             )
         })
+    }
+
+    /// Adds curl's TLS options (CA, client certificate, a `--resolve` for a
+    /// certificate that names another host) and returns the base URL to use.
+    fn curl_base(&self, cmd: &mut std::process::Command) -> String {
+        let Some(tls) = &self.tls else {
+            return self.url();
+        };
+        cmd.arg("--cacert").arg(&tls.ca_cert);
+        if let Some(client) = &tls.client {
+            cmd.arg("--cert").arg(&client.cert);
+            cmd.arg("--key").arg(&client.key);
+        }
+        let named = self
+            .options
+            .tls_names
+            .as_deref()
+            .and_then(|names| names.split(',').find_map(|n| n.strip_prefix("DNS:")));
+        match named {
+            Some(name) => {
+                cmd.arg("--resolve")
+                    .arg(format!("{name}:{}:127.0.0.1", self.port));
+                format!("https://{name}:{}", self.port)
+            }
+            None => self.url(),
+        }
     }
 
     fn write_config(&self) {
@@ -559,11 +692,26 @@ impl Registry {
                 quote(&tls.server_cert),
                 quote(&tls.server_key)
             ));
+            if let Some(client) = &tls.client {
+                yaml.push_str(&format!(
+                    "    clientcas:\n      - {}\n",
+                    quote(&client.ca_cert)
+                ));
+            }
         }
         if self.options.basic_auth.is_some() {
             yaml.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: airlock-test\n    path: {}\n",
                 quote(&self.dir.path().join("htpasswd"))
+            ));
+        }
+        if let Some(service) = &self.token_service {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                service.realm(),
+                super::token::SERVICE,
+                super::token::ISSUER,
+                quote(service.root_cert())
             ));
         }
         fs::write(&self.config, yaml).expect("write the test registry's config.yml");
@@ -637,10 +785,8 @@ impl Registry {
     fn answers_v2(&self) -> bool {
         let mut cmd = tools::command("curl");
         cmd.args(["--silent", "--include", "--max-time", "2"]);
-        if let Some(tls) = &self.tls {
-            cmd.arg("--cacert").arg(&tls.ca_cert);
-        }
-        cmd.arg(format!("{}/v2/", self.url()));
+        let base = self.curl_base(&mut cmd);
+        cmd.arg(format!("{base}/v2/"));
         let out = tools::output(&mut cmd, "probe the test registry");
         match parse_curl_include(&out.stdout) {
             Some(response) => {
@@ -691,9 +837,10 @@ fn random_hex() -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 (and localhost),
-/// both P-256, valid for two days.
-fn make_tls_files(dir: &Path) -> TlsFiles {
+/// A throwaway CA and a server certificate for `names` (`subjectAltName`
+/// syntax), both P-256, valid for two days; with `client_certs`, a client
+/// CA with a client certificate, and a client certificate of another CA.
+fn make_tls_files(dir: &Path, names: &str, client_certs: bool) -> TlsFiles {
     let tls_dir = dir.join("tls");
     let cert_dir = dir.join("certs.d");
     fs::create_dir(&tls_dir).expect("create the test registry's tls directory");
@@ -742,10 +889,12 @@ fn make_tls_files(dir: &Path) -> TlsFiles {
     );
     fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName={names}\n\
+             basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        ),
     )
     .expect("write the server certificate's extensions file");
     tools::run(
@@ -765,12 +914,103 @@ fn make_tls_files(dir: &Path) -> TlsFiles {
         "issue the test registry's server certificate with openssl",
     );
     fs::copy(&ca_cert, cert_dir.join("ca.crt")).expect("copy the CA certificate into certs.d");
+    let client = client_certs.then(|| {
+        let (client_ca, client_ca_key) = make_ca(&tls_dir, "client-ca", "airlock test client CA");
+        let (cert, key) = issue_client_cert(&tls_dir, "client", &client_ca, &client_ca_key);
+        let (other_ca, other_ca_key) = make_ca(&tls_dir, "other-ca", "some other client CA");
+        let (foreign_cert, foreign_key) =
+            issue_client_cert(&tls_dir, "foreign-client", &other_ca, &other_ca_key);
+        // skopeo (containers/image) takes the client pair from certs.d too.
+        fs::copy(&cert, cert_dir.join("client.cert")).expect("copy the client certificate");
+        fs::copy(&key, cert_dir.join("client.key")).expect("copy the client key");
+        ClientFiles {
+            ca_cert: client_ca,
+            cert,
+            key,
+            foreign_cert,
+            foreign_key,
+        }
+    });
     TlsFiles {
         ca_cert,
         server_cert,
         server_key,
         cert_dir,
+        client,
     }
+}
+
+/// A P-256 CA `<name>.crt`/`<name>.key` in `dir`.
+fn make_ca(dir: &Path, name: &str, subject: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    tools::run(
+        tools::command("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .arg("-subj")
+            .arg(format!("/CN={subject}"))
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        &format!("make the throwaway CA {name} with openssl"),
+    );
+    (cert, key)
+}
+
+/// A P-256 client certificate (`clientAuth`) `<name>.crt`/`<name>.key`
+/// issued by `ca`.
+fn issue_client_cert(dir: &Path, name: &str, ca: &Path, ca_key: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    tools::run(
+        tools::command("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes"])
+            .args(["-subj", "/CN=airlock"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        &format!("make the certificate request {name} with openssl"),
+    );
+    fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .expect("write the client certificate's extensions file");
+    tools::run(
+        tools::command("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial"])
+            .arg(format!("0x{}", random_hex()))
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(ca)
+            .arg("-CAkey")
+            .arg(ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+        &format!("issue the client certificate {name} with openssl"),
+    );
+    (cert, key)
+}
+
+/// The repository a `/v2/<repository>/(manifests|blobs|tags)/…` path names.
+fn repository_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v2/")?;
+    ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .find_map(|marker| rest.find(marker).map(|end| &rest[..end]))
 }
 
 fn exists(path: &str, response: HttpResponse) -> bool {

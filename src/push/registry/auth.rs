@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::super::{Error, Result};
 
 /// Credentials for one registry. `Debug` never shows the password.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credentials {
     /// No credentials: anonymous access (and anonymous tokens).
     #[default]

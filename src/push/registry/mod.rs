@@ -67,6 +67,9 @@ pub struct RegistryConfig {
     pub ca_certs: Vec<PathBuf>,
     /// Accept any TLS certificate (default false; for tests and emergencies).
     pub insecure_skip_tls_verify: bool,
+    /// A client certificate to present when the registry asks for one
+    /// (mutual TLS; default none).
+    pub client_identity: Option<ClientIdentity>,
     /// Credentials (default anonymous).
     pub credentials: Credentials,
     /// Retry policy for transient failures.
@@ -79,6 +82,38 @@ pub struct RegistryConfig {
     /// send the credentials there (default: empty, any host reached over
     /// https, see [`origin`]).
     pub token_realm_hosts: Vec<String>,
+}
+
+/// A client certificate and its private key (PEM files), presented to a
+/// registry that requires mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate, optionally followed by its intermediate CAs.
+    pub certificate: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key: PathBuf,
+}
+
+impl ClientIdentity {
+    /// Reads both files into the identity the TLS client presents. The
+    /// key's bytes are never part of an error.
+    fn load(&self) -> Result<reqwest::Identity> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| Error::Tls {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let mut pem = read(&self.certificate)?;
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(&read(&self.key)?);
+        reqwest::Identity::from_pem(&pem).map_err(|e| Error::Tls {
+            path: format!("{} and {}", self.certificate.display(), self.key.display()),
+            reason: format!("not a PEM client certificate and private key: {e}"),
+        })
+    }
 }
 
 /// How long a request may take: a deadline that grows with the bytes it
@@ -278,6 +313,9 @@ impl RegistryClient {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some(identity) = &config.client_identity {
+            builder = builder.identity(identity.load()?);
         }
         if config.insecure_skip_tls_verify {
             tracing::warn!(
@@ -928,10 +966,7 @@ impl RegistryClient {
                     self.authenticate(scope, response.headers()).await?;
                 }
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
-                    return Err(Error::Unauthorized {
-                        host: self.host.clone(),
-                        detail: registry_message(response).await,
-                    });
+                    return Err(self.refusal(scope, response).await);
                 }
                 Ok(response) if retryable && retry::is_transient_status(response.status()) => {
                     let wait = retry::retry_after(response.headers());
@@ -947,7 +982,11 @@ impl RegistryClient {
                     tracing::debug!(%method, url = %redact(&url), status = %response.status(), "registry request");
                     return Ok(response);
                 }
-                Err(source) if retryable && (source.is_connect() || source.is_timeout()) => {
+                Err(source)
+                    if retryable
+                        && (source.is_connect() || source.is_timeout())
+                        && tls_hint(&source).is_none() =>
+                {
                     match self.retry.delay(attempt, None) {
                         Some(delay) => {
                             tracing::warn!(%method, url = %redact(&url), attempt, error = %source, "registry unreachable; retrying in {delay:?}");
@@ -958,6 +997,34 @@ impl RegistryClient {
                 }
                 Err(source) => return Err(http_error(&method, &url, source)),
             }
+        }
+    }
+
+    /// The error for a 401 that authenticating did not mend: the
+    /// credentials themselves were refused (Basic), or the token the
+    /// service issued does not grant `scope` (Bearer), or none were given.
+    async fn refusal(&self, scope: &Scope, response: Response) -> Error {
+        let challenge = self.auth.lock().ok().and_then(|s| s.challenge.clone());
+        let message = registry_message(response).await;
+        let host = self.host.clone();
+        match challenge {
+            Some(Challenge::Basic) if self.credentials != Credentials::Anonymous => {
+                Error::CredentialsRefused {
+                    host,
+                    detail: message,
+                }
+            }
+            Some(Challenge::Bearer { .. }) => Error::Unauthorized {
+                host,
+                detail: format!(
+                    "{message}; the token it issued does not grant {}",
+                    scope.token_scopes().join(" ")
+                ),
+            },
+            _ => Error::Unauthorized {
+                host,
+                detail: message,
+            },
         }
     }
 
@@ -1036,13 +1103,25 @@ impl RegistryClient {
         self.observe(&Method::GET, response.as_ref());
         let response = response.map_err(|source| http_error(&Method::GET, &url, source))?;
         if !response.status().is_success() {
-            return Err(Error::Unauthorized {
-                host: self.host.clone(),
-                detail: format!(
-                    "the token service {} answered {}",
-                    redact(&url),
-                    response.status()
-                ),
+            let detail = format!(
+                "the token service {} answered {}",
+                redact(&url),
+                response.status()
+            );
+            let refused = matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            );
+            return Err(if refused && self.credentials != Credentials::Anonymous {
+                Error::CredentialsRefused {
+                    host: self.host.clone(),
+                    detail,
+                }
+            } else {
+                Error::Unauthorized {
+                    host: self.host.clone(),
+                    detail,
+                }
             });
         }
         let bytes = read_capped(
@@ -1164,7 +1243,56 @@ pub fn redact(url: &Url) -> String {
     clean.to_string()
 }
 
+/// What a failed TLS handshake means for the operator, by what the TLS
+/// library (rustls) says: `(text in its message, hint)`.
+const TLS_HINTS: &[(&str, &str)] = &[
+    (
+        "UnknownIssuer",
+        "the registry's certificate is not issued by a trusted CA: give its CA with --ca-cert (registry.ca_cert)",
+    ),
+    (
+        "not valid for name",
+        "the registry's certificate does not name the host in --registry (registry.target): use a name the certificate holds",
+    ),
+    (
+        "certificate expired",
+        "the registry's certificate has expired (or this machine's clock is wrong)",
+    ),
+    (
+        "BadCertificate",
+        "the registry refused airlock's client certificate, or wants one: give --client-cert and --client-key (registry.client_cert, registry.client_key) issued by a CA the registry trusts",
+    ),
+    (
+        "CertificateRequired",
+        "the registry wants a client certificate: give --client-cert and --client-key (registry.client_cert, registry.client_key)",
+    ),
+    (
+        "UnknownCA",
+        "the registry does not trust the CA of airlock's client certificate",
+    ),
+    (
+        "InvalidContentType",
+        "the registry does not speak TLS on this port; if it serves plain HTTP, say so with --plain-http (registry.plain_http): airlock never falls back by itself",
+    ),
+];
+
+/// The hint for a request that failed in its TLS handshake, if it did.
+fn tls_hint(source: &reqwest::Error) -> Option<&'static str> {
+    let text = crate::report::error_chain(source);
+    TLS_HINTS
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
 fn http_error(method: &Method, url: &Url, source: reqwest::Error) -> Error {
+    if let Some(hint) = tls_hint(&source) {
+        return Error::TlsHandshake {
+            url: redact(url),
+            reason: crate::report::error_chain(&source.without_url()),
+            hint,
+        };
+    }
     Error::Http {
         method: method.to_string(),
         url: redact(url),
