@@ -574,6 +574,7 @@ async fn run_attestation_verify(args: super::AttestationVerifyArgs) -> Result<()
         plain_http: args.access.plain_http,
         ca_certs: args.access.ca_cert.clone(),
         insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
+        client_identity: client_identity(&args.access),
         credentials: credentials(&args.access, &host)?,
         retry: RetryPolicy::default(),
         observer: None,
