@@ -559,6 +559,26 @@ fn read_max_document_bytes_rejects_a_larger_manifest() {
 }
 
 #[test]
+fn read_max_manifests_and_trust_max_bundle_age_reject_from_the_daemon_configuration() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("two-platforms")
+        .image(Image::new("quay.io/acme/multi:1.0").platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&key);
+    let reason = rejected_with_read_limits(&bundle, &key, &[("AIRLOCK_READ__MAX_MANIFESTS", "2")]);
+    assert!(
+        reason.contains("3 manifests and indexes is over the limit read.max_manifests = 2"),
+        "{reason}"
+    );
+    // The test builder's bundles carry no creation time.
+    let reason =
+        rejected_with_read_limits(&bundle, &key, &[("AIRLOCK_TRUST__MAX_BUNDLE_AGE", "30d")]);
+    assert!(
+        reason.contains("no creation time") && reason.contains("trust.max_bundle_age = 30days"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn read_max_documents_total_bytes_rejects_a_bundle_over_the_budget() {
     let key = TestKey::generate(KeyKind::EcP256);
     let mut builder = BundleBuilder::new("many");

@@ -29,8 +29,8 @@ pub(super) struct Merged {
     pub(super) blobs: BTreeMap<Digest, BlobFile>,
 }
 
-/// Merges `layouts` in the order given.
-pub(super) fn merge(layouts: Vec<LayoutSource>) -> Result<Merged> {
+/// Merges `layouts` in the order given, stamping the index with `created`.
+pub(super) fn merge(layouts: Vec<LayoutSource>, created: std::time::SystemTime) -> Result<Merged> {
     let mut blobs: BTreeMap<Digest, BlobFile> = BTreeMap::new();
     let mut manifests: Vec<serde_json::Value> = Vec::new();
     // Reference -> (layout, digest) of the entry that claimed it first.
@@ -118,6 +118,9 @@ pub(super) fn merge(layouts: Vec<LayoutSource>) -> Result<Merged> {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": manifests,
+        "annotations": {
+            crate::read::document::CREATED_ANNOTATION: humantime::format_rfc3339_seconds(created).to_string(),
+        },
     });
     let index_json = serde_json::to_vec(&index).map_err(|e| Error::InvalidDocument {
         path: PathBuf::from("index.json"),

@@ -164,6 +164,10 @@ pub struct CreateOptions {
     pub charts: Vec<PathBuf>,
     /// Compression settings.
     pub compression: Compression,
+    /// When the bundle was made, written into `index.json` as the
+    /// `org.opencontainers.image.created` annotation (bundles with images
+    /// only) for `trust.max_bundle_age` on the importing side.
+    pub created: std::time::SystemTime,
 }
 
 /// What [`create`] made.
@@ -273,7 +277,7 @@ pub fn create(options: &CreateOptions) -> Result<Created> {
             .iter()
             .map(|dir| layout_source::LayoutSource::open(dir))
             .collect::<Result<Vec<_>>>()?;
-        Some(merge::merge(layouts)?)
+        Some(merge::merge(layouts, options.created)?)
     };
     let mut extra: Vec<&files::ExtraFile> = carried.iter().map(|c| &c.file).collect();
     extra.extend(files.iter());

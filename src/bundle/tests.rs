@@ -114,6 +114,7 @@ fn options(out: &Path, key: &Path, layouts: &[&Path]) -> CreateOptions {
         packs: Vec::new(),
         charts: Vec::new(),
         compression: Compression::default(),
+        created: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
     }
 }
 

@@ -539,6 +539,20 @@ async fn import_one(
     }
 }
 
+/// When a bundle is made: now, or `SOURCE_DATE_EPOCH` (seconds since 1970)
+/// for reproducible builds, which then give byte-identical bundles.
+fn creation_time() -> Result<std::time::SystemTime, CommandError> {
+    let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(std::time::SystemTime::now());
+    };
+    let seconds: u64 = epoch.trim().parse().map_err(|_| {
+        CommandError::config(format!(
+            "SOURCE_DATE_EPOCH={epoch:?} is not a number of seconds since 1970"
+        ))
+    })?;
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
 async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
     let options = crate::bundle::CreateOptions {
         output: args.output,
@@ -552,6 +566,7 @@ async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
             level: args.zstd_level,
             long: args.long,
         },
+        created: creation_time()?,
     };
     let pull = crate::bundle::PullOptions {
         plain_http: args.image_plain_http,

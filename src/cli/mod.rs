@@ -307,6 +307,11 @@ pub struct ReadLimitArgs {
     /// Largest JSON or YAML document airlock reads [default: 4 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_document_bytes: Option<u64>,
+    /// Refuse bundles created longer ago than this (`30d`, `12h`), by the
+    /// creation time in their index.json, and bundles that do not say
+    /// [default: any age].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_bundle_age: Option<std::time::Duration>,
 }
 
 impl ReadLimitArgs {
@@ -328,6 +333,7 @@ impl ReadLimitArgs {
                 .max_document_bytes
                 .unwrap_or(defaults.max_document_bytes),
             max_documents_total_bytes: defaults.max_documents_total_bytes,
+            max_bundle_age: self.max_bundle_age,
         }
     }
 }

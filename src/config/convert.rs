@@ -143,9 +143,13 @@ impl DaemonConfig {
             })
     }
 
-    /// The caps on what each import may read of a bundle (`read.*`).
+    /// The caps on what each import may read of a bundle (`read.*`), with
+    /// `trust.max_bundle_age`.
     pub fn read_limits(&self) -> ReadLimits {
-        self.read
+        ReadLimits {
+            max_bundle_age: self.trust.max_bundle_age,
+            ..self.read
+        }
     }
 
     /// How each import pushes: `registry.blob_concurrency`,

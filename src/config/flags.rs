@@ -74,6 +74,12 @@ pub struct WatchArgs {
     #[arg(long = "public-key", value_name = "PEM")]
     pub public_keys: Vec<PathBuf>,
 
+    /// Refuse bundles created longer ago than this (by the creation time in
+    /// their index.json), and bundles that do not say; replaces
+    /// trust.max_bundle_age [default: any age].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_bundle_age: Option<Duration>,
+
     /// Where to push: `host[:port][/prefix]`, or `oci:DIR` for an OCI image
     /// layout directory.
     #[arg(long, value_name = "TARGET")]
@@ -217,6 +223,9 @@ impl WatchArgs {
         set(&mut drop.settle_time, self.settle_time.as_ref());
 
         replace(&mut config.trust.public_keys, &self.public_keys);
+        if self.max_bundle_age.is_some() {
+            config.trust.max_bundle_age = self.max_bundle_age;
+        }
 
         let registry = &mut config.registry;
         set(&mut registry.target, self.registry.as_ref());

@@ -71,6 +71,7 @@ pub const KEYS: &[Key] = &[
     key("drop.unpaired_warn_after", None),
     key("drop.confirm_rejection", None),
     list("trust.public_keys", "--public-key", true),
+    key("trust.max_bundle_age", Some("--max-bundle-age")),
     Key {
         list: true,
         ..key("trust.image_signatures", None)

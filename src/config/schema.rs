@@ -143,6 +143,12 @@ pub struct TrustSection {
     /// `{images, keys, policy}`, the first that matches an image's source
     /// reference decides (default: none, image signatures not checked).
     pub image_signatures: Vec<crate::trust::SignatureRuleConfig>,
+    /// The oldest a bundle may be, by the creation time in its `index.json`
+    /// (`org.opencontainers.image.created`, which `airlock bundle create`
+    /// writes); older bundles, and bundles without one, are refused
+    /// (default: none, any age).
+    #[serde(with = "humantime_serde")]
+    pub max_bundle_age: Option<Duration>,
 }
 
 /// `attestations`: what the daemon attests about each image it imports.

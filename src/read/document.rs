@@ -240,6 +240,20 @@ pub fn parse(bytes: &[u8]) -> Result<Document, DocumentError> {
     ))
 }
 
+/// The annotation giving when a bundle was made, on its `index.json`.
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+
+/// The creation time an `index.json` (or any index) gives in its
+/// annotations, verbatim.
+pub fn created(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Annotated {
+        annotations: Option<BTreeMap<String, String>>,
+    }
+    let annotated: Annotated = serde_json::from_slice(bytes).ok()?;
+    annotated.annotations?.remove(CREATED_ANNOTATION)
+}
+
 /// The platform an image config declares, if it is an image config.
 pub fn config_platform(bytes: &[u8]) -> Option<String> {
     #[derive(Deserialize)]

@@ -81,6 +81,10 @@ pub(super) fn assemble<B: BundleSource>(
     let mut extra_files = Vec::new();
     let mut assembly = Assembly::default();
     let mut images = Vec::new();
+    let created = root
+        .as_ref()
+        .and_then(|r| r.index_json.as_deref())
+        .and_then(document::created);
     if let Some(root) = &root {
         let root_name = root_name.as_deref().unwrap_or_default();
         images = layout_images(&path, root, limits, &mut assembly)?;
@@ -141,6 +145,7 @@ pub(super) fn assemble<B: BundleSource>(
         extra_files,
         producer,
         limits,
+        created,
     })
 }
 

@@ -12,6 +12,7 @@
 //! whether a value is allowed, and wraps the decompressor in a [`Meter`].
 
 use std::io::{self, Read};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,13 @@ pub struct ReadLimits {
     /// All documents kept together (default
     /// [`DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES`]).
     pub max_documents_total_bytes: u64,
+    /// The oldest a bundle may be, by the creation time in its
+    /// `index.json` (`org.opencontainers.image.created`): against a freeze
+    /// attack, where old but validly signed bundles keep being delivered.
+    /// Set from `trust.max_bundle_age` or `--max-bundle-age`, not under
+    /// `read:` (default: none, any age).
+    #[serde(skip)]
+    pub max_bundle_age: Option<Duration>,
 }
 
 impl Default for ReadLimits {
@@ -104,6 +112,7 @@ impl Default for ReadLimits {
             max_path_bytes: DEFAULT_MAX_PATH_BYTES,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_documents_total_bytes: DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES,
+            max_bundle_age: None,
         }
     }
 }
@@ -224,6 +233,68 @@ impl ReadLimits {
             compressed_bytes: compressed_bytes.max(1),
             max_ratio: self.max_expansion_ratio,
         }
+    }
+}
+
+/// Why `trust.max_bundle_age` refuses a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// The bundle says when it was made, longer ago than allowed.
+    #[error(
+        "it was created {created}, {} ago, more than trust.max_bundle_age = {}",
+        humantime::format_duration(*.age),
+        humantime::format_duration(*.max)
+    )]
+    TooOld {
+        /// The creation time, as the bundle gives it.
+        created: String,
+        /// How long ago that is (whole seconds).
+        age: Duration,
+        /// The limit.
+        max: Duration,
+    },
+    /// The bundle does not say when it was made, so its age is unknown.
+    #[error(
+        "it has no creation time (org.opencontainers.image.created on its index.json) and trust.max_bundle_age = {} is set",
+        humantime::format_duration(*.max)
+    )]
+    NoCreationTime {
+        /// The limit.
+        max: Duration,
+    },
+    /// The creation time is not an RFC 3339 time.
+    #[error(
+        "its creation time {created:?} is not an RFC 3339 time, and trust.max_bundle_age is set"
+    )]
+    Unreadable {
+        /// The annotation's value.
+        created: String,
+    },
+}
+
+impl ReadLimits {
+    /// Checks a bundle's creation time (the `index.json` annotation, if
+    /// any) against [`ReadLimits::max_bundle_age`] at `now`. A creation
+    /// time in the future passes: only age is judged, and clocks differ.
+    pub fn check_age(&self, created: Option<&str>, now: SystemTime) -> Result<(), Stale> {
+        let Some(max) = self.max_bundle_age else {
+            return Ok(());
+        };
+        let Some(created) = created else {
+            return Err(Stale::NoCreationTime { max });
+        };
+        let time = humantime::parse_rfc3339_weak(created).map_err(|_| Stale::Unreadable {
+            created: created.to_owned(),
+        })?;
+        let age = now.duration_since(time).unwrap_or_default();
+        if age > max {
+            return Err(Stale::TooOld {
+                created: created.to_owned(),
+                age: Duration::from_secs(age.as_secs()),
+                max,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -355,6 +426,34 @@ mod tests {
         let outer = io::Error::other(inner);
         assert_eq!(exceeded_in(&outer).map(|e| e.limit), Some(Limit::Entries));
         assert!(exceeded_in(&io::Error::other("plain")).is_none());
+    }
+
+    #[test]
+    fn bundle_age_is_judged_only_when_a_maximum_is_set() {
+        let now = humantime::parse_rfc3339("2026-11-29T12:00:00Z").expect("now");
+        let off = ReadLimits::default();
+        assert_eq!(off.check_age(None, now), Ok(()));
+        let day = ReadLimits {
+            max_bundle_age: Some(Duration::from_secs(86_400)),
+            ..ReadLimits::default()
+        };
+        assert_eq!(day.check_age(Some("2026-11-28T12:00:00Z"), now), Ok(()));
+        assert_eq!(day.check_age(Some("2026-12-01T00:00:00Z"), now), Ok(()));
+        let error = day
+            .check_age(Some("2026-11-28T11:59:59Z"), now)
+            .expect_err("a second too old");
+        assert_eq!(
+            error.to_string(),
+            "it was created 2026-11-28T11:59:59Z, 1day 1s ago, more than trust.max_bundle_age = 1day"
+        );
+        assert!(matches!(
+            day.check_age(None, now),
+            Err(Stale::NoCreationTime { .. })
+        ));
+        assert!(matches!(
+            day.check_age(Some("yesterday"), now),
+            Err(Stale::Unreadable { .. })
+        ));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use formats::producer::Producer;
 pub use image::{BundleImage, ImageKind, ManifestRef};
 pub use limits::{
     DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_DOCUMENTS_TOTAL_BYTES, DEFAULT_MAX_ENTRIES, Exceeded,
-    Limit, ReadLimits,
+    Limit, ReadLimits, Stale,
 };
 pub use names::{Area, ArtifactName, ImageName};
 pub use peek::ScannedFile;
@@ -216,6 +216,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The bundle is older than `trust.max_bundle_age` allows, or does not
+    /// say when it was made while a maximum age is set.
+    #[error("bundle {path} is refused as too old: {source}")]
+    TooOld {
+        /// The bundle file.
+        path: String,
+        /// Its creation time and the limit.
+        #[source]
+        source: Stale,
+    },
     /// The bytes read now are not the bytes whose signature was verified.
     #[error("bundle {path} changed after its signature was verified (now sha256:{actual})")]
     ChangedAfterVerification {
@@ -357,6 +367,8 @@ pub struct BundleIndex<B: BundleSource = VerifiedBundle> {
     /// The limits the index pass read it under, which the second pass
     /// keeps to.
     limits: ReadLimits,
+    /// The creation time its `index.json` gives.
+    created: Option<String>,
 }
 
 impl<B: BundleSource> BundleIndex<B> {
@@ -367,7 +379,20 @@ impl<B: BundleSource> BundleIndex<B> {
     /// changed since it was verified.
     pub fn build(bundle: B, limits: ReadLimits, progress: &Progress) -> Result<Self> {
         let scan = scan(&bundle, limits, progress)?;
-        layout::assemble(bundle, scan, limits)
+        let index = layout::assemble(bundle, scan, limits)?;
+        limits
+            .check_age(index.created(), std::time::SystemTime::now())
+            .map_err(|source| Error::TooOld {
+                path: index.bundle.path().display().to_string(),
+                source,
+            })?;
+        Ok(index)
+    }
+
+    /// When the bundle says it was made: the `org.opencontainers.image.created`
+    /// annotation of its `index.json`, verbatim.
+    pub fn created(&self) -> Option<&str> {
+        self.created.as_deref()
     }
 
     /// The bundle this index describes.

@@ -86,6 +86,9 @@ pub struct Inspection {
     pub digest: String,
     /// Who verified it, if it was verified.
     pub verified_by: Option<VerifiedBy>,
+    /// When the bundle says it was made (`org.opencontainers.image.created`
+    /// on its `index.json`), which `trust.max_bundle_age` judges.
+    pub created: Option<String>,
     /// Where the OCI layout sits in the tar (`/` for the root, `none` when
     /// the bundle has no OCI layout).
     pub layout_root: String,
@@ -206,6 +209,7 @@ pub fn inspect<B: BundleSource>(
         bundle: index.bundle().path().display().to_string(),
         digest: format!("sha256:{}", index.content_sha256()),
         verified_by,
+        created: index.created().map(str::to_owned),
         layout_root: match index.layout_root() {
             None => "none".into(),
             Some("") => "/".into(),
@@ -309,6 +313,11 @@ pub fn text(inspection: &Inspection) -> String {
             let _ = writeln!(out, "Signature: not checked (give --public-key to verify)");
         }
     }
+    let _ = writeln!(
+        out,
+        "Created:   {}",
+        inspection.created.as_deref().unwrap_or("(not given)")
+    );
     let _ = writeln!(out, "Layout:    {}", inspection.layout_root);
     let _ = writeln!(out, "Format:    {}", inspection.producer);
     let _ = writeln!(out);
