@@ -447,7 +447,7 @@ async fn run_verified_inner(
 /// Looks up, before anything is pushed, where each tag the plan sets points
 /// in the target now, and returns the images the plan's tag policy holds
 /// back. A held tag is logged as a warning.
-async fn check_tags(plan: &Plan, writer: &crate::push::Destination) -> Result<Vec<HeldTag>> {
+pub async fn check_tags(plan: &Plan, writer: &crate::push::Destination) -> Result<Vec<HeldTag>> {
     let policy = plan.options().on_existing_tag;
     let mut held = Vec::new();
     for image in plan.images() {

@@ -255,13 +255,19 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
     let options = plan_options(
         args.pack_prefix.as_deref(),
         args.platforms.clone(),
-        crate::plan::TagPolicy::default(),
+        args.on_existing_tag,
         &args.image_signatures,
     )?;
     let keys = if args.public_keys.is_empty() {
         None
     } else {
         Some(load_keys(args.public_keys.clone()).await?)
+    };
+    // Tags are looked up only for a verified bundle: only a verified index
+    // can be planned.
+    let tag_lookup = match (&target, &keys) {
+        (Some(target), Some(_)) => Some(registry_config(&args.access, target)?),
+        _ => None,
     };
     let (selection, signature) = select(&args.bundles, args.signature.clone())?;
     if selection.single_file {
@@ -272,6 +278,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
             target.as_ref(),
             &options,
             args.limits.limits(),
+            tag_lookup.as_ref(),
         )
         .await?;
         return match args.output {
@@ -292,6 +299,7 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
             target.as_ref(),
             &options,
             args.limits.limits(),
+            tag_lookup.as_ref(),
         );
         match inspected.await {
             Ok(inspection) => {
@@ -346,6 +354,7 @@ async fn inspect_one(
     target: Option<&Target>,
     options: &PlanOptions,
     limits: ReadLimits,
+    tag_lookup: Option<&RegistryConfig>,
 ) -> Result<report::inspect::Inspection, CommandError> {
     let progress = Progress::new();
     let Some(keys) = keys else {
@@ -364,8 +373,45 @@ async fn inspect_one(
         tokio::task::spawn_blocking(move || BundleIndex::build(verified, limits, &progress))
             .await
             .map_err(|e| CommandError::config(e.to_string()))?;
-    let index = classed!(index)?;
-    Ok(report::inspect::inspect(&index, target, options, Some(key)))
+    let index = Arc::new(classed!(index)?);
+    let held_tags = match (target, tag_lookup) {
+        (Some(target), Some(registry)) => {
+            Some(tags_held(Arc::clone(&index), target, options, registry.clone()).await?)
+        }
+        _ => None,
+    };
+    let mut inspection = report::inspect::inspect(&index, target, options, Some(key));
+    inspection.held_tags = held_tags;
+    Ok(inspection)
+}
+
+/// The images the tag policy in `options` would hold back: each tag the
+/// plan sets, looked up in `target` (manifest `HEAD`s; an `oci:` layout's
+/// `index.json`). Nothing is written: a layout directory that is not one
+/// yet holds no tags.
+async fn tags_held(
+    index: Arc<BundleIndex>,
+    target: &Target,
+    options: &PlanOptions,
+    registry: RegistryConfig,
+) -> Result<Vec<crate::plan::HeldTag>, CommandError> {
+    if let Target::Layout { dir } = target
+        && !dir.join("oci-layout").is_file()
+    {
+        return Ok(Vec::new());
+    }
+    let plan = classed!(crate::plan::Plan::new(
+        index,
+        target.clone(),
+        options.clone()
+    ))?;
+    let writer = classed!(crate::push::Destination::open(
+        target,
+        registry,
+        &PushOptions::default(),
+        None
+    ))?;
+    classed!(import::check_tags(&plan, &writer).await)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {
@@ -414,25 +460,33 @@ fn credentials(access: &RegistryAccessArgs, host: &str) -> Result<Credentials, C
     auth::credentials_from_auth_file(&path, host).map_err(|e| CommandError::new(e.class(), &e))
 }
 
-async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
-    let target = parse_target(&args.registry)?;
-    let keys = load_keys(args.signature.public_keys.clone()).await?;
-    let (selection, signature) = select(&args.bundles, args.signature.signature.clone())?;
-    let registry = match &target {
+/// How to reach `target` with the access flags (credentials read now).
+fn registry_config(
+    access: &RegistryAccessArgs,
+    target: &Target,
+) -> Result<RegistryConfig, CommandError> {
+    Ok(match target {
         Target::Registry { host, .. } => RegistryConfig {
             host: host.clone(),
-            plain_http: args.access.plain_http,
-            ca_certs: args.access.ca_cert.clone(),
-            insecure_skip_tls_verify: args.access.insecure_skip_tls_verify,
-            client_identity: client_identity(&args.access),
-            credentials: credentials(&args.access, host)?,
+            plain_http: access.plain_http,
+            ca_certs: access.ca_cert.clone(),
+            insecure_skip_tls_verify: access.insecure_skip_tls_verify,
+            client_identity: client_identity(access),
+            credentials: credentials(access, host)?,
             retry: RetryPolicy::default(),
             observer: None,
             token_realm_hosts: Vec::new(),
             timeouts: Default::default(),
         },
         Target::Layout { .. } => RegistryConfig::default(),
-    };
+    })
+}
+
+async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
+    let target = parse_target(&args.registry)?;
+    let keys = load_keys(args.signature.public_keys.clone()).await?;
+    let (selection, signature) = select(&args.bundles, args.signature.signature.clone())?;
+    let registry = registry_config(&args.access, &target)?;
     let request = ImportRequest {
         plan: plan_options(
             args.pack_prefix.as_deref(),

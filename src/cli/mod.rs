@@ -382,6 +382,15 @@ pub struct InspectArgs {
     /// Image signature checks.
     #[command(flatten)]
     pub image_signatures: ImageSignatureArgs,
+
+    /// With --registry and --public-key: the tag policy whose verdicts to
+    /// show, found by looking up each tag in the target (read-only).
+    #[arg(long, value_enum, default_value_t = crate::plan::TagPolicy::default())]
+    pub on_existing_tag: crate::plan::TagPolicy,
+
+    /// How to reach the --registry target to look up its tags.
+    #[command(flatten)]
+    pub access: RegistryAccessArgs,
 }
 
 /// One image signature rule for every image of the bundle.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::human_bytes;
 use crate::digest::Digest;
-use crate::plan::{PlanOptions, Selection, Target};
+use crate::plan::{HeldTag, PlanOptions, Selection, Target};
 use crate::read::{BundleIndex, BundleSource, ExtraFile, ImageKind, ImageName, Pack, Producer};
 use crate::verify::VerifiedBy;
 
@@ -103,6 +103,11 @@ pub struct Inspection {
     pub extra_files: Vec<NotImported>,
     /// Totals.
     pub totals: Totals,
+    /// With a target and a verified bundle: the images the tag policy
+    /// would hold back because their tag is already at other content in the
+    /// target, with both digests (empty: none would be); `null` when the
+    /// target was not consulted.
+    pub held_tags: Option<Vec<HeldTag>>,
 }
 
 /// Totals over the bundle.
@@ -243,6 +248,7 @@ pub fn inspect<B: BundleSource>(
             })
             .collect(),
         producer: index.producer().clone(),
+        held_tags: None,
     }
 }
 
@@ -405,5 +411,16 @@ pub fn text(inspection: &Inspection) -> String {
         totals.blobs,
         human_bytes(totals.blob_bytes)
     );
+    match &inspection.held_tags {
+        None => {}
+        Some(held) if held.is_empty() => {
+            let _ = writeln!(out, "Tags: none already at other content in the target");
+        }
+        Some(held) => {
+            for tag in held {
+                let _ = writeln!(out, "held ({}): {tag}", tag.policy.as_str());
+            }
+        }
+    }
     out
 }
