@@ -7,7 +7,7 @@ use super::error::Error;
 use super::schema::DaemonConfig;
 use crate::plan::{PlanOptions, Target};
 use crate::push::registry::auth::{self, Credentials};
-use crate::push::registry::{ClientIdentity, RegistryConfig, RetryPolicy};
+use crate::push::registry::{ClientIdentity, RegistryConfig, RetryPolicy, Timeouts};
 use crate::push::{DEFAULT_CHUNK_BYTES, PushOptions};
 use crate::read::ReadLimits;
 
@@ -83,6 +83,11 @@ impl DaemonConfig {
             credentials,
             retry: RetryPolicy::default(),
             token_realm_hosts: registry.token_realm_hosts.clone(),
+            timeouts: Timeouts {
+                answer: registry.answer_timeout,
+                idle: registry.idle_timeout,
+                ..Timeouts::default()
+            },
             // The daemon attaches its metrics observer, if any.
             ..RegistryConfig::default()
         })

@@ -59,6 +59,14 @@ pub const DEFAULT_PLAIN_HTTP: bool = false;
 /// the check is for tests and emergencies only.
 pub const DEFAULT_INSECURE_SKIP_TLS_VERIFY: bool = false;
 
+/// `registry.answer_timeout`: generous, as registries verify a whole blob's
+/// digest before answering the final `PUT`; a body that keeps moving adds
+/// its own time on top, so large transfers are never cut off for their size.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = crate::push::registry::DEFAULT_ANSWER_TIMEOUT;
+
+/// `registry.idle_timeout`: a response body silent this long is stalled.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::push::registry::DEFAULT_IDLE_TIMEOUT;
+
 /// `registry.upload_mode`: chunked uploads keep every request bounded, which
 /// proxies with body limits accept; monolithic is for registries that break
 /// chunked uploads (ECR). It is the starting mode: a registry that refuses

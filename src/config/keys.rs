@@ -100,6 +100,8 @@ pub const KEYS: &[Key] = &[
         list: true,
         ..key("registry.token_realm_hosts", None)
     },
+    key("registry.answer_timeout", None),
+    key("registry.idle_timeout", None),
     key("imports.concurrency", Some("--concurrency")),
     key("imports.on_success", Some("--on-success")),
     key("imports.on_reject", Some("--on-reject")),

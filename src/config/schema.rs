@@ -216,6 +216,14 @@ pub struct RegistrySection {
     /// credentials to be sent there; realms elsewhere are refused (default:
     /// empty, any host reached over https).
     pub token_realm_hosts: Vec<String>,
+    /// How long the registry may take to answer a request, on top of the
+    /// time its body needs to move (default [`DEFAULT_ANSWER_TIMEOUT`]).
+    #[serde(with = "humantime_serde")]
+    pub answer_timeout: Duration,
+    /// How long a response body may send nothing before the request counts
+    /// as stalled (default [`DEFAULT_IDLE_TIMEOUT`]).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for RegistrySection {
@@ -236,6 +244,8 @@ impl Default for RegistrySection {
             pack_prefix: None,
             pack_image_policy: DEFAULT_PACK_IMAGE_POLICY,
             token_realm_hosts: Vec::new(),
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

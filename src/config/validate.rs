@@ -27,6 +27,8 @@ impl DaemonConfig {
         }
 
         positive("drop.settle_time", self.drop.settle_time)?;
+        positive("registry.answer_timeout", self.registry.answer_timeout)?;
+        positive("registry.idle_timeout", self.registry.idle_timeout)?;
         positive("drop.poll_interval", self.drop.poll_interval)?;
         positive("drop.rescan_interval", self.drop.rescan_interval)?;
         positive("drop.unpaired_warn_after", self.drop.unpaired_warn_after)?;

@@ -12,7 +12,11 @@ use serde_json::Value;
 use super::registry::{Registry, free_port};
 
 /// Environment variables that steer the tests, never passed to the daemon.
-pub const TEST_SWITCHES: [&str; 2] = ["AIRLOCK_TEST_SKIP_MOUNT", "AIRLOCK_SOAK_FULL"];
+pub const TEST_SWITCHES: [&str; 3] = [
+    "AIRLOCK_TEST_SKIP_MOUNT",
+    "AIRLOCK_SOAK_FULL",
+    "AIRLOCK_FAULT_SEED",
+];
 
 /// How long any wait in these tests may take before it fails.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(90);

@@ -6,7 +6,10 @@
 //! * answer 413 to a `PUT` whose body is larger than a limit (a proxy's body
 //!   limit, like nginx's `client_max_body_size`);
 //! * hold the n-th `PATCH` until the test decides what becomes of it: dropped
-//!   unseen by the registry, or forwarded (a 502 when the registry is down).
+//!   unseen by the registry, or forwarded (a 502 when the registry is down);
+//! * inject faults at random, from a seed ([`FaultPlan`]): connections reset
+//!   before or after the registry acted, answers that never come, and
+//!   500/502/503/429 (the last two with `Retry-After`). Each is counted.
 //!
 //! Each request is read whole (head and body) before it is forwarded, the
 //! way nginx buffers request bodies by default, over a fresh upstream
@@ -38,7 +41,53 @@ pub struct ProxyRules {
     pub max_put_body: Option<u64>,
     /// Hold the n-th `PATCH` (1-based) until [`Proxy::release`].
     pub hold_patch: Option<usize>,
+    /// Inject faults at random.
+    pub faults: Option<FaultPlan>,
 }
+
+/// Which requests fail and how: each request draws from a generator seeded
+/// with `seed`, so a failing run can be replayed with its printed seed
+/// (concurrent requests draw in arrival order, which varies a little).
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    pub seed: u64,
+    /// Chance of a fault per request, in percent.
+    pub percent: u8,
+    /// At most this many faults in all, so the run ends.
+    pub max_faults: usize,
+    /// How long a stalled answer stays silent before the connection closes:
+    /// longer than the client's timeout.
+    pub stall: Duration,
+}
+
+/// A fault the proxy injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// The connection closed before the request reached the registry.
+    ResetBefore,
+    /// The registry acted, then the connection closed without its answer.
+    ResetAfter,
+    /// No byte of an answer for [`FaultPlan::stall`], then closed; the
+    /// registry never saw the request. Only requests with small bodies stall,
+    /// as a client's deadline grows with the body it sends.
+    Stall,
+    /// Answered with this status without asking the registry; 429 and 503
+    /// come with `Retry-After: 1`.
+    Status(u16),
+}
+
+const FAULT_KINDS: [Fault; 7] = [
+    Fault::ResetBefore,
+    Fault::ResetAfter,
+    Fault::Stall,
+    Fault::Status(500),
+    Fault::Status(502),
+    Fault::Status(503),
+    Fault::Status(429),
+];
+
+/// Largest body of a request the proxy lets stall.
+const MAX_STALLED_BODY: u64 = 64 << 10;
 
 /// What becomes of a held request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +120,8 @@ struct Shared {
     release: Mutex<Option<Release>>,
     released: Condvar,
     stop: AtomicBool,
+    random: Mutex<Option<fastrand::Rng>>,
+    injected: Mutex<std::collections::BTreeMap<Fault, usize>>,
 }
 
 /// A running proxy; stopped when dropped.
@@ -90,6 +141,10 @@ impl Proxy {
             .set_nonblocking(true)
             .expect("non-blocking proxy listener");
         let port = listener.local_addr().expect("proxy address").port();
+        let random = rules
+            .faults
+            .as_ref()
+            .map(|plan| fastrand::Rng::with_seed(plan.seed));
         let shared = Arc::new(Shared {
             upstream,
             rules,
@@ -99,6 +154,8 @@ impl Proxy {
             release: Mutex::new(None),
             released: Condvar::new(),
             stop: AtomicBool::new(false),
+            random: Mutex::new(random),
+            injected: Mutex::new(std::collections::BTreeMap::new()),
         });
         let accept_shared = Arc::clone(&shared);
         let acceptor = thread::spawn(move || {
@@ -130,6 +187,11 @@ impl Proxy {
     /// Every request so far, in the order their answers were decided.
     pub fn requests(&self) -> Vec<ProxiedRequest> {
         self.shared.log.lock().expect("proxy log").clone()
+    }
+
+    /// The faults injected so far, by kind.
+    pub fn faults_injected(&self) -> std::collections::BTreeMap<Fault, usize> {
+        self.shared.injected.lock().expect("fault counts").clone()
     }
 
     /// Requests waiting for [`Proxy::release`] now.
@@ -255,6 +317,12 @@ fn handle(shared: &Shared, client: TcpStream) {
         }
     }
 
+    if let Some(fault) = draw_fault(shared, body_len) {
+        inject(shared, fault, &request, &mut client);
+        log(0, body_len);
+        return;
+    }
+
     let (status, response) = match forward(shared.upstream, &request) {
         Some(answer) => answer,
         None => {
@@ -265,6 +333,59 @@ fn handle(shared: &Shared, client: TcpStream) {
     log(status, body_len);
     let _ = client.write_all(&response);
     let _ = client.flush();
+}
+
+/// Whether this request fails, and how.
+fn draw_fault(shared: &Shared, body_len: u64) -> Option<Fault> {
+    let plan = shared.rules.faults.as_ref()?;
+    let mut random = shared.random.lock().expect("fault generator");
+    let random = random.as_mut()?;
+    let mut injected = shared.injected.lock().expect("fault counts");
+    if injected.values().sum::<usize>() >= plan.max_faults || random.u8(0..100) >= plan.percent {
+        return None;
+    }
+    let fault = FAULT_KINDS[random.usize(..FAULT_KINDS.len())];
+    if fault == Fault::Stall && body_len > MAX_STALLED_BODY {
+        return None;
+    }
+    *injected.entry(fault).or_default() += 1;
+    Some(fault)
+}
+
+fn inject(shared: &Shared, fault: Fault, request: &Request, client: &mut TcpStream) {
+    match fault {
+        Fault::ResetBefore => {}
+        Fault::ResetAfter => {
+            let _ = forward(shared.upstream, request);
+        }
+        Fault::Stall => {
+            let stall = shared
+                .rules
+                .faults
+                .as_ref()
+                .map_or(Duration::ZERO, |plan| plan.stall);
+            let deadline = Instant::now() + stall;
+            // Bounded by the stall; ends early when the proxy stops.
+            while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Fault::Status(status) => {
+            let retry_after = if matches!(status, 429 | 503) {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
+            let _ = write!(
+                client,
+                "HTTP/1.1 {status} Injected\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = client.flush();
+            return;
+        }
+    }
+    // The connection ends without an answer, as when a proxy dies.
+    let _ = client.shutdown(std::net::Shutdown::Both);
 }
 
 fn wait_for_release(shared: &Shared) -> Release {
