@@ -25,7 +25,10 @@
 //!   references: `Naming::FullRefName`, as skopeo `oci:DIR:NAME` writes them);
 //! * `blobs.tsv`: `digest` TAB `size` of every distinct config and layer blob
 //!   (what a registry receives through blob uploads);
-//! * `corpus.env`: `key=value` lines (counts and sizes) for the report.
+//! * `corpus.env`: `key=value` lines (counts and sizes) for the report;
+//! * with `--signed`: every image also carries a cosign simple-signing
+//!   signature (`sha256-<hex>.sig`) by a vendor key whose public half is
+//!   `vendor.pub.pem`, to measure `--image-signature-key`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -40,6 +43,7 @@ use std::time::Instant;
 #[path = "../tests/support"]
 mod support {
     pub mod bundle;
+    pub mod cosign;
     pub mod keys;
     pub mod tools;
 }
@@ -51,7 +55,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
 fn usage() -> ! {
-    eprintln!("usage: bench_corpus small|big|many OUT_DIR [--size-gb N]");
+    eprintln!("usage: bench_corpus small|big|many OUT_DIR [--size-gb N] [--signed]");
     std::process::exit(2);
 }
 
@@ -59,6 +63,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut positional = Vec::new();
     let mut size_gb: Option<f64> = None;
+    let mut signed = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -71,6 +76,10 @@ fn main() {
                 }
                 size_gb = Some(gb);
                 i += 2;
+            }
+            "--signed" => {
+                signed = true;
+                i += 1;
             }
             _ => {
                 positional.push(args[i].clone());
@@ -91,6 +100,11 @@ fn main() {
         "big" => big(size_gb.unwrap_or(0.5)),
         "many" => many(),
         _ => usage(),
+    };
+    let builder = if signed {
+        sign_images(builder, &key, &out)
+    } else {
+        builder
     };
     let bundle = builder.build(&key);
     write_outputs(&bundle, &out, &description);
@@ -232,4 +246,23 @@ fn move_file(from: &Path, to: &Path) {
         fs::copy(from, to)
             .unwrap_or_else(|err| panic!("copy {} to {}: {err}", from.display(), to.display()));
     }
+}
+
+/// Adds a cosign signature of every image (by a vendor key written to
+/// `vendor.pub.pem`), made the way cosign makes them. The images' digests
+/// come from building the bundle once without signatures (the builder is
+/// deterministic).
+fn sign_images(builder: BundleBuilder, key: &TestKey, out: &Path) -> BundleBuilder {
+    let vendor = TestKey::generate(KeyKind::EcP256);
+    fs::copy(vendor.public_pem(), out.join("vendor.pub.pem")).expect("write vendor.pub.pem");
+    let probe = builder.clone().build(key);
+    let mut signed = builder;
+    for image in probe.images() {
+        signed = signed.artifact(support::cosign::signed_by(
+            &vendor,
+            &image.repository(),
+            &image.digest,
+        ));
+    }
+    signed
 }

@@ -331,7 +331,15 @@ async fn run_verified_inner(
     let index = Arc::new(index);
 
     let mut plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
+    let checking = std::time::Instant::now();
     let image_signatures = plan.judge_signatures();
+    if !plan.options().image_signatures.is_empty() {
+        tracing::info!(
+            images = image_signatures.len(),
+            seconds = checking.elapsed().as_secs_f64(),
+            "image signatures checked"
+        );
+    }
     plan.withhold_unsigned(&image_signatures);
     for skipped in plan.skipped() {
         tracing::warn!(entry = skipped.position, digest = %skipped.digest, "not imported: {}", skipped.reason);
@@ -412,7 +420,16 @@ async fn run_verified_inner(
                 &verified.digest(),
                 &verified_by.fingerprint,
             );
-            crate::attest::attach_all(&plan, &writer, attestor, &facts, &image_signatures).await?
+            let attesting = std::time::Instant::now();
+            let written =
+                crate::attest::attach_all(&plan, &writer, attestor, &facts, &image_signatures)
+                    .await?;
+            tracing::info!(
+                attestations = written,
+                seconds = attesting.elapsed().as_secs_f64(),
+                "import attestations written"
+            );
+            written
         }
         None => 0,
     };
