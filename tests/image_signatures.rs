@@ -442,3 +442,79 @@ fn a_rule_that_checks_without_keys_is_a_configuration_error() {
     );
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+/// Where scripts/test installed sigstore-js's signing library.
+fn sigstore_js_modules() -> std::path::PathBuf {
+    std::env::var_os("AIRLOCK_TEST_SIGSTORE_JS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-tools/sigstore-js/node_modules")
+        })
+}
+
+/// A Sigstore bundle made by sigstore-js (`@sigstore/sign`'s
+/// `DSSEBundleBuilder`, a local key, no witnesses) for `statement`.
+fn sigstore_js_bundle(key: &TestKey, statement: &Value) -> Vec<u8> {
+    let modules = sigstore_js_modules();
+    assert!(
+        modules.join("@sigstore/sign").is_dir(),
+        "@sigstore/sign is not installed in {}: run scripts/test, which installs it with npm",
+        modules.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let statement_file = dir.path().join("statement.json");
+    std::fs::write(
+        &statement_file,
+        serde_json::to_vec(statement).expect("json"),
+    )
+    .expect("write");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sigstore_js_sign.js");
+    let output = support::tools::run(
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(key.private_pem())
+            .arg(&statement_file)
+            .env("NODE_PATH", &modules),
+        "make a Sigstore bundle with sigstore-js",
+    );
+    let bundle: Value = serde_json::from_slice(&output.stdout).expect("bundle JSON");
+    assert_eq!(bundle["mediaType"], cosign::SIGSTORE_BUNDLE, "{bundle}");
+    output.stdout
+}
+
+#[test]
+fn a_sigstore_bundle_made_by_sigstore_js_is_understood() {
+    let keys = Keys::new();
+    let probe = BundleBuilder::new("probe")
+        .image(image(VALID))
+        .image(image(WRONG_KEY))
+        .build(&keys.bundle);
+    let mut builder = BundleBuilder::new("sigstore-js")
+        .image(image(VALID))
+        .image(image(WRONG_KEY));
+    for (reference, key) in [(VALID, &keys.vendor), (WRONG_KEY, &keys.stranger)] {
+        let statement =
+            cosign::sign_statement(repository(reference), &probe.image(reference).digest);
+        let bundle = sigstore_js_bundle(key, &statement);
+        builder = builder.artifact(cosign::bundle_referrer(reference, &bundle));
+    }
+    let bundle = builder.build(&keys.bundle);
+    let registry = Registry::start();
+    let target = format!("{}/js", registry.host());
+    let output = import(
+        &bundle,
+        &target,
+        &[
+            "--image-signature-key",
+            &keys.vendor.public_pem().display().to_string(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let found = verdicts(report(&output)["imageSignatures"].as_array().expect("list"));
+    assert_eq!(found[VALID], ("verified".to_owned(), false), "{found:?}");
+    assert_eq!(found[WRONG_KEY], ("invalid".to_owned(), true), "{found:?}");
+    assert!(skopeo::exists(&registry, &format!("js/{VALID}")));
+    assert!(!skopeo::exists(&registry, &format!("js/{WRONG_KEY}")));
+}
