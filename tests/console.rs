@@ -67,15 +67,16 @@ fn rejected_bundle(key: &TestKey) -> BuiltBundle {
     bundle
 }
 
-/// Drops the three bundles and waits until the daemon settled each.
-fn import_all(site: &Site, daemon: &Daemon, bundles: &[&BuiltBundle]) {
+/// Drops `bundles` and waits until the daemon holds `records` settled
+/// records.
+fn import_all(site: &Site, daemon: &Daemon, bundles: &[&BuiltBundle], records: usize) {
     for bundle in bundles {
         bundle.copy_into(site.drop.path());
     }
     daemon.wait_until("every bundle to be settled", |d| {
         let imports = d.imports();
         imports.as_array().is_some_and(|all| {
-            all.len() == bundles.len()
+            all.len() == records
                 && all.iter().all(|r| {
                     ["imported", "rejected", "partial"]
                         .contains(&r["status"].as_str().unwrap_or(""))
@@ -227,7 +228,7 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
     let registry = Registry::start();
     let site = Site::new();
     let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
-    import_all(&site, &daemon, &[&images, &packs, &evil]);
+    import_all(&site, &daemon, &[&images, &packs, &evil], 3);
     let url = daemon.url();
     let packs_id = id_of(&daemon, "palette-packs.zst");
     let shots = screenshots();
@@ -433,6 +434,17 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
             .collect();
         assert!(serious.is_empty(), "{}: {serious:#?}", result["url"]);
     }
+    // An image a pack lacked arrives with a later bundle: the pack no
+    // longer lacks it.
+    let arrives = BundleBuilder::new("absent-arrives")
+        .image(Image::new(ABSENT))
+        .build(&key);
+    import_all(&site, &daemon, &[&arrives], 4);
+    let (status, _, body) = raw_get(port_of(&url), "/api/v1/packs?q=nginx", None);
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("packs JSON");
+    assert_eq!(listed["packs"][0]["missingImages"], json!([]), "{listed}");
+
     for name in [
         "imports-1280x800.png",
         "imports-420x800.png",

@@ -470,6 +470,63 @@ impl DaemonView for View {
         })
     }
 
+    fn present_in_target(
+        &self,
+        images: Vec<String>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<std::collections::HashSet<String>, String>>
+                + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            let target = &self.shared.destination.target;
+            let placed = images.into_iter().filter_map(|image| {
+                let reference = crate::read::names::parse_full(&image).ok()?;
+                let placement = crate::plan::mirror_placement(target, &reference).ok()?;
+                Some((image, reference, placement))
+            });
+            let mut present = std::collections::HashSet::new();
+            match (target, &self.registry) {
+                (Target::Layout { dir }, _) => {
+                    let dir = dir.clone();
+                    let names = tokio::task::spawn_blocking(move || {
+                        crate::push::repositories::layout_names(&dir)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| crate::report::error_chain(&e))?;
+                    present.extend(
+                        placed
+                            .filter(|(_, _, placement)| names.contains(&placement.target_ref))
+                            .map(|(image, _, _)| image),
+                    );
+                }
+                (Target::Registry { .. }, Some(client)) => {
+                    for (image, reference, placement) in placed {
+                        let Some(at) = placement
+                            .tag
+                            .clone()
+                            .or_else(|| reference.digest().map(str::to_owned))
+                        else {
+                            continue;
+                        };
+                        let digest = client
+                            .manifest_digest(&placement.repository, &at)
+                            .await
+                            .map_err(|e| crate::report::error_chain(&e))?;
+                        if digest.is_some() {
+                            present.insert(image);
+                        }
+                    }
+                }
+                (Target::Registry { .. }, None) => return Err("no registry client".to_owned()),
+            }
+            Ok(present)
+        })
+    }
+
     fn progress(&self, id: &str) -> Option<crate::http::ImportProgress> {
         self.shared
             .live

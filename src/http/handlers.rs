@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Error;
 use super::{
-    AppState, DEFAULT_LIMIT, ImageQuery, ImportProgress, MAX_LIMIT, PackFilter, READINESS_TIMEOUT,
-    Readiness,
+    AppState, DEFAULT_LIMIT, ImageQuery, ImportProgress, MAX_LIMIT, MAX_PACK_IMAGE_CHECKS,
+    PackFilter, READINESS_TIMEOUT, Readiness,
 };
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::state::Status;
@@ -172,9 +172,10 @@ pub(super) async fn packs(
     let mut catalog = state.view.packs().await.map_err(Error::Target)?;
     catalog.packs.retain(|pack| filter.matches(pack));
     let view = state.view.clone();
-    let gaps = tokio::task::spawn_blocking(move || pack_gaps(view.imports(MAX_LIMIT, None)))
+    let mut gaps = tokio::task::spawn_blocking(move || pack_gaps(view.imports(MAX_LIMIT, None)))
         .await
         .map_err(|e| internal("imports", &e))?;
+    forget_arrived(&state, &catalog.packs, &mut gaps).await;
     let packs = catalog
         .packs
         .into_iter()
@@ -200,8 +201,9 @@ struct PackList {
     truncated: bool,
 }
 
-/// A pack of the target and the images it declares that its last import
-/// found neither in its bundle nor in the target.
+/// A pack of the target and the images it declares that are missing: what
+/// its last import found neither in its bundle nor in the target, less what
+/// the target holds by now.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PackEntry {
@@ -224,6 +226,39 @@ fn pack_gaps(records: Vec<crate::state::BundleRecord>) -> HashMap<String, Vec<St
         }
     }
     gaps
+}
+
+/// Drops from `gaps` the images of `packs` that the target holds by now
+/// (a later bundle brought them), looking up at most
+/// [`MAX_PACK_IMAGE_CHECKS`]. When the target cannot be asked, the gaps stay
+/// as the imports found them.
+async fn forget_arrived(
+    state: &AppState,
+    packs: &[crate::push::catalog::CatalogPack],
+    gaps: &mut HashMap<String, Vec<String>>,
+) {
+    let mut wanted: Vec<String> = packs
+        .iter()
+        .filter_map(|pack| gaps.get(&pack.reference))
+        .flatten()
+        .cloned()
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted.truncate(MAX_PACK_IMAGE_CHECKS);
+    if wanted.is_empty() {
+        return;
+    }
+    match state.view.present_in_target(wanted).await {
+        Ok(present) => {
+            for missing in gaps.values_mut() {
+                missing.retain(|image| !present.contains(image));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot check which pack images arrived since their import");
+        }
+    }
 }
 
 /// `GET /api/v1/images?q=&limit=&after=`: a page of the target's

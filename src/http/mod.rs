@@ -27,6 +27,7 @@ mod console;
 mod error;
 mod handlers;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -52,6 +53,10 @@ pub use auth::{BasicAuth, Error as AuthError, MAX_REMEMBERED_CREDENTIALS};
 pub const DEFAULT_LIMIT: usize = 100;
 /// The most records `/api/v1/imports` lists; larger limits are capped.
 pub const MAX_LIMIT: usize = 1000;
+/// Declared images of packs looked up in the target per `/api/v1/packs`
+/// request at most (one manifest `HEAD` each on a registry); images beyond
+/// are shown as their import found them.
+pub const MAX_PACK_IMAGE_CHECKS: usize = 500;
 /// How long `/readyz` waits for [`DaemonView::readiness`] before answering
 /// `503`.
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +98,16 @@ pub trait DaemonView: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<ImageListing, String>> + Send + '_>> {
         let _ = query;
         Box::pin(async { Ok(ImageListing::default()) })
+    }
+    /// Which of `images` (source references such as
+    /// `quay.io/acme/app:1.0`) the target holds now at their mirror
+    /// location. The default finds none.
+    fn present_in_target(
+        &self,
+        images: Vec<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<HashSet<String>, String>> + Send + '_>> {
+        let _ = images;
+        Box::pin(async { Ok(HashSet::new()) })
     }
     /// The progress of import `id` while it runs. The default shows none.
     fn progress(&self, id: &str) -> Option<ImportProgress> {

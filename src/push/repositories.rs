@@ -6,7 +6,7 @@
 //! manifest; an `oci:` layout through its `index.json`. Every read is
 //! bounded (the constants below); a listing cut short says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,45 @@ pub async fn registry_images(client: &RegistryClient, query: &ImageQuery) -> Res
 /// Lists one page of an `oci:` layout target's repositories: its
 /// `index.json` entries named `<repository>:<tag>`.
 pub fn layout_images(dir: &Path, query: &ImageQuery) -> Result<ImageListing> {
+    let mut repositories: BTreeMap<String, Vec<TagDigest>> = BTreeMap::new();
+    for (name, digest) in layout_entries(dir)? {
+        let Some((repository, tag)) = name.rsplit_once(':') else {
+            continue;
+        };
+        if query.wants(repository) {
+            repositories
+                .entry(repository.to_owned())
+                .or_default()
+                .push(TagDigest {
+                    tag: tag.to_owned(),
+                    digest: Some(digest),
+                });
+        }
+    }
+    let wanted = query.page_size();
+    let mut listing = ImageListing::default();
+    for (name, mut tags) in repositories {
+        if listing.repositories.len() == wanted {
+            listing.next = listing.repositories.last().map(|r| r.name.clone());
+            break;
+        }
+        tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+        listing.repositories.push(Repository { name, tags });
+    }
+    Ok(listing)
+}
+
+/// The `ref.name`s of an `oci:` layout target's `index.json` entries.
+pub fn layout_names(dir: &Path) -> Result<HashSet<String>> {
+    Ok(layout_entries(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The named entries of a layout's `index.json`: (ref name, digest); none
+/// when the layout has no index yet.
+fn layout_entries(dir: &Path) -> Result<Vec<(String, String)>> {
     #[derive(Deserialize)]
     struct Entry {
         digest: String,
@@ -171,7 +210,7 @@ pub fn layout_images(dir: &Path, query: &ImageQuery) -> Result<ImageListing> {
             path: path.display().to_string(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ImageListing::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(Error::Layout {
                 path: path.display().to_string(),
@@ -179,36 +218,14 @@ pub fn layout_images(dir: &Path, query: &ImageQuery) -> Result<ImageListing> {
             });
         }
     };
-    let mut repositories: BTreeMap<String, Vec<TagDigest>> = BTreeMap::new();
-    for entry in index.manifests {
-        let Some((repository, tag)) = entry
-            .annotations
-            .get(OCI_REF_NAME)
-            .and_then(|name| name.rsplit_once(':'))
-        else {
-            continue;
-        };
-        if query.wants(repository) {
-            repositories
-                .entry(repository.to_owned())
-                .or_default()
-                .push(TagDigest {
-                    tag: tag.to_owned(),
-                    digest: Some(entry.digest),
-                });
-        }
-    }
-    let wanted = query.page_size();
-    let mut listing = ImageListing::default();
-    for (name, mut tags) in repositories {
-        if listing.repositories.len() == wanted {
-            listing.next = listing.repositories.last().map(|r| r.name.clone());
-            break;
-        }
-        tags.sort_by(|a, b| a.tag.cmp(&b.tag));
-        listing.repositories.push(Repository { name, tags });
-    }
-    Ok(listing)
+    Ok(index
+        .manifests
+        .into_iter()
+        .filter_map(|mut entry| {
+            let name = entry.annotations.remove(OCI_REF_NAME)?;
+            Some((name, entry.digest))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -25,7 +25,13 @@ const browser = spawn(plan.chromium, [
   "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
   "--disable-background-networking", "--disable-sync", "--disable-default-apps",
   "--remote-debugging-pipe", "--user-data-dir=" + profile, "about:blank",
-], { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });
+], { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"], detached: true });
+// Chromium starts helpers (zygote, renderers, crashpad) in its process
+// group: stopping means stopping them all, or they keep writing into the
+// profile while it is removed.
+const stopBrowser = () => {
+  try { process.kill(-browser.pid, "SIGKILL"); } catch (e) { browser.kill("SIGKILL"); }
+};
 let stderr = "";
 browser.stderr.on("data", (d) => { stderr += d; });
 
@@ -156,7 +162,7 @@ async function main() {
   return { results, requests };
 }
 
-const watchdog = setTimeout(() => { browser.kill("SIGKILL"); process.exit(3); }, 10 * WAIT_MS);
+const watchdog = setTimeout(() => { stopBrowser(); process.exit(3); }, 10 * WAIT_MS);
 main().then((output) => {
   process.stdout.write(JSON.stringify(output));
   process.exitCode = 0;
@@ -165,6 +171,12 @@ main().then((output) => {
   process.exitCode = 1;
 }).finally(() => {
   clearTimeout(watchdog);
-  browser.kill("SIGKILL");
-  browser.on("exit", () => rmSync(profile, { recursive: true, force: true }));
+  browser.on("exit", () => {
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (e) {
+      process.stderr.write("cannot remove the Chromium profile " + profile + ": " + e + "\n");
+    }
+  });
+  stopBrowser();
 });
