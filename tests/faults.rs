@@ -386,3 +386,142 @@ fn a_full_state_directory_holds_imports_back_and_loses_nothing() {
     eprintln!("state directory full: injected and survived, 2 bundles, nothing lost");
     assert_nothing_lost(&registry, &daemon, &bundles);
 }
+
+/// The daemon's peak resident memory (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib << 10)
+}
+
+/// Most the daemon may hold after 200 bundles: its import buffers (48 MiB)
+/// and zstd window are far below; a leak per bundle is not.
+const MEMORY_LIMIT: u64 = 256 << 20;
+
+#[test]
+fn two_hundred_bundles_at_once_good_duplicated_tampered_truncated_each_handled_once() {
+    let count = 200;
+    let key = TestKey::generate(KeyKind::EcP256);
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut setup = site.setup(&["--concurrency", "4"]);
+    impatient(&mut setup);
+    let daemon = Daemon::start(&setup, &registry, key.public_pem());
+
+    // Of every ten: seven good, one good copy under another name, one
+    // tampered, one truncated.
+    let staging = tempfile::tempdir().expect("staging dir");
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..count {
+        let bundle = BundleBuilder::new(&format!("mass-{i:03}"))
+            .image(
+                Image::new(&format!("quay.io/acme/mass{i:03}:1.0"))
+                    .layers(&[Layer::gzip_tar(1000 + i as u64, 4 << 10)]),
+            )
+            .build(&key);
+        match i % 10 {
+            7 => {
+                let original: &BuiltBundle = &good[good.len() - 1];
+                let name = format!("copy-of-{i:03}");
+                std::fs::copy(original.zst(), staging.path().join(format!("{name}.zst")))
+                    .expect("copy the duplicate");
+                std::fs::copy(
+                    original.sig(),
+                    staging.path().join(format!("{name}.sig.bin")),
+                )
+                .expect("copy the duplicate's signature");
+            }
+            8 => {
+                bundle.tamper();
+                bundle.copy_into(staging.path());
+                bad.push(bundle);
+            }
+            9 => {
+                let (zst, _) = bundle.copy_into(staging.path());
+                let len = std::fs::metadata(&zst).expect("stat").len();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&zst)
+                    .expect("open the copy");
+                file.set_len(len / 2).expect("truncate the copy");
+                bad.push(bundle);
+            }
+            _ => {
+                bundle.copy_into(staging.path());
+                good.push(bundle);
+            }
+        }
+    }
+    // All at once: one rename each into the watched folder.
+    for entry in std::fs::read_dir(staging.path()).expect("list staging") {
+        let entry = entry.expect("staging entry");
+        std::fs::rename(entry.path(), site.drop.path().join(entry.file_name()))
+            .expect("move into the drop folder");
+    }
+    let started = Instant::now();
+    let duplicates = count / 10;
+    daemon.wait_within("every bundle handled", IMPORT_LIMIT, |d| {
+        d.metric(r#"airlock_bundles_total{outcome="imported"}"#) >= good.len() as f64
+            && d.metric(r#"airlock_bundles_total{outcome="rejected"}"#) >= bad.len() as f64
+            && d.metric(r#"airlock_bundles_total{outcome="duplicate"}"#) >= duplicates as f64
+    });
+    let took = started.elapsed();
+    let peak = peak_memory(daemon.pid());
+    eprintln!(
+        "{count} bundles at once: {} imported, {duplicates} duplicates, {} rejected in {took:?}; daemon peak RSS {} MiB",
+        good.len(),
+        bad.len(),
+        peak >> 20
+    );
+    assert!(peak < MEMORY_LIMIT, "the daemon held {peak} bytes");
+
+    // Each good image landed once: one PUT of its tag.
+    let puts = registry
+        .settled_requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/1.0"))
+        .count();
+    assert_eq!(puts, good.len(), "a tag was pushed more than once");
+    // Each bad one rejected with its reason beside it, nothing of it pushed.
+    for bundle in &bad {
+        let name = bundle.zst().file_name().expect("name").to_string_lossy();
+        let reason = site.drop.path().join(format!("{name}.error.json"));
+        let text = std::fs::read_to_string(&reason)
+            .unwrap_or_else(|e| panic!("no reason file {}: {e}", reason.display()));
+        assert!(text.contains("message"), "{text}");
+        let repo = format!("{PREFIX}/{}", bundle.images()[0].repository());
+        assert!(registry.tags(&repo).is_empty(), "{repo} was pushed");
+    }
+    let (_, body) = daemon
+        .get("/api/v1/imports?limit=1000")
+        .expect("GET /api/v1/imports");
+    let records: serde_json::Value = serde_json::from_str(&body).expect("records JSON");
+    let records = records.as_array().expect("records");
+    let imported = records.iter().filter(|r| r["status"] == "imported").count();
+    let rejected = records.iter().filter(|r| r["status"] == "rejected").count();
+    assert_eq!(imported, good.len(), "imported records");
+    assert_eq!(rejected, bad.len(), "rejected records");
+    let named_twice = records
+        .iter()
+        .filter(|r| r["names"].as_array().is_some_and(|n| n.len() == 2))
+        .count();
+    assert_eq!(
+        named_twice, duplicates,
+        "duplicates recorded under both names"
+    );
+    let catalog: BTreeSet<String> = registry.catalog().into_iter().collect();
+    let expected: BTreeSet<String> = good
+        .iter()
+        .map(|b| format!("{PREFIX}/{}", b.images()[0].repository()))
+        .collect();
+    assert_eq!(catalog, expected, "the registry holds other repositories");
+    for bundle in &good {
+        let image = &bundle.images()[0];
+        let reference = format!("{PREFIX}/{}", image.full_ref);
+        assert_eq!(skopeo::inspect_raw(&registry, &reference), image.manifest);
+    }
+}
