@@ -276,6 +276,13 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
             narrow_packs,
         ],
     );
+    // Everything the browser saw, axe-core's findings of every impact
+    // included, beside the screenshots for people to read.
+    std::fs::write(
+        shots.join("report.json"),
+        serde_json::to_string_pretty(&seen).expect("JSON"),
+    )
+    .expect("write report.json");
     let results = seen["results"].as_array().expect("results");
     let [
         imports,
@@ -424,27 +431,11 @@ fn the_console_shows_every_bundle_pack_and_image_and_its_filters_narrow_the_list
         "requests outside the daemon: {outside:?}"
     );
 
-    // axe-core finds nothing serious in any view, at either width.
+    // axe-core finds nothing, of any impact, in any view, at either width.
     for result in results.iter().filter(|r| r.get("violations").is_some()) {
-        let serious: Vec<&Value> = result["violations"]
-            .as_array()
-            .expect("violations")
-            .iter()
-            .filter(|v| ["serious", "critical"].contains(&v["impact"].as_str().unwrap_or("")))
-            .collect();
-        assert!(serious.is_empty(), "{}: {serious:#?}", result["url"]);
+        let violations = result["violations"].as_array().expect("violations");
+        assert!(violations.is_empty(), "{}: {violations:#?}", result["url"]);
     }
-    // An image a pack lacked arrives with a later bundle: the pack no
-    // longer lacks it.
-    let arrives = BundleBuilder::new("absent-arrives")
-        .image(Image::new(ABSENT))
-        .build(&key);
-    import_all(&site, &daemon, &[&arrives], 4);
-    let (status, _, body) = raw_get(port_of(&url), "/api/v1/packs?q=nginx", None);
-    assert_eq!(status, 200, "{body}");
-    let listed: Value = serde_json::from_str(&body).expect("packs JSON");
-    assert_eq!(listed["packs"][0]["missingImages"], json!([]), "{listed}");
-
     for name in [
         "imports-1280x800.png",
         "imports-420x800.png",
