@@ -445,7 +445,7 @@ fn a_rule_that_checks_without_keys_is_a_configuration_error() {
 
 /// Where scripts/test installed sigstore-js's signing library.
 fn sigstore_js_modules() -> std::path::PathBuf {
-    std::env::var_os("AIRLOCK_TEST_SIGSTORE_JS")
+    std::env::var_os("SIGSTORE_JS_NODE_MODULES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
