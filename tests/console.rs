@@ -566,6 +566,48 @@ fn basic_auth_guards_the_console_and_api_while_the_probes_stay_open() {
 }
 
 #[test]
+fn a_bundle_with_a_pack_held_back_shows_as_partial_with_what_was_held() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = pack_bundle(&key);
+    let registry = Registry::start();
+    let site = Site::new();
+    let daemon = Daemon::start(
+        &site.setup(&["--pack-image-policy", "fail"]),
+        &registry,
+        key.public_pem(),
+    );
+    import_all(&site, &daemon, &[&bundle], 1);
+    let id = id_of(&daemon, "palette-packs.zst");
+    let seen = browse(
+        &daemon.url(),
+        None,
+        vec![
+            step("/?view=imports&status=partial"),
+            step(&format!("/?view=bundle&id={id}")),
+        ],
+    );
+    let [imports, own] = seen["results"].as_array().expect("results").as_slice() else {
+        panic!("two results expected: {seen}");
+    };
+    assert_eq!(
+        column(imports, "imports-table", 1),
+        ["partial"],
+        "{imports}"
+    );
+    let reason = &column(imports, "imports-table", 7)[0];
+    assert!(reason.contains("held back"), "{reason}");
+    assert!(reason.contains(ABSENT), "{reason}");
+    // The bundle's view says which pack was held back, and what landed.
+    assert_eq!(column(own, "bundle-packs", 0), ["nginx", "cni-cilium"]);
+    assert_eq!(column(own, "bundle-packs", 4), ["yes", "no"]);
+    assert_eq!(column(own, "bundle-packs", 3)[0], ABSENT);
+    assert_eq!(
+        column(own, "bundle-images", 1),
+        [format!("{}/mirror/{DB}", registry.host())]
+    );
+}
+
+#[test]
 fn an_htpasswd_file_with_a_weak_scheme_stops_the_daemon_at_start() {
     let site = Site::new();
     let htpasswd = site.state.path().join("htpasswd");
