@@ -210,7 +210,15 @@ pub fn subject_of_tag(tag: &str) -> Option<&str> {
 /// Parses a reference the way Docker does, normalising Docker Hub short names
 /// (`nginx:1.25` → `docker.io/library/nginx:1.25`).
 pub fn parse_full(name: &str) -> Result<Reference, String> {
-    name.parse::<Reference>().map_err(|e| e.to_string())
+    let reference = name.parse::<Reference>().map_err(|e| e.to_string())?;
+    // The parser accepts some names Docker refuses (upper case in a Docker
+    // Hub repository, `AA/6.1`), whose normalised form then does not parse:
+    // a name airlock would push to must survive its own normalisation.
+    let whole = reference.whole();
+    whole
+        .parse::<Reference>()
+        .map_err(|e| format!("{name:?} normalises to {whole:?}, which is not a reference: {e}"))?;
+    Ok(reference)
 }
 
 /// A repository path component per the distribution spec:
@@ -245,6 +253,18 @@ fn name_has_no_tag_or_digest(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_does_not_survive_normalisation_is_refused() {
+        // Found by the `reference` fuzz target: accepted by the parser,
+        // normalised to docker.io/AA/6.1:latest, which does not parse.
+        let error = parse_full("AA/6.1").expect_err("upper-case Docker Hub repository");
+        assert!(error.contains("docker.io/AA/6.1:latest"), "{error}");
+        assert_eq!(
+            parse_full("nginx:1.25").expect("valid").whole(),
+            "docker.io/library/nginx:1.25"
+        );
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
