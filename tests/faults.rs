@@ -144,8 +144,10 @@ fn faults_of_a_proxy_in_front_of_the_registry_are_survived_and_nothing_is_lost()
                 seed,
                 percent: 20,
                 max_faults: if full() { 400 } else { 40 },
-                // Longer than the daemon's 2 s answer timeout.
-                stall: Duration::from_secs(5),
+                // Far longer than the daemon's 2 s answer timeout: without
+                // it, a stalled request would hold its import past the
+                // test's limit.
+                stall: Duration::from_secs(600),
             }),
             ..ProxyRules::default()
         },
