@@ -8,7 +8,7 @@
 //!
 //! The formats are small and are read here with serde_json, base64 and the
 //! verifier's own key types rather than the `sigstore` crate: see
-//! docs/ARCHITECTURE.md, "Image signatures".
+//! docs/ARCHITECTURE.md, "Dependencies" (why not the sigstore crate).
 
 mod cosign;
 mod rules;
