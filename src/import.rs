@@ -325,10 +325,27 @@ async fn run_verified_inner(
         .into());
     }
     let verified_by = verified.key().clone();
+    let writer = Arc::new(crate::push::Destination::open(
+        &target,
+        registry,
+        &push,
+        upload_journal,
+    )?);
     progress.set_stage(Stage::Indexing);
     let index_progress = progress.clone();
-    let index = blocking(move || BundleIndex::build(verified, limits, &index_progress)).await??;
-    let index = Arc::new(index);
+    let stage = writer.stage();
+    let (index, stage) = blocking(move || match stage {
+        Some(mut stage) => {
+            let index = BundleIndex::build_staged(verified, limits, &index_progress, &mut stage);
+            (index, Some(stage))
+        }
+        None => (BundleIndex::build(verified, limits, &index_progress), None),
+    })
+    .await?;
+    let index = Arc::new(index?);
+    if let Some(stage) = stage {
+        writer.adopt(stage);
+    }
 
     let mut plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
     let checking = std::time::Instant::now();
@@ -349,12 +366,6 @@ async fn run_verified_inner(
         tracing::warn!(file = %extra.path, "not imported: {reason}");
     }
 
-    let writer = Arc::new(crate::push::Destination::open(
-        &target,
-        registry,
-        &push,
-        upload_journal,
-    )?);
     let packs = check_packs(&plan, &writer, pack_image_policy).await?;
     let held: Vec<&ImportedPack> = packs.iter().filter(|p| p.held_back).collect();
     plan.withhold(

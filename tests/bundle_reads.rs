@@ -347,3 +347,154 @@ fn a_bundle_changed_between_its_reads_gets_no_tag_and_leaves_no_upload_open() {
         "upload sessions left open: {open:?}; requests: {requests:#?}; error: {error}"
     );
 }
+
+fn oci_import_command(zst: &Path, public_key: &Path, layout: &Path) -> Command {
+    let mut command = airlock();
+    command
+        .arg("import")
+        .arg(zst)
+        .arg("--public-key")
+        .arg(public_key)
+        .args(["--registry", &format!("oci:{}", layout.display())])
+        .args(["--quiet", "--output", "json"]);
+    command
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    for _ in 0..10_000 {
+        let Some(current) = dirs.pop() else { break };
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dir) {
+                files.push(relative.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn an_import_into_an_oci_layout_reads_the_bundle_twice_cold_and_warm() {
+    let (_key, bundle) = big_bundle("layout-reads");
+    let size = size_of(bundle.zst());
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    for temperature in ["cold", "warm"] {
+        let (import, read) = run_counting_reads(
+            &mut oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout),
+            Duration::from_secs(120),
+        );
+        assert!(import.success(), "{temperature} import: {}", import.stderr);
+        assert!(
+            read as f64 <= MAX_READS_WARM * size as f64,
+            "a {temperature} import into a layout read {read} bytes, {:.2} times the {size}-byte bundle",
+            read as f64 / size as f64
+        );
+    }
+    let image = bundle.image(APP);
+    let raw = support::skopeo::inspect_oci_layout(&layout, &image.full_ref);
+    assert_eq!(raw, image.manifest, "{} in the layout", image.full_ref);
+    for blob in &image.blobs {
+        let hex = blob.digest.trim_start_matches("sha256:");
+        assert!(
+            layout.join("blobs/sha256").join(hex).is_file(),
+            "{} is not in the layout",
+            blob.digest
+        );
+    }
+    let partial: Vec<String> = files_under(&layout)
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+}
+
+#[test]
+fn a_broken_bundle_leaves_no_blob_and_no_temporary_file_in_an_oci_layout() {
+    use support::bundle::{Breakage, broken_bundle};
+    let key = TestKey::generate(KeyKind::EcP256);
+    // Every blob but the first layer is in the tar and read (and set aside)
+    // before the index finds the layer missing.
+    let bundle = broken_bundle(Breakage::MissingLayer, &key);
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    let output = oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout)
+        .output()
+        .expect("run airlock");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<String> = files_under(&layout)
+        .into_iter()
+        .filter(|f| f.starts_with("blobs/"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a broken bundle left in the layout: {left:?}"
+    );
+}
+
+#[test]
+fn blobs_of_platforms_left_out_are_not_left_in_an_oci_layout() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("platforms")
+        .image(Image::new("nginx:1.25").platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&key);
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    let output = oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout)
+        .args(["--platform", "linux/amd64"])
+        .output()
+        .expect("run airlock");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let image = bundle.image("nginx:1.25");
+    let arm = image
+        .manifests
+        .iter()
+        .find(|m| m.platform == "linux/arm64")
+        .expect("an arm64 manifest");
+    let amd = image
+        .manifests
+        .iter()
+        .find(|m| m.platform == "linux/amd64")
+        .expect("an amd64 manifest");
+    let kept: Vec<&str> = std::iter::once(&amd.config)
+        .chain(&amd.layers)
+        .map(|b| b.digest.as_str())
+        .collect();
+    let files = files_under(&layout);
+    for blob in std::iter::once(&arm.config)
+        .chain(&arm.layers)
+        .filter(|b| !kept.contains(&b.digest.as_str()))
+    {
+        let hex = blob.digest.trim_start_matches("sha256:");
+        assert!(
+            !files.iter().any(|f| f.contains(hex)),
+            "the left-out platform's blob {} is in the layout: {files:?}",
+            blob.digest
+        );
+    }
+    assert!(
+        !files.iter().any(|f| f.ends_with(".partial")),
+        "temporary blobs left: {files:?}"
+    );
+}

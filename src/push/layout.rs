@@ -10,13 +10,19 @@
 //! lock on a lock file in the directory, so imports running at the same time
 //! (several processes, or one daemon importing several bundles) all keep
 //! their entries.
+//!
+//! The index pass sets the layout's missing blobs aside as it reads them
+//! ([`LayoutStage`]: temporary files beside their final place), so an import
+//! into a layout reads the bundle twice, not three times; the push stage
+//! renames the ones the plan needs into place once the bundle proved whole,
+//! and the rest are removed with the stage.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -42,6 +48,8 @@ const INDEX_LOCK_FILE: &str = ".airlock-index.lock";
 pub struct LayoutWriter {
     dir: PathBuf,
     added: Mutex<Vec<IndexEntry>>,
+    /// Blobs the index pass set aside, not yet in place.
+    staged: Mutex<HashMap<Digest, StagedBlob>>,
 }
 
 /// One `index.json` entry. Unknown fields of existing entries are kept.
@@ -87,6 +95,7 @@ impl LayoutWriter {
         Ok(LayoutWriter {
             dir: dir.to_owned(),
             added: Mutex::new(Vec::new()),
+            staged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -216,9 +225,35 @@ impl LayoutWriter {
         Ok(file)
     }
 
+    /// Takes over the blobs `stage` set aside during the index pass.
+    pub fn adopt(&self, stage: LayoutStage) {
+        if let Ok(mut staged) = self.staged.lock() {
+            staged.extend(stage.kept);
+        }
+    }
+
+    /// Renames the set-aside blob `digest` into place; `false` when none was
+    /// set aside.
+    pub fn commit_staged(&self, digest: &Digest) -> Result<bool> {
+        let write = self.staged.lock().ok().and_then(|mut s| s.remove(digest));
+        match write {
+            Some(write) => write.commit().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes every set-aside blob not committed (the plan did not need
+    /// it: a platform left out, an image held back).
+    pub fn discard_staged(&self) {
+        if let Ok(mut staged) = self.staged.lock() {
+            staged.clear();
+        }
+    }
+
     /// Merges the recorded entries into `index.json`: an existing entry with
     /// the same reference name is replaced, everything else is kept.
     pub fn finish(&self) -> Result<()> {
+        self.discard_staged();
         let _locked = self.lock_index()?;
         let path = self.dir.join("index.json");
         let mut index = self.read_index()?.unwrap_or_else(|| Index {
@@ -259,6 +294,72 @@ impl LayoutWriter {
     }
 }
 
+/// The blobs of a bundle set aside in a layout during the index pass, as
+/// temporary files beside their final place (removed on drop). A blob the
+/// layout already holds is not set aside.
+pub struct LayoutStage {
+    writer: Arc<LayoutWriter>,
+    current: Option<(Digest, BlobWrite)>,
+    kept: HashMap<Digest, StagedBlob>,
+}
+
+impl LayoutStage {
+    /// A stage for `writer`'s layout.
+    pub fn new(writer: Arc<LayoutWriter>) -> Self {
+        LayoutStage {
+            writer,
+            current: None,
+            kept: HashMap::new(),
+        }
+    }
+}
+
+impl crate::read::BlobStage for LayoutStage {
+    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
+        self.current = None;
+        if self.kept.contains_key(digest) || self.writer.blob_size(digest) == Some(size) {
+            return Ok(false);
+        }
+        let write = self
+            .writer
+            .begin_blob(digest)
+            .map_err(std::io::Error::other)?;
+        self.current = Some((digest.clone(), write));
+        Ok(true)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.current {
+            Some((_, write)) => write.write(bytes).map_err(std::io::Error::other),
+            None => Ok(()),
+        }
+    }
+
+    fn keep(&mut self) -> std::io::Result<()> {
+        if let Some((digest, write)) = self.current.take() {
+            let staged = write.set_aside().map_err(std::io::Error::other)?;
+            self.kept.insert(digest, staged);
+        }
+        Ok(())
+    }
+}
+
+/// A blob written whole and checked, beside its place; removed on drop
+/// unless committed.
+struct StagedBlob {
+    temp: tempfile::TempPath,
+    final_path: PathBuf,
+}
+
+impl StagedBlob {
+    /// Renames the blob into place.
+    fn commit(self) -> Result<()> {
+        self.temp
+            .persist(&self.final_path)
+            .map_err(|e| io_error(&self.final_path, e.error))
+    }
+}
+
 /// A blob being written to a layout; removed on drop unless committed.
 pub struct BlobWrite {
     file: tempfile::NamedTempFile,
@@ -276,6 +377,28 @@ impl BlobWrite {
             .as_file_mut()
             .write_all(chunk)
             .map_err(|e| io_error(&path, e))
+    }
+
+    /// Checks the digest, syncs and closes the blob, leaving it beside its
+    /// place to be committed later. Closed, so a bundle of many blobs does
+    /// not hold a file descriptor for each.
+    fn set_aside(self) -> Result<StagedBlob> {
+        let actual = self.hasher.finish();
+        if actual != self.digest {
+            return Err(Error::DigestMismatch {
+                expected: self.digest,
+                actual,
+            });
+        }
+        let temp_path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_error(&temp_path, e))?;
+        Ok(StagedBlob {
+            temp: self.file.into_temp_path(),
+            final_path: self.final_path,
+        })
     }
 
     /// Checks the digest, syncs and renames the blob into place.

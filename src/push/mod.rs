@@ -46,6 +46,7 @@ use crate::plan::{Plan, PlannedImage, Target};
 use crate::progress::Progress;
 
 pub use journal::{RESUMABLE_BLOB_BYTES, SharedJournal, UploadJournal, UploadKey, UploadRecord};
+pub use layout::LayoutStage;
 use layout::LayoutWriter;
 use registry::{RegistryClient, RegistryConfig};
 use transfer::{BlobChunks, Delivery, Fanout, Left, Leftover};
@@ -350,6 +351,45 @@ impl Destination {
             }),
             Target::Layout { dir } => Ok(Destination::Layout(Arc::new(LayoutWriter::open(dir)?))),
         }
+    }
+
+    /// Where the index pass can set the target's missing blobs aside so
+    /// that pushing them needs no further read of the bundle: a layout's
+    /// blob directory. `None` for a registry, whose upload sessions belong
+    /// to a repository the index pass does not know yet.
+    pub fn stage(&self) -> Option<LayoutStage> {
+        match self {
+            Destination::Layout(layout) => Some(LayoutStage::new(Arc::clone(layout))),
+            Destination::Registry { .. } => None,
+        }
+    }
+
+    /// Takes over the blobs a [`Destination::stage`] set aside, once the
+    /// index pass proved the bundle whole; [`push`] commits those the plan
+    /// needs and removes the rest.
+    pub fn adopt(&self, stage: LayoutStage) {
+        if let Destination::Layout(layout) = self {
+            layout.adopt(stage);
+        }
+    }
+
+    /// Commits the blobs of `pending` set aside during the index pass and
+    /// returns them with their sizes; they need no stream pass.
+    fn commit_staged(
+        &self,
+        pending: &HashMap<Digest, Delivery>,
+        plan: &Plan,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let Destination::Layout(layout) = self else {
+            return Ok(Vec::new());
+        };
+        let mut committed = Vec::new();
+        for digest in pending.keys() {
+            if layout.commit_staged(digest)? {
+                committed.push((digest.clone(), plan.index().blob_size(digest).unwrap_or(0)));
+            }
+        }
+        Ok(committed)
     }
 
     async fn blob_size(&self, repository: &str, digest: &Digest) -> Result<Option<u64>> {
@@ -740,6 +780,14 @@ pub async fn push(
         .collect();
     progress.set_bytes_to_push(bytes_of(&mut pending.keys()));
     progress.set_stage(crate::progress::Stage::Uploading);
+    // Blobs the index pass set aside are renamed into place, not read again.
+    let staged = tokio::task::block_in_place(|| destination.commit_staged(&pending, plan))?;
+    for (digest, size) in staged {
+        pending.remove(&digest);
+        tally.uploaded(size);
+        progress.add_pushed_bytes(size);
+        progress.add_blob_done();
+    }
     let mut pass = 1;
     loop {
         let left = transfer::stream_uploads(plan, &destination, pending, options, progress, &tally)

@@ -62,6 +62,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A blob could not be set aside in the target while it was read.
+    #[error("bundle {path}: cannot set blob {digest} aside in the target: {source}")]
+    Stage {
+        /// The bundle file.
+        path: String,
+        /// The blob.
+        digest: Digest,
+        /// What writing it reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file does not start with a zstd frame.
     #[error("bundle {path} is not zstd-compressed")]
     NotZstd {
@@ -266,7 +277,7 @@ impl Error {
     /// Every content problem is an integrity failure: permanent, nothing pushed.
     pub fn class(&self) -> FailureClass {
         match self {
-            Error::Open { .. } => FailureClass::Transport,
+            Error::Open { .. } | Error::Stage { .. } => FailureClass::Transport,
             _ => FailureClass::Integrity,
         }
     }
@@ -378,7 +389,20 @@ impl<B: BundleSource> BundleIndex<B> {
     /// reachable from `index.json` is absent or has the wrong size, or the file
     /// changed since it was verified.
     pub fn build(bundle: B, limits: ReadLimits, progress: &Progress) -> Result<Self> {
-        let scan = scan(&bundle, limits, progress)?;
+        Self::build_staged(bundle, limits, progress, &mut NoStage)
+    }
+
+    /// [`BundleIndex::build`], handing the bytes of every layout blob the
+    /// `stage` wants to it as they are read, so that writing them later
+    /// needs no further read of the bundle. When this returns an error,
+    /// whatever the stage holds must be thrown away.
+    pub fn build_staged(
+        bundle: B,
+        limits: ReadLimits,
+        progress: &Progress,
+        stage: &mut dyn BlobStage,
+    ) -> Result<Self> {
+        let scan = scan(&bundle, limits, progress, stage)?;
         let index = layout::assemble(bundle, scan, limits)?;
         limits
             .check_age(index.created(), std::time::SystemTime::now())
@@ -514,6 +538,39 @@ impl<B: BundleSource> BundleIndex<B> {
     }
 }
 
+/// Where the index pass sets blob bytes aside as it reads them (the blobs of
+/// an `oci:` target, written to temporary files). It is called for the
+/// entries whose name gives their digest, one blob at a time: `begin`, then
+/// `write` with every byte in order, then `keep` once the bytes proved to be
+/// the blob. Nothing set aside may be visible in the target before the push
+/// stage commits it, after the whole bundle is indexed and its compressed
+/// bytes matched the verified digest.
+pub trait BlobStage: Send {
+    /// Starts on blob `digest` of `size` bytes; `false` when the stage does
+    /// not want it (the target has it, or it is set aside already).
+    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool>;
+    /// The next bytes of the blob begun last.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// The blob begun last was read whole and hashes to its digest.
+    fn keep(&mut self) -> std::io::Result<()>;
+}
+
+/// A stage that wants nothing: the index pass only reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStage;
+
+impl BlobStage for NoStage {
+    fn begin(&mut self, _: &Digest, _: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
+    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn keep(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A failure while streaming blobs: the bundle or the consumer.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError<E> {
@@ -603,7 +660,12 @@ fn layout_file<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     (file == name && !root.is_empty()).then_some(root)
 }
 
-fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> Result<Scan> {
+fn scan(
+    bundle: &impl BundleSource,
+    limits: ReadLimits,
+    progress: &Progress,
+    stage: &mut dyn BlobStage,
+) -> Result<Scan> {
     let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
@@ -671,14 +733,24 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
         let name = checked.normalized;
         let size = entry.size();
         if let Some((root, digest)) = blob_path(&name) {
-            let (actual, document) =
-                hash_blob(&mut entry, &digest, size, limits, path).map_err(|e| e.at_item(&name))?;
+            let staged = |source| Error::Stage {
+                path: display.clone(),
+                digest: digest.clone(),
+                source,
+            };
+            let staging = stage.begin(&digest, size).map_err(staged)?;
+            let to = if staging { Some(&mut *stage) } else { None };
+            let (actual, document) = hash_blob(&mut entry, &digest, size, limits, path, to)
+                .map_err(|e| e.at_item(&name))?;
             if actual != digest {
                 return Err(Error::BlobDigestMismatch {
                     path: display,
                     entry: name,
                     actual,
                 });
+            }
+            if staging {
+                stage.keep().map_err(staged)?;
             }
             let root_scan = scan.roots.entry(root).or_default();
             root_scan.blobs.insert(digest.clone(), size);
@@ -721,15 +793,22 @@ fn scan(bundle: &impl BundleSource, limits: ReadLimits, progress: &Progress) -> 
     Ok(scan)
 }
 
-/// Hashes one blob; keeps its bytes when it is small and looks like JSON, as
-/// it may turn out to be a manifest once `index.json` is read.
-fn hash_blob(
+/// Hashes one blob, handing its bytes to `stage` when given; keeps them when
+/// the blob is small and looks like JSON, as it may turn out to be a manifest
+/// once `index.json` is read.
+fn hash_blob<S: BlobStage + ?Sized>(
     entry: &mut impl Read,
     digest: &Digest,
     size: u64,
     limits: ReadLimits,
     path: &Path,
+    mut stage: Option<&mut S>,
 ) -> Result<(Digest, Option<Bytes>)> {
+    let staged = |source| Error::Stage {
+        path: path.display().to_string(),
+        digest: digest.clone(),
+        source,
+    };
     let mut hasher = Hasher::new(digest.algorithm());
     if size <= limits.max_document_bytes {
         let mut bytes = Vec::with_capacity(size as usize);
@@ -737,6 +816,9 @@ fn hash_blob(
             .read_to_end(&mut bytes)
             .map_err(|source| corrupt(path, source))?;
         hasher.update(&bytes);
+        if let Some(stage) = stage.as_mut() {
+            stage.write(&bytes).map_err(staged)?;
+        }
         let looks_like_json = bytes
             .iter()
             .find(|b| !b.is_ascii_whitespace())
@@ -753,6 +835,9 @@ fn hash_blob(
             break;
         }
         hasher.update(&buffer[..n]);
+        if let Some(stage) = stage.as_mut() {
+            stage.write(&buffer[..n]).map_err(staged)?;
+        }
     }
     Ok((hasher.finish(), None))
 }
