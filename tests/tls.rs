@@ -240,11 +240,28 @@ fn without_a_client_certificate_a_registry_that_requires_one_refuses_clearly() {
     let registry = Registry::start_with(RegistryOptions::default().with_client_certs());
     let bundle = bundle("mtls-missing");
 
-    let output = import(
-        &bundle,
-        &registry.host(),
-        &["--ca-cert", path(registry.ca_cert_path())],
-    );
+    // In TLS 1.3 the registry refuses a missing client certificate with an
+    // alert sent after the client has finished its side of the handshake.
+    // When that alert closes the connection before the request is written,
+    // hyper reports only "connection was not ready" and the alert's text is
+    // lost (a known weakness of the message, not of the refusal: nothing is
+    // sent either way). Such a run says nothing about the hint; run again, a
+    // bounded number of times.
+    let run = || {
+        import(
+            &bundle,
+            &registry.host(),
+            &["--ca-cert", path(registry.ca_cert_path())],
+        )
+    };
+    let mut output = run();
+    for _ in 0..3 {
+        if !stderr(&output).contains("connection was not ready") {
+            break;
+        }
+        assert_refused_untouched(&output, &registry);
+        output = run();
+    }
 
     assert_refused_untouched(&output, &registry);
     let stderr = stderr(&output);
