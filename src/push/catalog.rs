@@ -13,11 +13,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::Result;
 use super::registry::RegistryClient;
-use super::{Error, Result};
 use crate::digest::Digest;
 use crate::plan::{PlanOptions, Target};
-use crate::read::names::{OCI_REF_NAME, is_path_component};
+use crate::read::names::is_path_component;
 use crate::read::{Area, ArtifactName, Pack, PackMetadata};
 
 /// Repository names asked for per `/v2/_catalog` page.
@@ -224,37 +224,10 @@ pub async fn registry_packs(
 /// Lists the packs of an `oci:` layout target: `index.json` entries named
 /// `spectro-packs/archive/<name>:<tag>`.
 pub fn layout_packs(dir: &Path) -> Result<PackCatalog> {
-    #[derive(Deserialize)]
-    struct Entry {
-        digest: String,
-        #[serde(default)]
-        annotations: BTreeMap<String, String>,
-    }
-    #[derive(Deserialize)]
-    struct Index {
-        #[serde(default)]
-        manifests: Vec<Entry>,
-    }
-    let path = dir.join("index.json");
-    let index: Index = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Layout {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PackCatalog::default()),
-        Err(source) => {
-            return Err(Error::Layout {
-                path: path.display().to_string(),
-                source,
-            });
-        }
-    };
+    let entries = super::repositories::layout_entries(dir)?;
     let area = format!("{}/", Area::Packs.path());
     let mut catalog = PackCatalog::default();
-    for entry in index.manifests {
-        let Some(name) = entry.annotations.get(OCI_REF_NAME) else {
-            continue;
-        };
+    for (name, digest) in entries {
         let Some((repository, tag)) = name.rsplit_once(':') else {
             continue;
         };
@@ -268,7 +241,7 @@ pub fn layout_packs(dir: &Path) -> Result<PackCatalog> {
             catalog.truncated = true;
             break;
         }
-        let digest: Option<Digest> = entry.digest.parse().ok();
+        let digest: Option<Digest> = digest.parse().ok();
         let bytes = digest
             .as_ref()
             .map(|d| dir.join("blobs").join(d.algorithm().as_str()).join(d.hex()))

@@ -192,7 +192,7 @@ pub fn layout_names(dir: &Path) -> Result<HashSet<String>> {
 
 /// The named entries of a layout's `index.json`: (ref name, digest); none
 /// when the layout has no index yet.
-fn layout_entries(dir: &Path) -> Result<Vec<(String, String)>> {
+pub(super) fn layout_entries(dir: &Path) -> Result<Vec<(String, String)>> {
     #[derive(Deserialize)]
     struct Entry {
         digest: String,
