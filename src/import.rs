@@ -111,6 +111,10 @@ pub struct ImportRequest {
     /// Signs an import attestation for every image written
     /// (`--attestation-key`); `None`: no attestations.
     pub attestor: Option<Arc<crate::attest::Attestor>>,
+    /// Reads the bundle once, checking its signature while it is indexed
+    /// (`--single-read`), instead of verifying it in a read of its own
+    /// before anything is decompressed.
+    pub single_read: bool,
 }
 
 /// What an import did.
@@ -175,6 +179,19 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<ImportReport> {
     let signatures = signatures_for(&request.bundle, request.signature.as_ref());
+    if request.single_read {
+        let bundle = request.bundle.clone();
+        let read = read_once(
+            bundle,
+            signatures,
+            keys,
+            VerifyOptions::default(),
+            request.into(),
+            progress,
+        )
+        .await?;
+        return run_read_once(read, progress).await;
+    }
     let verified = verify(
         request.bundle.clone(),
         signatures,
@@ -308,45 +325,156 @@ async fn run_verified_inner(
     destination: Destination,
     progress: &Progress,
 ) -> Result<ImportReport> {
+    let (writer, destination) = open_target(destination)?;
+    progress.set_stage(Stage::Indexing);
+    let index_progress = progress.clone();
+    let limits = destination.limits;
+    let ((), index) = index_into(&writer, move |stage| {
+        let index = BundleIndex::build_staged(verified, limits, &index_progress, stage);
+        Ok(((), index.map_err(Error::Read)))
+    })
+    .await?;
+    run_indexed(Arc::new(index?), writer, destination, progress).await
+}
+
+/// Opens the target an import writes to, refusing what it cannot hold.
+fn open_target(destination: Destination) -> Result<(Arc<crate::push::Destination>, Destination)> {
+    if let (Some(_), Target::Layout { .. }) = (&destination.attestor, &destination.target) {
+        return Err(crate::attest::Error::LayoutTarget {
+            target: destination.target.to_string(),
+        }
+        .into());
+    }
+    let writer = Arc::new(crate::push::Destination::open(
+        &destination.target,
+        destination.registry.clone(),
+        &destination.push,
+        destination.upload_journal.clone(),
+    )?);
+    Ok((writer, destination))
+}
+
+/// Runs `read`, the index pass, on a blocking thread with the stage of the
+/// target `writer` (where the blobs it lacks are set aside as they are
+/// read), and hands what was set aside to the target once `read` produced
+/// an index; otherwise the stage is dropped, and what it set aside with it.
+/// `read` fails as a whole when the bundle cannot be trusted at all, and
+/// gives what it learnt besides the index.
+async fn index_into<T: Send + 'static>(
+    writer: &crate::push::Destination,
+    read: impl FnOnce(&mut dyn crate::read::BlobStage) -> Result<(T, Result<BundleIndex>)>
+    + Send
+    + 'static,
+) -> Result<(T, Result<BundleIndex>)> {
+    let stage = writer.stage();
+    let (read, stage) = blocking(move || match stage {
+        Some(mut stage) => (read(&mut stage), Some(stage)),
+        None => (read(&mut crate::read::NoStage), None),
+    })
+    .await?;
+    if let (Some(stage), Ok((_, Ok(_)))) = (stage, &read) {
+        writer.adopt(stage);
+    }
+    read
+}
+
+/// A bundle read once (`imports.single_read`): its signature verified over
+/// the whole file in the pass that indexed it, the blobs the target lacks
+/// set aside in the target, nothing committed yet. Only [`read_once`] makes
+/// one, and only when the signature verified.
+pub struct ReadOnce {
+    bundle: VerifiedBundle,
+    index: Result<BundleIndex>,
+    writer: Arc<crate::push::Destination>,
+    destination: Destination,
+}
+
+impl ReadOnce {
+    /// The bundle, whose signature verified.
+    pub fn bundle(&self) -> &VerifiedBundle {
+        &self.bundle
+    }
+}
+
+/// Reads `bundle` once: decompresses and indexes it while its bytes are
+/// hashed for the signature ([`BundleIndex::build_verifying`]). `Err` when
+/// the signature does not verify (or the target cannot be opened), in which
+/// case whatever the pass set aside is gone; a verified bundle whose content
+/// is not whole fails in [`run_read_once`]. Dropping the future stops the
+/// read at its next chunk.
+pub async fn read_once(
+    bundle: PathBuf,
+    signatures: Vec<PathBuf>,
+    keys: Arc<TrustedKeys>,
+    options: VerifyOptions,
+    destination: Destination,
+    progress: &Progress,
+) -> Result<ReadOnce> {
+    let abandoned = StopReadsIfAbandoned(Some(progress));
+    let (writer, destination) = open_target(destination)?;
+    progress.set_stage(Stage::VerifyingAndIndexing);
+    let read_progress = progress.clone();
+    let limits = destination.limits;
+    let read = index_into(&writer, move |stage| {
+        let pending = verify::PendingBundle::open(&bundle, &signatures, &keys, options)?;
+        let read = BundleIndex::build_verifying(&pending, limits, &read_progress, stage)?;
+        Ok((
+            read.bundle().clone(),
+            read.into_index().map_err(Error::Read),
+        ))
+    })
+    .await;
+    abandoned.finished();
+    let (bundle, index) = read?;
+    let bundle = ReadOnce {
+        bundle,
+        index,
+        writer,
+        destination,
+    };
+    tracing::info!(
+        bundle = %bundle.bundle.path().display(),
+        digest = %bundle.bundle.digest(),
+        key = %bundle.bundle.key().label,
+        "signature verified"
+    );
+    Ok(bundle)
+}
+
+/// Plans and pushes a bundle [`read_once`] read. Dropping the future stops
+/// the reads of the bundle at their next chunk.
+pub async fn run_read_once(read: ReadOnce, progress: &Progress) -> Result<ImportReport> {
+    let abandoned = StopReadsIfAbandoned(Some(progress));
+    let ReadOnce {
+        index,
+        writer,
+        destination,
+        ..
+    } = read;
+    let result = match index {
+        Ok(index) => run_indexed(Arc::new(index), writer, destination, progress).await,
+        Err(error) => Err(error),
+    };
+    abandoned.finished();
+    result
+}
+
+/// Plans and pushes an indexed bundle into the target `writer` opened.
+async fn run_indexed(
+    index: Arc<BundleIndex>,
+    writer: Arc<crate::push::Destination>,
+    destination: Destination,
+    progress: &Progress,
+) -> Result<ImportReport> {
     let Destination {
         target,
         plan: plan_options,
         pack_image_policy,
-        registry,
         push,
-        limits,
-        upload_journal,
         attestor,
+        ..
     } = destination;
-    if let (Some(_), Target::Layout { .. }) = (&attestor, &target) {
-        return Err(crate::attest::Error::LayoutTarget {
-            target: target.to_string(),
-        }
-        .into());
-    }
-    let verified_by = verified.key().clone();
-    let writer = Arc::new(crate::push::Destination::open(
-        &target,
-        registry,
-        &push,
-        upload_journal,
-    )?);
-    progress.set_stage(Stage::Indexing);
-    let index_progress = progress.clone();
-    let stage = writer.stage();
-    let (index, stage) = blocking(move || match stage {
-        Some(mut stage) => {
-            let index = BundleIndex::build_staged(verified, limits, &index_progress, &mut stage);
-            (index, Some(stage))
-        }
-        None => (BundleIndex::build(verified, limits, &index_progress), None),
-    })
-    .await?;
-    let index = Arc::new(index?);
-    if let Some(stage) = stage {
-        writer.adopt(stage);
-    }
-
+    let verified_by = index.bundle().key().clone();
     let mut plan = Plan::new(Arc::clone(&index), target.clone(), plan_options)?;
     let checking = std::time::Instant::now();
     let image_signatures = plan.judge_signatures();

@@ -11,6 +11,9 @@ pub enum Stage {
     Verifying,
     /// Reading the bundle to check and index its content.
     Indexing,
+    /// Reading the bundle once to check its signature and index its content
+    /// together (`imports.single_read`).
+    VerifyingAndIndexing,
     /// Asking the target what it already has.
     Checking,
     /// Streaming blobs to the target.
@@ -27,6 +30,7 @@ impl Stage {
         match self {
             Stage::Verifying => "verifying",
             Stage::Indexing => "indexing",
+            Stage::VerifyingAndIndexing => "verifying+indexing",
             Stage::Checking => "checking",
             Stage::Uploading => "uploading",
             Stage::Tagging => "tagging",
@@ -38,9 +42,10 @@ impl Stage {
         match value {
             0 => Stage::Verifying,
             1 => Stage::Indexing,
-            2 => Stage::Checking,
-            3 => Stage::Uploading,
-            4 => Stage::Tagging,
+            2 => Stage::VerifyingAndIndexing,
+            3 => Stage::Checking,
+            4 => Stage::Uploading,
+            5 => Stage::Tagging,
             _ => Stage::Done,
         }
     }

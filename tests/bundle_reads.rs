@@ -498,3 +498,217 @@ fn blobs_of_platforms_left_out_are_not_left_in_an_oci_layout() {
         "temporary blobs left: {files:?}"
     );
 }
+
+/// Bytes read from the bundle file ÷ its size, at most, for an import that
+/// reads it once (`--single-read`) into an `oci:` layout, cold or warm, and
+/// into a registry that already holds every blob (the stream pass then
+/// reads nothing).
+const MAX_READS_SINGLE: f64 = 1.05;
+
+/// The same for a cold `--single-read` import into a registry: the one pass
+/// that checks the signature and indexes, then the stream pass that uploads
+/// what the registry lacks. Once the index pass uploads into the registry
+/// as it reads, this is [`MAX_READS_SINGLE`] too.
+const MAX_READS_SINGLE_REGISTRY_COLD: f64 = 2.05;
+
+fn ratio(read: u64, size: u64) -> f64 {
+    read as f64 / size as f64
+}
+
+#[test]
+fn a_single_read_import_into_an_oci_layout_reads_the_bundle_once_cold_and_warm() {
+    let (_key, bundle) = big_bundle("layout-single");
+    let size = size_of(bundle.zst());
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    for temperature in ["cold", "warm"] {
+        let (import, read) = run_counting_reads(
+            oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout).arg("--single-read"),
+            Duration::from_secs(120),
+        );
+        assert!(import.success(), "{temperature} import: {}", import.stderr);
+        assert!(
+            ratio(read, size) <= MAX_READS_SINGLE,
+            "a {temperature} single-read import into a layout read {read} bytes, {:.2} times the {size}-byte bundle",
+            ratio(read, size)
+        );
+    }
+    let image = bundle.image(APP);
+    let raw = support::skopeo::inspect_oci_layout(&layout, &image.full_ref);
+    assert_eq!(raw, image.manifest, "{} in the layout", image.full_ref);
+    for blob in &image.blobs {
+        let hex = blob.digest.trim_start_matches("sha256:");
+        assert!(
+            layout.join("blobs/sha256").join(hex).is_file(),
+            "{} is not in the layout",
+            blob.digest
+        );
+    }
+    let partial: Vec<String> = files_under(&layout)
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+}
+
+#[test]
+fn a_single_read_import_into_the_registry_reads_the_bundle_once_plus_the_upload_pass() {
+    let (_key, bundle) = big_bundle("registry-single");
+    let size = size_of(bundle.zst());
+    let registry = Registry::start();
+    let limit = Duration::from_secs(120);
+
+    let (cold, read) = run_counting_reads(
+        import_command(bundle.zst(), bundle.public_key_pem(), &registry).arg("--single-read"),
+        limit,
+    );
+    assert!(cold.success(), "cold import failed: {}", cold.stderr);
+    assert!(
+        ratio(read, size) <= MAX_READS_SINGLE_REGISTRY_COLD,
+        "a cold single-read import read {read} bytes, {:.2} times the {size}-byte bundle",
+        ratio(read, size)
+    );
+    let image = bundle.image(APP);
+    assert_eq!(
+        support::skopeo::manifest_digest(&registry, &format!("{PREFIX}/{}", image.full_ref)),
+        image.digest,
+        "{} in the registry",
+        image.full_ref
+    );
+
+    let (warm, read) = run_counting_reads(
+        import_command(bundle.zst(), bundle.public_key_pem(), &registry).arg("--single-read"),
+        limit,
+    );
+    assert!(warm.success(), "warm import failed: {}", warm.stderr);
+    assert!(
+        ratio(read, size) <= MAX_READS_SINGLE,
+        "a warm single-read import read {read} bytes, {:.2} times the {size}-byte bundle",
+        ratio(read, size)
+    );
+}
+
+/// The layout's `index.json` and every file under its `blobs/`.
+fn layout_state(layout: &Path) -> (Vec<u8>, Vec<String>) {
+    let index = std::fs::read(layout.join("index.json")).expect("read index.json");
+    let blobs = files_under(layout)
+        .into_iter()
+        .filter(|f| f.starts_with("blobs/"))
+        .collect();
+    (index, blobs)
+}
+
+/// A layout holding one small image already, so `index.json` exists.
+fn seeded_layout(key: &TestKey, layout: &Path) {
+    let seed = BundleBuilder::new("seed")
+        .image(Image::new("quay.io/acme/seed:1.0"))
+        .build(key);
+    let output = oci_import_command(seed.zst(), seed.public_key_pem(), layout)
+        .output()
+        .expect("run airlock");
+    assert!(
+        output.status.success(),
+        "seeding the layout: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_bad_signature_under_single_read_commits_nothing_to_a_layout_or_a_registry() {
+    let (key, bundle) = big_bundle("single-bad-signature");
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    bundle.sign_with(&stranger);
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+    seeded_layout(&key, &layout);
+    let before = layout_state(&layout);
+
+    let output = oci_import_command(bundle.zst(), key.public_pem(), &layout)
+        .arg("--single-read")
+        .output()
+        .expect("run airlock");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    let after = layout_state(&layout);
+    assert_eq!(
+        after.1, before.1,
+        "a badly signed bundle changed the layout's blobs/"
+    );
+    assert!(
+        after.0 == before.0,
+        "a badly signed bundle changed index.json"
+    );
+
+    let registry = Registry::start();
+    let writes = registry.settled_writes();
+    let (refused, _) = run_counting_reads(
+        import_command(bundle.zst(), key.public_pem(), &registry).arg("--single-read"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "{}",
+        refused.stderr
+    );
+    let written = registry.settled_writes_since(writes);
+    assert!(
+        written.is_empty(),
+        "a badly signed bundle wrote: {written:?}"
+    );
+    let open = open_upload_sessions(&registry);
+    assert!(open.is_empty(), "upload sessions left open: {open:?}");
+}
+
+/// Imports `bundle` with `--single-read` into a fresh layout and returns the
+/// exit code, stderr and the files the layout holds under `blobs/`.
+fn single_read_into_fresh_layout(bundle: &BuiltBundle) -> (Option<i32>, String, Vec<String>) {
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+    let output = oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout)
+        .arg("--single-read")
+        .output()
+        .expect("run airlock");
+    let blobs = files_under(&layout)
+        .into_iter()
+        .filter(|f| f.starts_with("blobs/"))
+        .collect();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        blobs,
+    )
+}
+
+#[test]
+fn trailing_bytes_after_the_zstd_frame_and_a_cut_off_bundle_are_refused_under_single_read() {
+    let (_key, bundle) = big_bundle("single-trailing");
+    // Bytes the producer did not sign, after the last zstd frame: the
+    // decompressor stops before them, the signature check must not.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(bundle.zst())
+        .expect("open the bundle");
+    std::io::Write::write_all(&mut file, &support::bundle::pseudo_random_bytes(3, 4096))
+        .expect("append to the bundle");
+    drop(file);
+    let (code, stderr, blobs) = single_read_into_fresh_layout(&bundle);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    assert!(blobs.is_empty(), "a refused bundle left blobs: {blobs:?}");
+
+    let (_key, bundle) = big_bundle("single-truncated");
+    let size = size_of(bundle.zst());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(bundle.zst())
+        .expect("open the bundle");
+    file.set_len(size - 1000).expect("cut the bundle off");
+    drop(file);
+    let (code, stderr, blobs) = single_read_into_fresh_layout(&bundle);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    assert!(blobs.is_empty(), "a refused bundle left blobs: {blobs:?}");
+}

@@ -792,3 +792,52 @@ impl Drop for ReadOnlyMount {
             .status();
     }
 }
+
+/// Bytes process `pid` has read through `read(2)` and friends so far.
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/<pid>/io");
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar in /proc/<pid>/io")
+}
+
+/// What the daemon reads besides the bundle during one import, at most: its
+/// state files, the registry's answers and the test's own metric scrapes.
+const DAEMON_OTHER_READS_BYTES: u64 = 4 << 20;
+
+#[test]
+fn with_imports_single_read_a_dropped_pair_is_imported_reading_the_bundle_once_before_the_upload() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("once")
+        .image(
+            Image::new("quay.io/acme/once:1.0")
+                .naming(Naming::ContainerdName)
+                .layers(&[Layer::uncompressed(11, 24 << 20)]),
+        )
+        .build(&key);
+    let size = std::fs::metadata(bundle.zst()).expect("stat").len();
+    let registry = Registry::start();
+    let site = Site::new();
+    let mut setup = site.setup(&[]);
+    setup
+        .envs
+        .push(("AIRLOCK_IMPORTS__SINGLE_READ".to_owned(), "true".to_owned()));
+    let daemon = Daemon::start(&setup, &registry, key.public_pem());
+    let before = bytes_read_by(daemon.pid());
+
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("the import", |d| imported(d) >= 1.0);
+
+    assert_landed(&bundle, &registry);
+    let read = bytes_read_by(daemon.pid()) - before;
+    // One pass for the signature and the index together, one that uploads
+    // the blobs the registry lacks; the default would add a third.
+    assert!(
+        read <= 2 * size + DAEMON_OTHER_READS_BYTES,
+        "the daemon read {read} bytes for a {size}-byte bundle ({:.2} times)",
+        read as f64 / size as f64
+    );
+    let imports = daemon.imports();
+    assert_eq!(imports[0]["status"], "imported", "{imports}");
+}

@@ -513,6 +513,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             )),
             None => None,
         },
+        single_read: args.single_read,
     };
     if selection.single_file {
         let bundle = selection.bundles[0].clone();

@@ -477,6 +477,14 @@ pub struct ImportArgs {
     #[arg(long, value_name = "KEY.pem")]
     pub attestation_key: Option<PathBuf>,
 
+    /// Read the bundle once: check its signature while decompressing and
+    /// indexing it, instead of in a read of its own first. For slow media
+    /// and drop folders only trusted parties can write: the decompressor and
+    /// the tar parser then see the bytes before the signature is checked
+    /// (nothing is written before it verified). Default: two reads.
+    #[arg(long)]
+    pub single_read: bool,
+
     /// Output format of the final report.
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: OutputFormat,

@@ -159,6 +159,11 @@ pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 /// request.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
+/// `imports.single_read`: off, so a bundle's signature is checked in a read
+/// of its own before any byte of it is decompressed or parsed; only a holder
+/// of a trusted key can make airlock's zstd and tar code run.
+pub const DEFAULT_SINGLE_READ: bool = false;
+
 /// `imports.on_existing_tag`: a tag already in the target at other content
 /// holds that image back and fails the import, so a signed but older bundle
 /// cannot move a tag back (rollback).

@@ -168,6 +168,12 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub on_existing_tag: Option<crate::plan::TagPolicy>,
 
+    /// Read each bundle once, checking its signature while decompressing
+    /// and indexing it; sets imports.single_read (for slow media and drop
+    /// folders only trusted parties can write) [default: two reads].
+    #[arg(long)]
+    pub single_read: bool,
+
     /// Import only these platforms of multi-platform images (`os/arch[/variant]`,
     /// comma-separated or repeated); replaces imports.platforms [default:
     /// every image whole].
@@ -272,6 +278,9 @@ impl WatchArgs {
         set(&mut imports.on_reject, self.on_reject.as_ref());
         set(&mut imports.on_existing_tag, self.on_existing_tag.as_ref());
         replace(&mut imports.platforms, &self.platforms);
+        if self.single_read {
+            imports.single_read = true;
+        }
 
         if self.attestation_key.is_some() {
             config.attestations.signing_key = self.attestation_key.clone();

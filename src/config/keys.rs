@@ -109,6 +109,7 @@ pub const KEYS: &[Key] = &[
     list("imports.platforms", "--platform", false),
     key("imports.retry_initial_backoff", None),
     key("imports.retry_max_backoff", None),
+    key("imports.single_read", Some("--single-read")),
     key("attestations.signing_key", Some("--attestation-key")),
     key("read.max_document_bytes", None),
     key("read.max_documents_total_bytes", None),

@@ -284,6 +284,10 @@ pub struct ImportsSection {
     /// [`DEFAULT_RETRY_MAX_BACKOFF`]).
     #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
+    /// Reads each bundle once, checking its signature while it is
+    /// decompressed and indexed, instead of in a read of its own before
+    /// (default [`DEFAULT_SINGLE_READ`]).
+    pub single_read: bool,
 }
 
 impl Default for ImportsSection {
@@ -296,6 +300,7 @@ impl Default for ImportsSection {
             on_existing_tag: DEFAULT_ON_EXISTING_TAG,
             retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
             retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+            single_read: DEFAULT_SINGLE_READ,
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct DaemonSettings {
     pub on_success: OnSuccess,
     /// What to do with rejected bundles.
     pub on_reject: OnReject,
+    /// Whether each bundle is read once, its signature checked while it is
+    /// indexed (`imports.single_read`).
+    pub single_read: bool,
     /// First retry delay for transient failures.
     pub retry_initial_backoff: Duration,
     /// Longest retry delay.
@@ -109,6 +112,7 @@ impl DaemonSettings {
             concurrency: config.imports.concurrency,
             on_success: config.imports.on_success,
             on_reject: config.imports.on_reject,
+            single_read: config.imports.single_read,
             retry_initial_backoff: config.imports.retry_initial_backoff,
             retry_max_backoff: config.imports.retry_max_backoff,
             state_dir: config.state_dir.clone(),
@@ -177,6 +181,7 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     on_success: OnSuccess,
     on_reject: OnReject,
+    single_read: bool,
     retry: RetryPolicy,
     watch_control: mpsc::UnboundedSender<WatchControl>,
     in_progress: AtomicI64,
@@ -593,6 +598,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         metrics: Arc::clone(&metrics),
         on_success: settings.on_success,
         on_reject: settings.on_reject,
+        single_read: settings.single_read,
         retry: RetryPolicy {
             max_attempts: u32::MAX,
             initial_backoff: settings.retry_initial_backoff,

@@ -101,14 +101,34 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
         symlinks: shared.symlinks,
         expected_size: Some(ready.state.size),
     };
-    let verified = import::verify(
-        ready.bundle.clone(),
-        ready.signatures(),
-        Arc::clone(&shared.keys),
-        options,
-        &progress,
-    )
-    .await;
+    // With `imports.single_read` the signature is checked in the same pass
+    // that indexes the bundle and sets its blobs aside in the target, which
+    // is therefore chosen now; nothing is committed before the import below.
+    let mut read_once = None;
+    let mut destination = None;
+    let verified = if shared.single_read {
+        let now = shared.destination_now();
+        let read = import::read_once(
+            ready.bundle.clone(),
+            ready.signatures(),
+            Arc::clone(&shared.keys),
+            options,
+            now.clone(),
+            &progress,
+        )
+        .await;
+        destination = Some(now);
+        read.map(|read| read_once.insert(read).bundle().clone())
+    } else {
+        import::verify(
+            ready.bundle.clone(),
+            ready.signatures(),
+            Arc::clone(&shared.keys),
+            options,
+            &progress,
+        )
+        .await
+    };
     let verified = match verified {
         Ok(verified) => verified,
         Err(error) => return verification_failed(&shared, &ready, &name, error).await,
@@ -169,9 +189,14 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let tracker = shared.metrics.track_import(&progress);
     let checkpoints = Checkpoints::start(&shared, &record, &earlier, &progress);
     let shown = shared.show_progress(&id, &progress);
-    let destination = shared.destination_now();
+    let destination = destination.unwrap_or_else(|| shared.destination_now());
     let credentials = destination.registry.credentials.clone();
-    let import = import::run_verified(verified, destination, &progress);
+    let import = async {
+        match read_once {
+            Some(read) => import::run_read_once(read, &progress).await,
+            None => import::run_verified(verified, destination, &progress).await,
+        }
+    };
     let result = Replicas::while_held(lease.as_deref_mut(), import).await;
     checkpoints.stop().await;
     drop(shown);

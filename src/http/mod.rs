@@ -120,10 +120,11 @@ pub trait DaemonView: Send + Sync + 'static {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportProgress {
-    /// `verifying`, `indexing`, `checking`, `uploading`, `tagging` or `done`.
+    /// `verifying`, `indexing`, `verifying+indexing` (one pass, with
+    /// `imports.single_read`), `checking`, `uploading`, `tagging` or `done`.
     pub stage: &'static str,
     /// Compressed bundle bytes read in the current pass (verifying,
-    /// indexing).
+    /// indexing, or both at once).
     pub bundle_bytes_read: u64,
     /// Blob bytes the upload stage sends in all.
     pub bytes_to_push: u64,

@@ -30,16 +30,16 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// The decompressed tar stream of a bundle, with the compressed bytes hashed as
 /// they are read so the caller can prove it read the bytes that were verified,
 /// and the decompressed bytes metered against the [`ReadLimits`].
-pub type TarStream = tar::Archive<TarGuard<Meter<Decompressor>>>;
+pub type TarStream<'t> = tar::Archive<TarGuard<Meter<Decompressor<'t>>>>;
 
 /// The zstd decoder, recording whether it (rather than the tar parser above
 /// it) failed, so a truncated stream is not reported as "not a tar".
-pub struct Decompressor {
-    decoder: Decoder<'static, BufReader<HashingFile>>,
+pub struct Decompressor<'t> {
+    decoder: Decoder<'static, BufReader<HashingFile<'t>>>,
     failed: Arc<AtomicBool>,
 }
 
-impl Read for Decompressor {
+impl Read for Decompressor<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.decoder
             .read(buf)
@@ -58,25 +58,29 @@ impl DecompressionHealth {
     }
 }
 
-/// Whether a read of the bundle hashes its compressed bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressedHash {
+/// What a read of the bundle does with its compressed bytes.
+pub enum CompressedHash<'t> {
     /// Hash them: the index pass proves it read the bytes that were verified.
     Compute,
     /// Skip it: the streaming pass checks every blob it sends against its
     /// digest instead, which saves one SHA-256 pass over the whole bundle.
     Skip,
+    /// Hand them, from the file's first byte and in order, to the signature
+    /// check of a bundle read once ([`crate::verify::BundleHasher`]), which
+    /// hashes them itself.
+    Verify(&'t mut dyn FnMut(&[u8])),
 }
 
 /// A file reader that counts, and optionally hashes (SHA-256), everything
 /// read through it, and stops when the import is cancelled.
-pub struct HashingFile {
+pub struct HashingFile<'t> {
     file: BundleReader,
+    hash: CompressedHash<'t>,
     hasher: Option<Sha256>,
     progress: Progress,
 }
 
-impl Read for HashingFile {
+impl Read for HashingFile<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.progress.cancelled() {
             return Err(io::Error::other("the import was stopped"));
@@ -85,14 +89,17 @@ impl Read for HashingFile {
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(&buf[..n]);
         }
+        if let CompressedHash::Verify(signature) = &mut self.hash {
+            signature(&buf[..n]);
+        }
         self.progress.add_bundle_bytes(n as u64);
         Ok(n)
     }
 }
 
-impl HashingFile {
+impl HashingFile<'_> {
     /// Reads the rest of the file and returns the hex SHA-256 of all of it
-    /// (`None` when it was opened with [`CompressedHash::Skip`]).
+    /// (`None` unless it was opened with [`CompressedHash::Compute`]).
     pub fn finish(mut self) -> io::Result<Option<String>> {
         io::copy(&mut self, &mut io::sink())?;
         Ok(self.hasher.map(|h| hex::encode(h.finalize())))
@@ -102,13 +109,13 @@ impl HashingFile {
 /// Opens the bundle `file` (at `path`, for messages) as a zstd-compressed
 /// tar stream, reading from its first byte and decompressing no more than
 /// `limits` allow for the file's size.
-pub fn open(
+pub fn open<'t>(
     file: &BundleFile,
     path: &Path,
     progress: &Progress,
-    hash: CompressedHash,
+    hash: CompressedHash<'t>,
     limits: &ReadLimits,
-) -> Result<(TarStream, DecompressionHealth)> {
+) -> Result<(TarStream<'t>, DecompressionHealth)> {
     let display = path.display().to_string();
     let mut magic = [0u8; 4];
     let magic_read = read_prefix(&mut file.reader(), &mut magic).map_err(|source| Error::Open {
@@ -122,7 +129,8 @@ pub fn open(
     }
     let hashing = HashingFile {
         file: file.reader(),
-        hasher: (hash == CompressedHash::Compute).then(Sha256::new),
+        hasher: matches!(hash, CompressedHash::Compute).then(Sha256::new),
+        hash,
         progress: progress.clone(),
     };
     let mut decoder = Decoder::with_buffer(BufReader::with_capacity(FILE_BUFFER_BYTES, hashing))
@@ -157,7 +165,7 @@ fn read_prefix(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Drains what follows the tar archive and returns the SHA-256 of the whole
 /// compressed file, so a truncated tail or a swapped file is noticed.
-pub fn finish(archive: TarStream, path: &Path) -> Result<Option<String>> {
+pub fn finish(archive: TarStream<'_>, path: &Path) -> Result<Option<String>> {
     let mut metered = archive.into_inner().into_inner();
     io::copy(&mut metered, &mut io::sink()).map_err(|source| super::corrupt(path, source))?;
     metered

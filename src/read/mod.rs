@@ -22,6 +22,7 @@ mod tar_guard;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -30,7 +31,7 @@ use serde::Serialize;
 use crate::FailureClass;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::progress::Progress;
-use crate::verify::{BundleFile, Symlinks, VerifiedBundle};
+use crate::verify::{BundleFile, PendingBundle, Symlinks, VerifiedBundle};
 
 pub use document::Descriptor;
 pub use formats::pack::{Pack, PackMetadata};
@@ -402,7 +403,20 @@ impl<B: BundleSource> BundleIndex<B> {
         progress: &Progress,
         stage: &mut dyn BlobStage,
     ) -> Result<Self> {
-        let scan = scan(&bundle, limits, progress, stage)?;
+        let scan = scan(
+            bundle.file(),
+            bundle.path(),
+            archive::CompressedHash::Compute,
+            bundle.verified_sha256(),
+            limits,
+            progress,
+            stage,
+        )?;
+        Self::assemble(bundle, scan, limits)
+    }
+
+    /// Interprets what the index pass found and checks the bundle's age.
+    fn assemble(bundle: B, scan: Scan, limits: ReadLimits) -> Result<Self> {
         let index = layout::assemble(bundle, scan, limits)?;
         limits
             .check_age(index.created(), std::time::SystemTime::now())
@@ -538,6 +552,76 @@ impl<B: BundleSource> BundleIndex<B> {
     }
 }
 
+impl BundleIndex<VerifiedBundle> {
+    /// Reads a bundle once for both its signature and its content
+    /// (`imports.single_read`): every compressed byte the decompressor takes
+    /// is handed to the signature check as it is read, and the file is read
+    /// on to its end afterwards, so the signature is checked over the whole
+    /// file as [`crate::verify::verify_bundle_by_any`] checks it. Unlike the
+    /// default order, the decompressor and the tar parser see the bytes
+    /// before the signature is known; whatever they set aside in `stage`
+    /// must be thrown away unless this returns an index.
+    ///
+    /// `Err` when the signature does not verify, whatever the content; with
+    /// a verified signature, [`VerifiedRead::into_index`] tells whether the
+    /// content is whole. An index of bytes whose signature did not verify
+    /// cannot be had from here.
+    pub fn build_verifying(
+        pending: &PendingBundle<'_>,
+        limits: ReadLimits,
+        progress: &Progress,
+        stage: &mut dyn BlobStage,
+    ) -> std::result::Result<VerifiedRead, crate::verify::Error> {
+        let mut hasher = pending.hasher()?;
+        let mut hash = |chunk: &[u8]| hasher.update(chunk);
+        let scanned = scan(
+            pending.file(),
+            pending.path(),
+            archive::CompressedHash::Verify(&mut hash),
+            None,
+            limits,
+            progress,
+            stage,
+        );
+        // A broken or cut-off archive stops the decompressor early: the rest
+        // of the file is hashed all the same, so a bundle that is not what
+        // its producer signed is refused as such, not as corrupt content.
+        let bundle = pending.finish(hasher, &mut |n| {
+            progress.add_bundle_bytes(n);
+            if progress.cancelled() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        let index = scanned.and_then(|mut scan| {
+            scan.sha256 = bundle.sha256().to_owned();
+            Self::assemble(bundle.clone(), scan, limits)
+        });
+        Ok(VerifiedRead { bundle, index })
+    }
+}
+
+/// A bundle read once whose signature verified over the whole file, and
+/// what its content turned out to be.
+#[derive(Debug)]
+pub struct VerifiedRead {
+    bundle: VerifiedBundle,
+    index: Result<BundleIndex<VerifiedBundle>>,
+}
+
+impl VerifiedRead {
+    /// The verified bundle, whether or not its content is whole.
+    pub fn bundle(&self) -> &VerifiedBundle {
+        &self.bundle
+    }
+
+    /// The index, or why the content is not whole.
+    pub fn into_index(self) -> Result<BundleIndex<VerifiedBundle>> {
+        self.index
+    }
+}
+
 /// Where the index pass sets blob bytes aside as it reads them (the blobs of
 /// an `oci:` target, written to temporary files). It is called for the
 /// entries whose name gives their digest, one blob at a time: `begin`, then
@@ -660,22 +744,21 @@ fn layout_file<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     (file == name && !root.is_empty()).then_some(root)
 }
 
+/// Reads the bundle `file` once, handling its compressed bytes as `hash`
+/// says; with [`archive::CompressedHash::Compute`] they must hash to
+/// `expected` when given.
 fn scan(
-    bundle: &impl BundleSource,
+    file: &BundleFile,
+    path: &Path,
+    hash: archive::CompressedHash<'_>,
+    expected: Option<&str>,
     limits: ReadLimits,
     progress: &Progress,
     stage: &mut dyn BlobStage,
 ) -> Result<Scan> {
-    let path = bundle.path();
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
-    let (mut archive, health) = archive::open(
-        bundle.file(),
-        path,
-        progress,
-        archive::CompressedHash::Compute,
-        &limits,
-    )?;
+    let (mut archive, health) = archive::open(file, path, progress, hash, &limits)?;
     let mut scan = Scan {
         sha256: String::new(),
         roots: BTreeMap::new(),
@@ -779,9 +862,9 @@ fn scan(
             scan.others.push(file);
         }
     }
-    // Opened with `Compute`, so the digest is always there.
+    // Without a digest (`Verify`), the signature check hashed every byte.
     let actual = archive::finish(archive, path)?.unwrap_or_default();
-    if let Some(expected) = bundle.verified_sha256()
+    if let Some(expected) = expected
         && actual != expected
     {
         return Err(Error::ChangedAfterVerification {

@@ -99,7 +99,7 @@ fn update_bar(bar: &ProgressBar, progress: &Progress, bundle_bytes: u64, label: 
     let stage = progress.stage();
     bar.set_prefix(stage.label());
     let message = match stage {
-        Stage::Verifying | Stage::Indexing => {
+        Stage::Verifying | Stage::Indexing | Stage::VerifyingAndIndexing => {
             bar.set_length(bundle_bytes);
             bar.set_position(progress.bundle_bytes());
             String::new()
@@ -119,7 +119,7 @@ fn update_bar(bar: &ProgressBar, progress: &Progress, bundle_bytes: u64, label: 
 /// One plain progress line.
 pub fn line(progress: &Progress, bundle_bytes: u64) -> String {
     match progress.stage() {
-        stage @ (Stage::Verifying | Stage::Indexing) => format!(
+        stage @ (Stage::Verifying | Stage::Indexing | Stage::VerifyingAndIndexing) => format!(
             "{}: {} of {} read",
             stage.label(),
             human_bytes(progress.bundle_bytes()),

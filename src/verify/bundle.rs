@@ -3,6 +3,8 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest as _, Sha256};
+
 use super::check::{self, Checks};
 use super::digest;
 use super::error::{Error, Result};
@@ -149,79 +151,201 @@ pub fn verify_bundle_by_any(
     options: VerifyOptions,
     on_bytes: &mut dyn FnMut(u64) -> ControlFlow<()>,
 ) -> Result<VerifiedBundle> {
-    let bundle_error = |source| Error::BundleRead {
-        path: bundle.to_owned(),
-        source,
-    };
-    // Open the bundle first so a mistyped bundle path is reported as such
-    // rather than as a missing signature.
-    let file = BundleFile::open(bundle, options.symlinks).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            Error::BundleMissing {
-                path: bundle.to_owned(),
-            }
-        } else {
-            bundle_error(source)
-        }
-    })?;
-    if let Some(expected) = options.expected_size
-        && expected != file.size()
-    {
-        return Err(Error::SizeChanged {
-            path: bundle.to_owned(),
-            expected,
-            actual: file.size(),
-        });
-    }
-    let candidates = read_distinct(bundle, signatures, options.symlinks)?;
-    let mut usable = Vec::new();
-    let mut first_error = None;
-    for (path, bytes) in &candidates {
-        let checks = Checks::new(keys, bytes);
-        if checks.is_empty() {
-            let error = Error::SignatureMalformed {
-                path: path.clone(),
-                reason: no_format_matches(keys, bytes.len()),
-            };
-            if first_error.is_none() {
-                first_error = Some(error);
-            } else {
-                tracing::warn!(bundle = %bundle.display(), "ignored: {error}");
-            }
-        } else {
-            usable.push((path, checks));
-        }
-    }
-    if usable.is_empty() {
-        return Err(first_error.unwrap_or_else(|| no_signature(bundle)));
-    }
+    let pending = PendingBundle::open(bundle, signatures, keys, options)?;
+    let hasher = pending.hasher()?;
+    pending.finish(hasher, on_bytes)
+}
 
-    let mut cancelled = false;
-    let digested = digest::digest(&mut file.reader(), |chunk| {
-        for (_, checks) in &mut usable {
+/// A bundle opened for verification, its signature candidates read, whose
+/// bytes are still to be hashed: by [`verify_bundle_by_any`]'s own read, or,
+/// for an import that reads the file once, by the reader that decompresses
+/// it, which hands every byte it reads to the [`BundleHasher`]. Either way
+/// only [`PendingBundle::finish`] turns it into a [`VerifiedBundle`], after
+/// the whole file was hashed.
+#[derive(Debug)]
+pub struct PendingBundle<'k> {
+    file: BundleFile,
+    path: PathBuf,
+    signatures: Vec<PathBuf>,
+    keys: &'k TrustedKeys,
+    candidates: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// The running hash of a [`PendingBundle`]'s bytes, fed from its first byte
+/// in file order, and the signature candidates it will be checked against.
+pub struct BundleHasher<'p> {
+    usable: Vec<(&'p PathBuf, Checks<'p>)>,
+    malformed: Option<Error>,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl BundleHasher<'_> {
+    /// Hashes the next bytes of the file.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.sha256.update(chunk);
+        self.size += chunk.len() as u64;
+        for (_, checks) in &mut self.usable {
             checks.update(chunk);
         }
-        cancelled = on_bytes(chunk.len() as u64).is_break();
-        !cancelled
-    })
-    .map_err(bundle_error)?;
-    if cancelled {
-        return Err(Error::Cancelled {
-            path: bundle.to_owned(),
-        });
-    }
-    if digested.size != file.size() {
-        return Err(Error::SizeChanged {
-            path: bundle.to_owned(),
-            expected: file.size(),
-            actual: digested.size,
-        });
     }
 
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.size
+    }
+}
+
+impl<'k> PendingBundle<'k> {
+    /// Opens `bundle` (a regular file; of `options.expected_size` when
+    /// given) and reads its candidate `signatures`.
+    pub fn open(
+        bundle: &Path,
+        signatures: &[PathBuf],
+        keys: &'k TrustedKeys,
+        options: VerifyOptions,
+    ) -> Result<Self> {
+        // Open the bundle first so a mistyped bundle path is reported as such
+        // rather than as a missing signature.
+        let file = BundleFile::open(bundle, options.symlinks).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::BundleMissing {
+                    path: bundle.to_owned(),
+                }
+            } else {
+                bundle_error(bundle, source)
+            }
+        })?;
+        if let Some(expected) = options.expected_size
+            && expected != file.size()
+        {
+            return Err(Error::SizeChanged {
+                path: bundle.to_owned(),
+                expected,
+                actual: file.size(),
+            });
+        }
+        let candidates = read_distinct(bundle, signatures, options.symlinks)?;
+        Ok(PendingBundle {
+            file,
+            path: bundle.to_owned(),
+            signatures: signatures.to_vec(),
+            keys,
+            candidates,
+        })
+    }
+
+    /// The open file: read it through [`BundleFile::reader`] from byte 0,
+    /// handing every byte to the hasher in order.
+    pub fn file(&self) -> &BundleFile {
+        &self.file
+    }
+
+    /// The bundle's path as given, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A hasher for the file's bytes; fails when no trusted key can even
+    /// parse any candidate, since reading the bundle would then be wasted.
+    pub fn hasher(&self) -> Result<BundleHasher<'_>> {
+        let mut usable = Vec::new();
+        let mut malformed = None;
+        for (path, bytes) in &self.candidates {
+            let checks = Checks::new(self.keys, bytes);
+            if checks.is_empty() {
+                let error = Error::SignatureMalformed {
+                    path: path.clone(),
+                    reason: no_format_matches(self.keys, bytes.len()),
+                };
+                if malformed.is_none() {
+                    malformed = Some(error);
+                } else {
+                    tracing::warn!(bundle = %self.path.display(), "ignored: {error}");
+                }
+            } else {
+                usable.push((path, checks));
+            }
+        }
+        if usable.is_empty() {
+            return Err(malformed.unwrap_or_else(|| no_signature(&self.path)));
+        }
+        Ok(BundleHasher {
+            usable,
+            malformed,
+            sha256: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Hashes what `hasher` has not seen yet, up to the file's size when it
+    /// was opened (all of it, for [`verify_bundle_by_any`]; what a
+    /// decompressor left unread after the archive ended, or everything after
+    /// the point where a broken archive stopped it), then checks the
+    /// signature over the whole file. `on_bytes` as in
+    /// [`verify_bundle_with_progress`].
+    pub fn finish(
+        &self,
+        mut hasher: BundleHasher<'_>,
+        on_bytes: &mut dyn FnMut(u64) -> ControlFlow<()>,
+    ) -> Result<VerifiedBundle> {
+        let mut cancelled = false;
+        let mut rest = self.file.reader_from(hasher.size);
+        digest::read_chunks(&mut rest, |chunk| {
+            hasher.update(chunk);
+            cancelled = on_bytes(chunk.len() as u64).is_break();
+            !cancelled
+        })
+        .map_err(|source| bundle_error(&self.path, source))?;
+        if cancelled {
+            return Err(Error::Cancelled {
+                path: self.path.clone(),
+            });
+        }
+        if hasher.size != self.file.size() {
+            return Err(Error::SizeChanged {
+                path: self.path.clone(),
+                expected: self.file.size(),
+                actual: hasher.size,
+            });
+        }
+        let sha256: [u8; 32] = hasher.sha256.finalize().into();
+        let (signature, key) = check_candidates(
+            &self.path,
+            &self.signatures,
+            self.keys,
+            hasher.usable,
+            hasher.malformed,
+            &sha256,
+        )?;
+        Ok(VerifiedBundle {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            signature_path: signature.clone(),
+            sha256: hex::encode(sha256),
+            size: hasher.size,
+            key: key.into(),
+        })
+    }
+}
+
+/// Checks the signature candidates against the SHA-256 of the whole bundle
+/// file: the first, in the order given, that a trusted key verifies wins;
+/// others that differ from it are named in a warning. When none verifies,
+/// the error is the first malformed candidate's, or else that the first
+/// candidate does not verify.
+fn check_candidates<'p>(
+    bundle: &Path,
+    signatures: &[PathBuf],
+    keys: &TrustedKeys,
+    usable: Vec<(&'p PathBuf, Checks<'p>)>,
+    malformed: Option<Error>,
+    sha256: &[u8; 32],
+) -> Result<(&'p PathBuf, &'p TrustedKey)> {
     let mut winner: Option<(&PathBuf, &TrustedKey)> = None;
     let mut losers = Vec::new();
     for (path, checks) in usable {
-        match (winner, checks.finish(&digested.sha256)) {
+        match (winner, checks.finish(sha256)) {
             (None, Some(key)) => winner = Some((path, key)),
             _ => losers.push(path),
         }
@@ -231,11 +355,11 @@ pub fn verify_bundle_by_any(
         for other in losers.iter().skip(1) {
             tracing::warn!(bundle = %bundle.display(), signature = %other.display(), "this signature does not verify the bundle either");
         }
-        return Err(first_error.unwrap_or_else(|| Error::NotVerified {
+        return Err(malformed.unwrap_or_else(|| Error::NotVerified {
             signature: first.clone(),
             bundle: bundle.to_owned(),
             keys: keys.len(),
-            bundle_sha256: hex::encode(digested.sha256),
+            bundle_sha256: hex::encode(sha256),
         }));
     };
     for other in losers {
@@ -246,14 +370,14 @@ pub fn verify_bundle_by_any(
             "two signature files for one bundle differ; the one that verifies is used, the other is ignored"
         );
     }
-    Ok(VerifiedBundle {
-        file,
+    Ok((signature, key))
+}
+
+fn bundle_error(bundle: &Path, source: std::io::Error) -> Error {
+    Error::BundleRead {
         path: bundle.to_owned(),
-        signature_path: signature.clone(),
-        sha256: hex::encode(digested.sha256),
-        size: digested.size,
-        key: key.into(),
-    })
+        source,
+    }
 }
 
 /// Reads every candidate, keeping the first path of each distinct content.

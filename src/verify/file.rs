@@ -76,9 +76,15 @@ impl BundleFile {
     /// A reader over the whole file from its first byte, independent of any
     /// other reader of the same file.
     pub fn reader(&self) -> BundleReader {
+        self.reader_from(0)
+    }
+
+    /// A reader from byte `offset` to the size seen at open (nothing when
+    /// `offset` is beyond it).
+    pub fn reader_from(&self, offset: u64) -> BundleReader {
         BundleReader {
             file: Arc::clone(&self.file),
-            offset: 0,
+            offset: offset.min(self.size),
             end: self.size,
         }
     }

@@ -23,8 +23,8 @@ mod signature;
 mod tests;
 
 pub use bundle::{
-    VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle, verify_bundle_by_any,
-    verify_bundle_with_progress,
+    BundleHasher, PendingBundle, VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle,
+    verify_bundle_by_any, verify_bundle_with_progress,
 };
 pub use check::{verify_message, verify_sha256};
 pub use error::{Error, Result};
