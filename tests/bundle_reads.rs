@@ -682,17 +682,25 @@ fn single_read_into_fresh_layout(bundle: &BuiltBundle) -> (Option<i32>, String, 
     )
 }
 
+/// Unsigned bytes appended to a bundle in the trailing-bytes test.
+const TRAILING_BYTES: usize = 4 << 20;
+
 #[test]
 fn trailing_bytes_after_the_zstd_frame_and_a_cut_off_bundle_are_refused_under_single_read() {
     let (_key, bundle) = big_bundle("single-trailing");
     // Bytes the producer did not sign, after the last zstd frame: the
-    // decompressor stops before them, the signature check must not.
+    // decompressor stops at them, the signature check must not. More than
+    // the reader buffers ahead of the decompressor (1 MiB), so that most of
+    // them are only read by the signature check itself.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(bundle.zst())
         .expect("open the bundle");
-    std::io::Write::write_all(&mut file, &support::bundle::pseudo_random_bytes(3, 4096))
-        .expect("append to the bundle");
+    std::io::Write::write_all(
+        &mut file,
+        &support::bundle::pseudo_random_bytes(3, TRAILING_BYTES),
+    )
+    .expect("append to the bundle");
     drop(file);
     let (code, stderr, blobs) = single_read_into_fresh_layout(&bundle);
     assert_eq!(code, Some(3), "{stderr}");
