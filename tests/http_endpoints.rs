@@ -42,6 +42,7 @@ fn records() -> Vec<BundleRecord> {
         label: "/etc/airlock/keys/release.pem".into(),
         fingerprint: format!("sha256:{}", "ab".repeat(32)),
         algorithm: "ECDSA P-256".into(),
+        certificate: None,
     };
     vec![
         BundleRecord {

@@ -93,10 +93,15 @@ pub async fn run_watch(config: &crate::config::DaemonConfig) -> Result<(), Comma
         .map_err(|e| CommandError::new(e.class(), &e))
 }
 
-async fn load_keys(paths: Vec<PathBuf>) -> Result<Arc<TrustedKeys>, CommandError> {
-    let keys = tokio::task::spawn_blocking(move || TrustedKeys::load(&paths))
-        .await
-        .map_err(|e| CommandError::config(e.to_string()))?;
+async fn load_keys(
+    paths: Vec<PathBuf>,
+    keyless: &super::KeylessArgs,
+) -> Result<Arc<TrustedKeys>, CommandError> {
+    let keyless = keyless.entries();
+    let keys =
+        tokio::task::spawn_blocking(move || TrustedKeys::load_with_keyless(&paths, &keyless))
+            .await
+            .map_err(|e| CommandError::config(e.to_string()))?;
     Ok(Arc::new(classed!(keys)?))
 }
 
@@ -146,7 +151,7 @@ async fn verify_blocking(
 }
 
 async fn run_verify(args: VerifyArgs) -> Result<(), CommandError> {
-    let keys = load_keys(args.signature.public_keys).await?;
+    let keys = load_keys(args.signature.public_keys, &args.signature.keyless).await?;
     let (selection, signature) = select(&args.bundles, args.signature.signature)?;
     if selection.single_file && args.output == OutputFormat::Text {
         return verify_single(&selection.bundles[0], signature.as_ref(), keys).await;
@@ -258,10 +263,15 @@ async fn run_inspect(args: InspectArgs) -> Result<(), CommandError> {
         args.on_existing_tag,
         &args.image_signatures,
     )?;
-    let keys = if args.public_keys.is_empty() {
+    let keys = if args.public_keys.is_empty() && args.keyless.trusted_root.is_none() {
+        if args.signature.is_some() {
+            return Err(CommandError::config(
+                "--signature needs --public-key or --trusted-root to verify it with",
+            ));
+        }
         None
     } else {
-        Some(load_keys(args.public_keys.clone()).await?)
+        Some(load_keys(args.public_keys.clone(), &args.keyless).await?)
     };
     // Tags are looked up only for a verified bundle: only a verified index
     // can be planned.
@@ -484,7 +494,7 @@ fn registry_config(
 
 async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
     let target = parse_target(&args.registry)?;
-    let keys = load_keys(args.signature.public_keys.clone()).await?;
+    let keys = load_keys(args.signature.public_keys.clone(), &args.signature.keyless).await?;
     let (selection, signature) = select(&args.bundles, args.signature.signature.clone())?;
     let registry = registry_config(&args.access, &target)?;
     let request = ImportRequest {
@@ -635,7 +645,7 @@ async fn run_bundle_create(args: BundleCreateArgs) -> Result<(), CommandError> {
 }
 
 async fn run_attestation_verify(args: super::AttestationVerifyArgs) -> Result<(), CommandError> {
-    let keys = load_keys(args.keys.clone()).await?;
+    let keys = load_keys(args.keys.clone(), &super::KeylessArgs::default()).await?;
     let reference = crate::read::names::parse_full(&args.image)
         .map_err(|reason| CommandError::config(format!("image {}: {reason}", args.image)))?;
     let host = reference.registry().to_owned();

@@ -234,9 +234,12 @@ pub struct BundleCreateArgs {
 /// Where a bundle's signature is looked for without `--signature`.
 const SIGNATURE_NAMES: &str = "\
 Signature names: for B.zst the first that exists of B.sig.bin, B.tar.sig.bin,
-B.zst.sig.bin, B.zst.sig, B.sig; for B.tar.zst, B.tar.sig.bin then B.sig.bin
-and the same fallbacks. When two of them differ, the one that verifies wins
-and the other is named in a warning.";
+B.zst.sig.bin, B.zst.sig, B.sig, and the Sigstore bundles B.sigstore.json,
+B.zst.sigstore.json; for B.tar.zst, B.tar.sig.bin then B.sig.bin and the same
+fallbacks. When two of them differ, the one that verifies wins and the other
+is named in a warning. A Sigstore bundle verifies with a --public-key, or
+keylessly with --trusted-root, --certificate-identity and
+--certificate-oidc-issuer.";
 
 /// The bundles a command works on.
 #[derive(Debug, Args)]
@@ -260,9 +263,64 @@ pub struct SignatureArgs {
     pub signature: Option<PathBuf>,
 
     /// A trusted public key (PEM), or a directory of them. Repeat for key
-    /// rotation: any one verifying is enough.
-    #[arg(long = "public-key", value_name = "PEM", required = true)]
+    /// rotation: any one verifying is enough. Required unless
+    /// --trusted-root names a keyless signer.
+    #[arg(
+        long = "public-key",
+        value_name = "PEM",
+        required_unless_present = "trusted_root"
+    )]
     pub public_keys: Vec<PathBuf>,
+
+    /// A keyless signer whose Sigstore bundle is accepted.
+    #[command(flatten)]
+    pub keyless: KeylessArgs,
+}
+
+/// One keyless signer (`trust.keyless` of `airlock watch`): a Sigstore
+/// bundle `X.sigstore.json` carrying a certificate verifies, offline, when
+/// the certificate chains to a CA of the trusted root and names this
+/// identity and issuer, and a log of the trusted root vouches for its entry.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeylessArgs {
+    /// A Sigstore trusted_root.json (the CAs and transparency logs) to verify
+    /// keyless Sigstore bundles against, offline.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["certificate_identity", "certificate_oidc_issuer"]
+    )]
+    pub trusted_root: Option<PathBuf>,
+
+    /// The signing certificate's identity (SAN e-mail or URI), compared
+    /// exactly.
+    #[arg(long, value_name = "ID", requires = "trusted_root")]
+    pub certificate_identity: Option<String>,
+
+    /// The OIDC issuer in the signing certificate, compared exactly (e.g.
+    /// https://accounts.google.com).
+    #[arg(long, value_name = "URL", requires = "trusted_root")]
+    pub certificate_oidc_issuer: Option<String>,
+}
+
+impl KeylessArgs {
+    /// The keyless signer given, as a `trust.keyless` entry.
+    pub fn entries(&self) -> Vec<crate::verify::KeylessConfig> {
+        match (
+            &self.trusted_root,
+            &self.certificate_identity,
+            &self.certificate_oidc_issuer,
+        ) {
+            (Some(trusted_root), Some(identity), Some(issuer)) => {
+                vec![crate::verify::KeylessConfig {
+                    trusted_root: trusted_root.clone(),
+                    identity: identity.clone(),
+                    issuer: issuer.clone(),
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// `airlock verify`.
@@ -357,9 +415,14 @@ pub struct InspectArgs {
     #[arg(long = "public-key", value_name = "PEM")]
     pub public_keys: Vec<PathBuf>,
 
-    /// The detached signature of a single bundle, when verifying. Default:
-    /// the file beside the bundle (`X.sig.bin`, `X.tar.sig.bin`, ...).
-    #[arg(long, value_name = "SIG", requires = "public_keys")]
+    /// Verify a keyless Sigstore bundle first.
+    #[command(flatten)]
+    pub keyless: KeylessArgs,
+
+    /// The detached signature of a single bundle, when verifying (needs
+    /// --public-key or --trusted-root). Default: the file beside the bundle
+    /// (`X.sig.bin`, `X.tar.sig.bin`, `X.sigstore.json`, ...).
+    #[arg(long, value_name = "SIG")]
     pub signature: Option<PathBuf>,
 
     /// Show target references for this registry (`host[:port][/prefix]` or `oci:DIR`).

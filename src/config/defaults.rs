@@ -1,8 +1,8 @@
 //! The default of every daemon setting that has one, each with its reason.
 //!
 //! Settings without a default here are either required (`drop.dirs`,
-//! `trust.public_keys`, `registry.target`) or optional and off when absent
-//! (`registry.ca_cert`, `registry.username`, `registry.password_file`,
+//! `trust.public_keys` unless `trust.keyless` is set, `registry.target`) or
+//! optional and off when absent (`trust.keyless`, `registry.ca_cert`, `registry.username`, `registry.password_file`,
 //! `registry.auth_file`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -71,6 +71,10 @@ pub const KEYS: &[Key] = &[
     key("drop.unpaired_warn_after", None),
     key("drop.confirm_rejection", None),
     list("trust.public_keys", "--public-key", true),
+    Key {
+        list: true,
+        ..key("trust.keyless", None)
+    },
     key("trust.max_bundle_age", Some("--max-bundle-age")),
     Key {
         list: true,

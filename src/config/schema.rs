@@ -132,13 +132,19 @@ impl Default for DropSection {
     }
 }
 
-/// `trust`: the keys bundles must be signed with.
+/// `trust`: the keys (and keyless signers) bundles must be signed with.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "a map (the trust section)")]
 pub struct TrustSection {
     /// PEM public keys, or directories of them; a bundle verified by any one
-    /// is accepted. Required: at least one; no default.
+    /// is accepted. Required: at least one, unless `keyless` names a signer;
+    /// no default.
     pub public_keys: Vec<PathBuf>,
+    /// Keyless signers a bundle's Sigstore bundle (`X.sigstore.json`) may
+    /// carry a certificate of: `{trusted_root, identity, issuer}` entries,
+    /// any one that verifies is enough (default: none, keyless signatures
+    /// are not accepted).
+    pub keyless: Vec<crate::verify::KeylessConfig>,
     /// Which keys must have signed which images inside a bundle: rules
     /// `{images, keys, policy}`, the first that matches an image's source
     /// reference decides (default: none, image signatures not checked).

@@ -15,7 +15,25 @@ impl DaemonConfig {
     /// again after changing a loaded configuration.
     pub fn validate(&self) -> Result<(), Error> {
         required_list("drop.dirs", &self.drop.dirs)?;
-        required_list("trust.public_keys", &self.trust.public_keys)?;
+        if self.trust.keyless.is_empty() {
+            required_list("trust.public_keys", &self.trust.public_keys)?;
+        } else {
+            paths("trust.public_keys", &self.trust.public_keys)?;
+        }
+        for (index, entry) in self.trust.keyless.iter().enumerate() {
+            if entry.trusted_root.as_os_str().is_empty()
+                || entry.identity.trim().is_empty()
+                || entry.issuer.trim().is_empty()
+            {
+                return Err(invalid(
+                    "trust.keyless",
+                    format!(
+                        "entry {} needs trusted_root, identity and issuer",
+                        index + 1
+                    ),
+                ));
+            }
+        }
         if self.registry.target.is_empty() {
             return Err(missing("registry.target"));
         }

@@ -55,6 +55,8 @@ pub struct DaemonSettings {
     pub watch: WatchOptions,
     /// Trusted public key files or directories.
     pub public_keys: Vec<PathBuf>,
+    /// Trusted keyless signers (`trust.keyless`).
+    pub keyless: Vec<crate::verify::KeylessConfig>,
     /// Where and how to import.
     pub destination: Destination,
     /// Where the registry credentials come from, read again before an
@@ -98,6 +100,7 @@ impl DaemonSettings {
         Ok(DaemonSettings {
             watch: WatchOptions::from(&config.drop),
             public_keys: config.public_key_paths().to_vec(),
+            keyless: config.trust.keyless.clone(),
             destination: Destination {
                 plan: config.plan_options()?,
                 pack_image_policy: config.registry.pack_image_policy,
@@ -551,7 +554,7 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
             });
         }
     }
-    let keys = TrustedKeys::load(&settings.public_keys)?;
+    let keys = TrustedKeys::load_with_keyless(&settings.public_keys, &settings.keyless)?;
     let auth = match &settings.http_auth.htpasswd_file {
         Some(path) => Some(crate::http::BasicAuth::load(
             path,
@@ -559,7 +562,11 @@ pub async fn run(settings: DaemonSettings) -> Result<(), Error> {
         )?),
         None => None,
     };
-    tracing::info!(keys = keys.len(), "trusted keys loaded");
+    tracing::info!(
+        keys = keys.len(),
+        keyless = keys.keyless().len(),
+        "trusted keys loaded"
+    );
     let store = StateStore::open(&settings.state_dir)?;
     let cluster = crate::cluster::Cluster::connect(&settings.kube).await?;
     let replicas = cluster.as_ref().map(replicas::Replicas::new);

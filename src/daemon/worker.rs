@@ -520,6 +520,11 @@ async fn verification_failed(
         import::Error::Verify(crate::verify::Error::NotVerified { bundle_sha256, .. }) => {
             Some(bundle_sha256.as_str())
         }
+        import::Error::Verify(crate::verify::Error::SigstoreNotVerified(rejection))
+            if !rejection.bundle_sha256.is_empty() =>
+        {
+            Some(rejection.bundle_sha256.as_str())
+        }
         _ => None,
     };
     match look_again(shared, ready, read).await {

@@ -316,7 +316,10 @@ pub fn text(inspection: &Inspection) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "Signature: not checked (give --public-key to verify)");
+            let _ = writeln!(
+                out,
+                "Signature: not checked (give --public-key or --trusted-root to verify)"
+            );
         }
     }
     let _ = writeln!(

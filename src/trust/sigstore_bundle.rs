@@ -4,7 +4,9 @@
 //! (predicate type `https://sigstore.dev/cosign/sign/v1`) names the image's
 //! digest as its subject, or a message signature over the image manifest
 //! itself. Only key-based bundles verify here: a bundle's certificate
-//! (keyless) is not one of the rule's keys.
+//! (keyless) is not one of the rule's keys. The bundle format itself is
+//! parsed by [`crate::verify::sigstore::format`], shared with the bundle
+//! file's `X.sigstore.json`.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -12,11 +14,10 @@ use serde::Deserialize;
 
 use super::verdict::Outcome;
 use crate::digest::Digest;
+pub(super) use crate::verify::sigstore::format::BUNDLE_MEDIA_TYPE_PREFIX;
+pub use crate::verify::sigstore::format::Envelope;
+use crate::verify::sigstore::format::{Bundle, MessageSignature};
 use crate::verify::{TrustedKeys, verify_message, verify_sha256};
-
-/// What the artifact type and layer media type of a Sigstore bundle start
-/// with (`…bundle.v0.3+json`; earlier versions differ in the suffix).
-pub(super) const BUNDLE_MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 /// The predicate type of a cosign 3 image signature statement.
 const SIGN_PREDICATE_TYPE: &str = "https://sigstore.dev/cosign/sign/v1";
 /// The DSSE payload type of an in-toto statement.
@@ -33,45 +34,6 @@ struct Layer {
     #[serde(rename = "mediaType")]
     media_type: String,
     digest: Digest,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Bundle {
-    dsse_envelope: Option<Envelope>,
-    message_signature: Option<MessageSignature>,
-}
-
-/// A DSSE envelope (also what airlock's own attestations are).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Envelope {
-    /// The statement, base64.
-    pub payload: String,
-    /// What the payload is (`application/vnd.in-toto+json`).
-    pub payload_type: String,
-    /// Signatures over the pre-authentication encoding.
-    pub signatures: Vec<EnvelopeSignature>,
-}
-
-/// One signature of a DSSE envelope.
-#[derive(Debug, Deserialize)]
-pub struct EnvelopeSignature {
-    /// The signature, base64.
-    pub sig: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageSignature {
-    message_digest: MessageDigest,
-    signature: String,
-}
-
-#[derive(Deserialize)]
-struct MessageDigest {
-    algorithm: String,
-    digest: String,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +89,8 @@ pub(super) fn check(
 }
 
 fn check_bundle(at: &Digest, bytes: &[u8], digest: &Digest, keys: &TrustedKeys) -> Outcome {
+    // The layer's media type already said it is a Sigstore bundle; the
+    // document's own mediaType is not required here.
     let bundle: Bundle = match serde_json::from_slice(bytes) {
         Ok(bundle) => bundle,
         Err(e) => return Outcome::failed(at, format!("not a Sigstore bundle: {e}")),

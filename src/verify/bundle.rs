@@ -12,6 +12,7 @@ use super::file::{BundleFile, Symlinks};
 use super::keys::TrustedKey;
 use super::keyset::TrustedKeys;
 use super::signature;
+use super::sigstore::{self, CertificateIdentity, format::Bundle as SigstoreBundle};
 
 /// A bundle whose signature verified under a trusted key.
 ///
@@ -63,7 +64,7 @@ impl VerifiedBundle {
         self.size
     }
 
-    /// Which trusted key verified the signature.
+    /// Which trusted key (or keyless signer) verified the signature.
     pub fn key(&self) -> &VerifiedBy {
         &self.key
     }
@@ -71,14 +72,23 @@ impl VerifiedBundle {
 
 /// The key that verified a bundle, as reports and audit logs show it; with
 /// several rotated keys configured this says which one is still in use.
+/// A keyless Sigstore signature is shown the same way, by its certificate:
+/// the label names identity, issuer and log index, the fingerprint is the
+/// certificate key's, and `certificate` holds them apart.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifiedBy {
-    /// The key's label: its file path as configured.
+    /// The key's label: its file path as configured; for a keyless
+    /// signature `IDENTITY (issuer ISSUER, Rekor log index N)`.
     pub label: String,
-    /// `sha256:<hex>` of the key's SPKI DER.
+    /// `sha256:<hex>` of the key's SPKI DER (the certificate's key when
+    /// keyless).
     pub fingerprint: String,
     /// The algorithm, e.g. `ECDSA P-256` or `RSA-4096`.
     pub algorithm: String,
+    /// The certificate identity, issuer and log entry of a keyless
+    /// signature; absent for a trusted key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateIdentity>,
 }
 
 impl From<&TrustedKey> for VerifiedBy {
@@ -87,6 +97,7 @@ impl From<&TrustedKey> for VerifiedBy {
             label: key.label().to_owned(),
             fingerprint: key.fingerprint().to_owned(),
             algorithm: key.algorithm().to_string(),
+            certificate: None,
         }
     }
 }
@@ -105,7 +116,7 @@ pub struct VerifyOptions {
 }
 
 /// Verifies that `signature` is a signature over the whole `bundle` file by
-/// any one of `keys`. Reads the bundle once; blocking, so async callers run
+/// any one of `keys` (or, for a Sigstore bundle, its keyless signers). Reads the bundle once; blocking, so async callers run
 /// it in `spawn_blocking`.
 pub fn verify_bundle(
     bundle: &Path,
@@ -174,7 +185,7 @@ pub struct PendingBundle<'k> {
 /// The running hash of a [`PendingBundle`]'s bytes, fed from its first byte
 /// in file order, and the signature candidates it will be checked against.
 pub struct BundleHasher<'p> {
-    usable: Vec<(&'p PathBuf, Checks<'p>)>,
+    usable: Vec<(&'p PathBuf, Candidate<'p>)>,
     malformed: Option<Error>,
     sha256: Sha256,
     size: u64,
@@ -185,8 +196,10 @@ impl BundleHasher<'_> {
     pub fn update(&mut self, chunk: &[u8]) {
         self.sha256.update(chunk);
         self.size += chunk.len() as u64;
-        for (_, checks) in &mut self.usable {
-            checks.update(chunk);
+        for (_, candidate) in &mut self.usable {
+            if let Candidate::Detached(checks) = candidate {
+                checks.update(chunk);
+            }
         }
     }
 
@@ -252,19 +265,10 @@ impl<'k> PendingBundle<'k> {
         let mut usable = Vec::new();
         let mut malformed = None;
         for (path, bytes) in &self.candidates {
-            let checks = Checks::new(self.keys, bytes);
-            if checks.is_empty() {
-                let error = Error::SignatureMalformed {
-                    path: path.clone(),
-                    reason: no_format_matches(self.keys, bytes.len()),
-                };
-                if malformed.is_none() {
-                    malformed = Some(error);
-                } else {
-                    tracing::warn!(bundle = %self.path.display(), "ignored: {error}");
-                }
-            } else {
-                usable.push((path, checks));
+            match candidate(self.keys, path, bytes) {
+                Ok(candidate) => usable.push((path, candidate)),
+                Err(error) if malformed.is_none() => malformed = Some(error),
+                Err(error) => tracing::warn!(bundle = %self.path.display(), "ignored: {error}"),
             }
         }
         if usable.is_empty() {
@@ -324,45 +328,61 @@ impl<'k> PendingBundle<'k> {
             signature_path: signature.clone(),
             sha256: hex::encode(sha256),
             size: hasher.size,
-            key: key.into(),
+            key,
         })
     }
 }
 
 /// Checks the signature candidates against the SHA-256 of the whole bundle
-/// file: the first, in the order given, that a trusted key verifies wins;
-/// others that differ from it are named in a warning. When none verifies,
-/// the error is the first malformed candidate's, or else that the first
-/// candidate does not verify.
+/// file: the first, in the order given, that verifies wins; others that
+/// differ from it are named in a warning. When none verifies, the error is
+/// the first malformed candidate's, or else that the first candidate does
+/// not verify (for a Sigstore bundle, naming the check that failed).
 fn check_candidates<'p>(
     bundle: &Path,
     signatures: &[PathBuf],
     keys: &TrustedKeys,
-    usable: Vec<(&'p PathBuf, Checks<'p>)>,
+    usable: Vec<(&'p PathBuf, Candidate<'p>)>,
     malformed: Option<Error>,
     sha256: &[u8; 32],
-) -> Result<(&'p PathBuf, &'p TrustedKey)> {
-    let mut winner: Option<(&PathBuf, &TrustedKey)> = None;
+) -> Result<(&'p PathBuf, VerifiedBy)> {
+    let mut winner: Option<(&PathBuf, VerifiedBy)> = None;
     let mut losers = Vec::new();
-    for (path, checks) in usable {
-        match (winner, checks.finish(sha256)) {
-            (None, Some(key)) => winner = Some((path, key)),
-            _ => losers.push(path),
+    for (path, candidate) in usable {
+        if winner.is_some() {
+            losers.push((path, None));
+            continue;
+        }
+        match candidate.finish(sha256, keys) {
+            Ok(by) => winner = Some((path, by)),
+            Err(reason) => losers.push((path, reason)),
         }
     }
     let Some((signature, key)) = winner else {
-        let first = losers.first().map_or(&signatures[0], |p| *p);
-        for other in losers.iter().skip(1) {
-            tracing::warn!(bundle = %bundle.display(), signature = %other.display(), "this signature does not verify the bundle either");
+        let (first, reason) = losers
+            .first()
+            .map_or((&signatures[0], None), |(p, r)| (*p, r.clone()));
+        for (other, reason) in losers.iter().skip(1) {
+            let reason = reason.as_deref().unwrap_or("wrong key or changed bundle");
+            tracing::warn!(bundle = %bundle.display(), signature = %other.display(), "this signature does not verify the bundle either: {reason}");
         }
-        return Err(malformed.unwrap_or_else(|| Error::NotVerified {
-            signature: first.clone(),
-            bundle: bundle.to_owned(),
-            keys: keys.len(),
-            bundle_sha256: hex::encode(sha256),
+        let bundle_sha256 = hex::encode(sha256);
+        return Err(malformed.unwrap_or_else(|| match reason {
+            Some(reason) => Error::SigstoreNotVerified(Box::new(super::SigstoreRejection {
+                signature: first.clone(),
+                bundle: bundle.to_owned(),
+                reason,
+                bundle_sha256,
+            })),
+            None => Error::NotVerified {
+                signature: first.clone(),
+                bundle: bundle.to_owned(),
+                keys: keys.len(),
+                bundle_sha256,
+            },
         }));
     };
-    for other in losers {
+    for (other, _) in losers {
         tracing::warn!(
             bundle = %bundle.display(),
             verified_by = %signature.display(),
@@ -371,6 +391,50 @@ fn check_candidates<'p>(
         );
     }
     Ok((signature, key))
+}
+
+/// One signature file, ready to be checked once the bundle is hashed.
+enum Candidate<'a> {
+    /// A bare signature, matched against every trusted key.
+    Detached(Checks<'a>),
+    /// A Sigstore bundle (`X.sigstore.json`).
+    Sigstore(Box<SigstoreBundle>),
+}
+
+impl Candidate<'_> {
+    /// Who verified the bundle whose SHA-256 is `sha256`, or why not: `None`
+    /// for a bare signature no key verifies, the failed check for a Sigstore
+    /// bundle.
+    fn finish(self, sha256: &[u8; 32], keys: &TrustedKeys) -> Result<VerifiedBy, Option<String>> {
+        match self {
+            Candidate::Detached(checks) => checks.finish(sha256).map(VerifiedBy::from).ok_or(None),
+            Candidate::Sigstore(parsed) => sigstore::verify(&parsed, sha256, keys).map_err(Some),
+        }
+    }
+}
+
+/// Parses one signature file: a Sigstore bundle when it is JSON, else a bare
+/// signature some trusted key could have made.
+fn candidate<'a>(keys: &'a TrustedKeys, path: &Path, bytes: &'a [u8]) -> Result<Candidate<'a>> {
+    let malformed = |reason: String| Error::SignatureMalformed {
+        path: path.to_owned(),
+        reason,
+    };
+    if sigstore::looks_like_bundle(path, bytes) {
+        return SigstoreBundle::parse(bytes)
+            .map(|parsed| Candidate::Sigstore(Box::new(parsed)))
+            .map_err(malformed);
+    }
+    if keys.is_empty() {
+        return Err(malformed(
+            "it is a bare signature, but no trusted public key is configured (only keyless signers, which need a Sigstore bundle)".into(),
+        ));
+    }
+    let checks = Checks::new(keys, bytes);
+    if checks.is_empty() {
+        return Err(malformed(no_format_matches(keys, bytes.len())));
+    }
+    Ok(Candidate::Detached(checks))
 }
 
 fn bundle_error(bundle: &Path, source: std::io::Error) -> Error {

@@ -51,6 +51,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A keyless entry (`trust.keyless`, `--trusted-root`) cannot be used:
+    /// its trusted root is not a Sigstore trusted root, a certificate or
+    /// log key in it does not parse, or the identity or issuer is missing.
+    #[error("keyless trust {} is not usable: {reason}", path.display())]
+    TrustedRoot {
+        /// The trusted root file as configured.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The key paths given yielded no key at all; verifying against an empty
     /// set could only ever fail, so it is reported as the misconfiguration it is.
     #[error("no trusted keys found in {paths}")]
@@ -156,6 +167,31 @@ pub enum Error {
         /// tell whether a later look at the file sees the same bytes.
         bundle_sha256: String,
     },
+
+    /// A Sigstore bundle (`X.sigstore.json`) is well-formed but does not
+    /// verify the bundle file; the reason names the check that failed.
+    #[error(
+        "Sigstore bundle {} does not verify {}: {}",
+        .0.signature.display(),
+        .0.bundle.display(),
+        .0.reason
+    )]
+    SigstoreNotVerified(Box<SigstoreRejection>),
+}
+
+/// A Sigstore bundle that does not verify the bundle file: which check
+/// failed is in `reason` (digest, identity, issuer, validity, chain, log).
+#[derive(Debug)]
+pub struct SigstoreRejection {
+    /// The `X.sigstore.json` file.
+    pub signature: PathBuf,
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// The check that failed.
+    pub reason: String,
+    /// Hex SHA-256 of the bundle as read (empty when the Sigstore bundle
+    /// did not parse and the bundle file was not read).
+    pub bundle_sha256: String,
 }
 
 fn any_of(keys: usize) -> String {
@@ -172,6 +208,7 @@ impl Error {
     pub fn class(&self) -> FailureClass {
         match self {
             Error::KeyRead { .. }
+            | Error::TrustedRoot { .. }
             | Error::KeyMalformed { .. }
             | Error::KeyUnsupported { .. }
             | Error::NoTrustedKeys { .. }
@@ -182,6 +219,7 @@ impl Error {
             | Error::SignatureMalformed { .. }
             | Error::BundleRead { .. }
             | Error::NotVerified { .. }
+            | Error::SigstoreNotVerified(_)
             | Error::SizeChanged { .. } => FailureClass::Integrity,
             Error::Cancelled { .. } => FailureClass::Transport,
         }

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
 use super::keys::TrustedKey;
+use super::sigstore::{KeylessConfig, KeylessTrust};
 
-/// Every key currently trusted to sign bundles.
+/// Every key currently trusted to sign bundles, and the keyless signers
+/// (certificate identities under a Sigstore trusted root) a bundle's
+/// `X.sigstore.json` may name instead.
 ///
 /// Holding several keys lets operators rotate signing keys without a flag
 /// day: bundles signed with the old or the new key both verify while both
@@ -14,6 +17,7 @@ use super::keys::TrustedKey;
 #[derive(Debug, Clone)]
 pub struct TrustedKeys {
     keys: Vec<TrustedKey>,
+    keyless: Vec<KeylessTrust>,
 }
 
 impl TrustedKeys {
@@ -46,6 +50,25 @@ impl TrustedKeys {
         Self::from_keys(keys, &searched)
     }
 
+    /// Loads the keys of `paths` (none at all is fine when `keyless` is not
+    /// empty) and every keyless signer of `keyless`, each with its trusted
+    /// root. Fails when nothing at all would be trusted.
+    pub fn load_with_keyless(paths: &[PathBuf], keyless: &[KeylessConfig]) -> Result<Self> {
+        let mut set = if paths.is_empty() && !keyless.is_empty() {
+            Self {
+                keys: Vec::new(),
+                keyless: Vec::new(),
+            }
+        } else {
+            Self::load(paths)?
+        };
+        set.keyless = keyless
+            .iter()
+            .map(KeylessTrust::load)
+            .collect::<Result<_>>()?;
+        Ok(set)
+    }
+
     /// Builds a set from keys already parsed, e.g. from PEM text embedded in
     /// a configuration file. Fails if `keys` is empty.
     pub fn new(keys: Vec<TrustedKey>) -> Result<Self> {
@@ -69,7 +92,10 @@ impl TrustedKeys {
             };
             return Err(Error::NoTrustedKeys { paths });
         }
-        Ok(Self { keys: unique })
+        Ok(Self {
+            keys: unique,
+            keyless: Vec::new(),
+        })
     }
 
     /// How many distinct keys are trusted; error messages quote it.
@@ -77,10 +103,15 @@ impl TrustedKeys {
         self.keys.len()
     }
 
-    /// Always false for a constructed set (construction rejects an empty
-    /// one); provided because `len` is.
+    /// True only for a set that trusts keyless signers alone
+    /// ([`TrustedKeys::load_with_keyless`]).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The keyless signers, in the order they are tried.
+    pub fn keyless(&self) -> &[KeylessTrust] {
+        &self.keyless
     }
 
     /// The keys in the order they are tried.

@@ -5,7 +5,8 @@
 //! another name of [`signature_candidates`]) made by
 //! `openssl dgst -sha256 -sign` (ECDSA P-256/P-384, RSA PKCS#1 v1.5), by
 //! `openssl pkeyutl -sign -rawin` (Ed25519) or by `cosign sign-blob` (base64
-//! text). [`verify_bundle`] checks it against the operator's [`TrustedKeys`]
+//! text), or a Sigstore bundle `X.sigstore.json`, key-based or keyless (see
+//! [`sigstore`]). [`verify_bundle`] checks it against the operator's [`TrustedKeys`]
 //! in one streaming pass and returns a [`VerifiedBundle`], which only this
 //! module can create: the later stages take one as their input, so an
 //! unverified bundle cannot reach the registry by construction.
@@ -19,6 +20,7 @@ mod keys;
 mod keyset;
 mod paths;
 mod signature;
+pub mod sigstore;
 #[cfg(test)]
 mod tests;
 
@@ -27,7 +29,7 @@ pub use bundle::{
     verify_bundle_by_any, verify_bundle_with_progress,
 };
 pub use check::{verify_message, verify_sha256};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SigstoreRejection};
 pub use file::{BundleFile, BundleReader, Symlinks};
 pub use keys::{KeyAlgorithm, TrustedKey};
 pub(crate) use keys::{first_pem_block, read_key_file};
@@ -36,3 +38,4 @@ pub use paths::{
     bundles_for_signature, is_signature_name, signature_candidates, signature_path_for,
     signatures_beside,
 };
+pub use sigstore::{CertificateIdentity, KeylessConfig, KeylessTrust};

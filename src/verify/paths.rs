@@ -5,7 +5,9 @@
 //! `B.zst` (`B.tar.sig.bin` beside `B.tar.zst`); Artifact Studio's own
 //! instructions pair `bundle-name.zst` with `bundle-name.tar.sig.bin`; other
 //! tools append to the whole file name (`B.zst.sig.bin`, cosign's
-//! `B.zst.sig`) or replace the extension (`B.sig`). The candidates are tried
+//! `B.zst.sig`) or replace the extension (`B.sig`); a Sigstore bundle is
+//! `B.sigstore.json` (or `B.zst.sigstore.json`, the name `cosign sign-blob
+//! --bundle` users tend to give it). The candidates are tried
 //! in a fixed order, so a folder holding several names pairs the same way
 //! every time.
 
@@ -20,6 +22,8 @@ const TAR_SUFFIX: &str = ".tar";
 const SIG_BIN_SUFFIX: &str = ".sig.bin";
 /// cosign's `sign-blob --output-signature` convention.
 const SIG_SUFFIX: &str = ".sig";
+/// A Sigstore bundle (`cosign sign-blob --bundle`, Sigstore clients).
+const SIGSTORE_SUFFIX: &str = ".sigstore.json";
 
 /// The signature file airlock writes for `bundle` (and the first name it
 /// looks for): `X.zst` -> `X.sig.bin`, `X.tar.zst` -> `X.tar.sig.bin`; any
@@ -31,9 +35,11 @@ pub fn signature_path_for(bundle: &Path) -> PathBuf {
 /// Every name a signature of `bundle` may have, in the order they are tried.
 ///
 /// For `B.zst`: `B.sig.bin`, `B.tar.sig.bin`, `B.zst.sig.bin`, `B.zst.sig`,
-/// `B.sig`. For `B.tar.zst`: `B.tar.sig.bin`, `B.sig.bin`, then the same
-/// fallbacks (`B.tar.zst.sig.bin`, `B.tar.zst.sig`, `B.tar.sig`). For any
-/// other name `N`: `N.sig.bin`, `N.sig`.
+/// `B.sig`, then the Sigstore bundles `B.sigstore.json`,
+/// `B.zst.sigstore.json`. For `B.tar.zst`: `B.tar.sig.bin`, `B.sig.bin`,
+/// then the same fallbacks (`B.tar.zst.sig.bin`, `B.tar.zst.sig`,
+/// `B.tar.sig`, `B.tar.sigstore.json`, `B.tar.zst.sigstore.json`). For any
+/// other name `N`: `N.sig.bin`, `N.sig`, `N.sigstore.json`.
 pub fn signature_candidates(bundle: &Path) -> Vec<PathBuf> {
     candidate_names(&file_name(bundle))
         .iter()
@@ -50,10 +56,10 @@ pub fn signatures_beside(bundle: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `name` is a signature file name (`*.sig.bin` or `*.sig`), the
-/// partner of some bundle.
+/// Whether `name` is a signature file name (`*.sig.bin`, `*.sig` or
+/// `*.sigstore.json`), the partner of some bundle.
 pub fn is_signature_name(name: &str) -> bool {
-    name.ends_with(SIG_BIN_SUFFIX) || name.ends_with(SIG_SUFFIX)
+    name.ends_with(SIG_BIN_SUFFIX) || name.ends_with(SIG_SUFFIX) || name.ends_with(SIGSTORE_SUFFIX)
 }
 
 /// The bundle file names (in the same folder) whose candidates include the
@@ -62,6 +68,7 @@ pub fn is_signature_name(name: &str) -> bool {
 pub fn bundles_for_signature(name: &str) -> Vec<String> {
     let Some(stem) = name
         .strip_suffix(SIG_BIN_SUFFIX)
+        .or_else(|| name.strip_suffix(SIGSTORE_SUFFIX))
         .or_else(|| name.strip_suffix(SIG_SUFFIX))
     else {
         return Vec::new();
@@ -105,6 +112,7 @@ fn candidate_names(bundle: &str) -> Vec<String> {
         return vec![
             format!("{bundle}{SIG_BIN_SUFFIX}"),
             format!("{bundle}{SIG_SUFFIX}"),
+            format!("{bundle}{SIGSTORE_SUFFIX}"),
         ];
     };
     let mut names = vec![format!("{stem}{SIG_BIN_SUFFIX}")];
@@ -115,6 +123,8 @@ fn candidate_names(bundle: &str) -> Vec<String> {
     names.push(format!("{bundle}{SIG_BIN_SUFFIX}"));
     names.push(format!("{bundle}{SIG_SUFFIX}"));
     names.push(format!("{stem}{SIG_SUFFIX}"));
+    names.push(format!("{stem}{SIGSTORE_SUFFIX}"));
+    names.push(format!("{bundle}{SIGSTORE_SUFFIX}"));
     names
 }
 
@@ -177,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn a_zst_bundle_tries_five_names_in_order() {
+    fn a_zst_bundle_tries_seven_names_in_order() {
         assert_eq!(
             candidates("/drop/bundle-name.zst"),
             [
@@ -186,6 +196,8 @@ mod tests {
                 "/drop/bundle-name.zst.sig.bin",
                 "/drop/bundle-name.zst.sig",
                 "/drop/bundle-name.sig",
+                "/drop/bundle-name.sigstore.json",
+                "/drop/bundle-name.zst.sigstore.json",
             ]
         );
     }
@@ -200,14 +212,22 @@ mod tests {
                 "b.tar.zst.sig.bin",
                 "b.tar.zst.sig",
                 "b.tar.sig",
+                "b.tar.sigstore.json",
+                "b.tar.zst.sigstore.json",
             ]
         );
     }
 
     #[test]
-    fn other_names_try_two() {
-        assert_eq!(candidates("b.tar"), ["b.tar.sig.bin", "b.tar.sig"]);
-        assert_eq!(candidates(".zst"), [".zst.sig.bin", ".zst.sig"]);
+    fn other_names_try_three() {
+        assert_eq!(
+            candidates("b.tar"),
+            ["b.tar.sig.bin", "b.tar.sig", "b.tar.sigstore.json"]
+        );
+        assert_eq!(
+            candidates(".zst"),
+            [".zst.sig.bin", ".zst.sig", ".zst.sigstore.json"]
+        );
     }
 
     #[test]
@@ -228,6 +248,9 @@ mod tests {
         assert_eq!(bundles_for_signature("a.zst.sig")[0], "a.zst");
         assert_eq!(bundles_for_signature("a.sig"), ["a.zst"]);
         assert_eq!(bundles_for_signature("a.tar.sig"), ["a.tar.zst"]);
+        assert_eq!(bundles_for_signature("a.sigstore.json"), ["a.zst"]);
+        assert_eq!(bundles_for_signature("a.zst.sigstore.json")[0], "a.zst");
+        assert_eq!(bundles_for_signature("a.tar.sigstore.json"), ["a.tar.zst"]);
         assert!(bundles_for_signature("key.pem").is_empty());
     }
 

@@ -406,6 +406,9 @@ mod tests {
             ("/d/a.zst", "/d/a.sig"),
             ("/d/a.tar.zst", "/d/a.tar.sig.bin"),
             ("/d/a.tar.zst", "/d/a.sig.bin"),
+            ("/d/a.zst", "/d/a.sigstore.json"),
+            ("/d/a.zst", "/d/a.zst.sigstore.json"),
+            ("/d/a.tar.zst", "/d/a.tar.sigstore.json"),
         ] {
             let mut settler = Settler::new(SETTLE);
             let t0 = Instant::now();
@@ -463,7 +466,9 @@ mod tests {
                 "a.tar.sig.bin",
                 "a.zst.sig.bin",
                 "a.zst.sig",
-                "a.sig"
+                "a.sig",
+                "a.sigstore.json",
+                "a.zst.sigstore.json"
             ]
         );
         assert_eq!(waiting[1].missing, ["b.tar.zst", "b.zst"]);
