@@ -183,3 +183,25 @@ impl Progress {
         self.inner.cancelled.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_reads_back_as_set() {
+        let progress = Progress::new();
+        for stage in [
+            Stage::Verifying,
+            Stage::Indexing,
+            Stage::VerifyingAndIndexing,
+            Stage::Checking,
+            Stage::Uploading,
+            Stage::Tagging,
+            Stage::Done,
+        ] {
+            progress.set_stage(stage);
+            assert_eq!(progress.stage(), stage, "{}", stage.label());
+        }
+    }
+}

@@ -120,7 +120,7 @@ pub trait DaemonView: Send + Sync + 'static {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportProgress {
-    /// `verifying`, `indexing`, `verifying+indexing` (one pass, with
+    /// `verifying`, `indexing`, `verifying+indexing` (the one pass of
     /// `imports.single_read`), `checking`, `uploading`, `tagging` or `done`.
     pub stage: &'static str,
     /// Compressed bundle bytes read in the current pass (verifying,
