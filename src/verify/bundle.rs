@@ -202,11 +202,6 @@ impl BundleHasher<'_> {
             }
         }
     }
-
-    /// Bytes hashed so far.
-    pub fn hashed(&self) -> u64 {
-        self.size
-    }
 }
 
 impl<'k> PendingBundle<'k> {
