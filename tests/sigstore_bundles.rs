@@ -510,3 +510,40 @@ fn the_daemon_imports_a_keyless_pair_and_rejects_an_expired_one() {
     );
     assert_eq!(registry.settled_writes_since(writes), Vec::<String>::new());
 }
+
+#[test]
+fn a_keyless_sigstore_bundle_is_checked_the_same_way_under_single_read() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let built = bundle(&key, "single", "quay.io/acme/single:1.0");
+    let fixture = Fixture::for_file(built.zst());
+    let root = fixture.trusted_root();
+    let laid = Laid::out(&built, &fixture.case("keyless"));
+    let registry = Registry::start();
+
+    let mut refused_trust = keyless_args(&root, "someone@example.com", ISSUER);
+    refused_trust.push("--single-read".into());
+    let refused = import(&laid.bundle(), &registry, "single", &refused_trust);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is not the trusted identity \"someone@example.com\""),
+        "{stderr}"
+    );
+    let writes = registry.settled_writes_since(0);
+    assert!(writes.is_empty(), "a refused single read wrote: {writes:?}");
+
+    let mut trust = keyless_args(&root, IDENTITY, ISSUER);
+    trust.push("--single-read".into());
+    let output = import(&laid.bundle(), &registry, "single", &trust);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let image = &built.images()[0];
+    assert_eq!(
+        skopeo::manifest_digest(&registry, &format!("single/{}", image.full_ref)),
+        image.digest
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("report JSON");
+    assert_eq!(
+        report["verifiedBy"]["certificate"]["identity"], IDENTITY,
+        "{report}"
+    );
+}
