@@ -720,3 +720,37 @@ fn trailing_bytes_after_the_zstd_frame_and_a_cut_off_bundle_are_refused_under_si
     assert!(stderr.contains("does not verify"), "{stderr}");
     assert!(blobs.is_empty(), "a refused bundle left blobs: {blobs:?}");
 }
+
+#[test]
+fn a_zstd_bomb_with_a_bad_signature_under_single_read_is_stopped_by_the_read_limits_and_refused_at_the_signature()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zst = dir.path().join("bomb.zst");
+    write_zstd_bomb(&zst);
+    let trusted = TestKey::generate(KeyKind::EcP256);
+    let stranger = TestKey::generate(KeyKind::EcP256);
+    stranger.sign(&zst, &dir.path().join("bomb.sig.bin"));
+    let registry = Registry::start();
+
+    let started = Instant::now();
+    let (refused, _) = run_counting_reads(
+        import_command(&zst, trusted.public_pem(), &registry).arg("--single-read"),
+        Duration::from_secs(120),
+    );
+    let took = started.elapsed();
+
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "the signature, not the content, is what refuses it: {}",
+        refused.stderr
+    );
+    // The expansion ratio stops decompression after about 1 GiB; expanding
+    // all 64 GiB takes minutes on any machine.
+    assert!(
+        took < Duration::from_secs(60),
+        "refusing the bomb took {took:?}: did the read limits stop it?"
+    );
+    let writes = registry.settled_writes_since(0);
+    assert!(writes.is_empty(), "a refused bomb wrote: {writes:?}");
+}
