@@ -340,6 +340,46 @@ fn a_missing_required_key_says_how_to_set_it() {
 }
 
 #[test]
+fn keyless_signers_alone_are_enough_trust_and_each_entry_needs_all_three_keys() {
+    let file = yaml(
+        "
+drop:
+  dirs: [/drop]
+trust:
+  keyless:
+    - trusted_root: /etc/airlock/sigstore/trusted_root.json
+      identity: release@example.com
+      issuer: https://accounts.example.com
+registry:
+  target: harbor.local/spectro-images
+",
+    );
+    let config = load_ok(Some(&file.path), &[], &no_flags());
+    assert!(config.trust.public_keys.is_empty());
+    assert_eq!(config.trust.keyless.len(), 1);
+    assert_eq!(config.trust.keyless[0].identity, "release@example.com");
+
+    let file = yaml(
+        "
+drop:
+  dirs: [/drop]
+trust:
+  keyless:
+    - trusted_root: /etc/airlock/sigstore/trusted_root.json
+      identity: release@example.com
+      issuer: \"\"
+registry:
+  target: harbor.local/spectro-images
+",
+    );
+    let message = chain(&load_err(Some(&file.path), &[], &no_flags()));
+    assert!(
+        message.contains("trust.keyless") && message.contains("entry 1 needs"),
+        "{message}"
+    );
+}
+
+#[test]
 fn the_flags_only_example_needs_no_configuration_file() {
     let line = WATCH_EXAMPLES
         .lines()
