@@ -371,6 +371,26 @@ fn each_failed_keyless_check_is_named_and_nothing_is_pushed() {
             "it has neither a signed entry timestamp nor an inclusion proof",
         ),
         (
+            "CA not yet valid (validFor) at the log time",
+            "keyless",
+            keyless_args(
+                &fixture.dir.path().join("trusted_root-late-ca.json"),
+                IDENTITY,
+                ISSUER,
+            ),
+            "the certificate authority is not valid (validFor) at the log's integratedTime",
+        ),
+        (
+            "log key not yet valid (validFor) at the log time",
+            "keyless",
+            keyless_args(
+                &fixture.dir.path().join("trusted_root-late-log.json"),
+                IDENTITY,
+                ISSUER,
+            ),
+            "is outside the log key's validFor",
+        ),
+        (
             "keyless not configured",
             "keyless",
             vec![

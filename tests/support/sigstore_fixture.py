@@ -10,8 +10,10 @@ certificate), with the Python `cryptography` package only.
 
     python3 sigstore_fixture.py OUT_DIR BUNDLE_FILE IDENTITY ISSUER
 
-writes OUT_DIR/trusted_root.json, OUT_DIR/key.pub.pem (the key of the
-key-based case) and OUT_DIR/<case>.sigstore.json for every case below.
+writes OUT_DIR/trusted_root.json (and the variants trusted_root-late-ca.json
+and trusted_root-late-log.json, whose CA or log key becomes valid only after
+the entries were logged), OUT_DIR/key.pub.pem (the key of the key-based
+case) and OUT_DIR/<case>.sigstore.json for every case below.
 """
 
 import base64
@@ -304,6 +306,17 @@ cases = {
 os.makedirs(out_dir, exist_ok=True)
 with open(os.path.join(out_dir, "trusted_root.json"), "w") as f:
     json.dump(trusted_root, f, indent=2)
+# The same root, but its CA (or its log key) valid only from after the
+# entries' integratedTime: a certificate or entry from before must fail.
+for part, variant in (("ca", "trusted_root-late-ca.json"), ("log", "trusted_root-late-log.json")):
+    late = json.loads(json.dumps(trusted_root))
+    valid_for = {"start": rfc3339(now)}
+    if part == "ca":
+        late["certificateAuthorities"][0]["validFor"] = valid_for
+    else:
+        late["tlogs"][0]["publicKey"]["validFor"] = valid_for
+    with open(os.path.join(out_dir, variant), "w") as f:
+        json.dump(late, f, indent=2)
 with open(os.path.join(out_dir, "key.pub.pem"), "wb") as f:
     f.write(site_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
