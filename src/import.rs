@@ -329,7 +329,7 @@ async fn run_verified_inner(
     progress.set_stage(Stage::Indexing);
     let index_progress = progress.clone();
     let limits = destination.limits;
-    let ((), index) = index_into(&writer, move |stage| {
+    let ((), index) = index_into(&writer, limits, progress, move |stage| {
         let index = BundleIndex::build_staged(verified, limits, &index_progress, stage);
         Ok(((), index.map_err(Error::Read)))
     })
@@ -357,23 +357,27 @@ fn open_target(destination: Destination) -> Result<(Arc<crate::push::Destination
 /// Runs `read`, the index pass, on a blocking thread with the stage of the
 /// target `writer` (where the blobs it lacks are set aside as they are
 /// read), and hands what was set aside to the target once `read` produced
-/// an index; otherwise the stage is dropped, and what it set aside with it.
+/// an index; otherwise the stage is dropped, and what it set aside with it
+/// (a registry's upload sessions are cancelled before this returns).
 /// `read` fails as a whole when the bundle cannot be trusted at all, and
 /// gives what it learnt besides the index.
 async fn index_into<T: Send + 'static>(
     writer: &crate::push::Destination,
+    limits: ReadLimits,
+    progress: &Progress,
     read: impl FnOnce(&mut dyn crate::read::BlobStage) -> Result<(T, Result<BundleIndex>)>
     + Send
     + 'static,
 ) -> Result<(T, Result<BundleIndex>)> {
-    let stage = writer.stage();
+    let stage = writer.stage(limits.max_document_bytes);
     let (read, stage) = blocking(move || match stage {
         Some(mut stage) => (read(&mut stage), Some(stage)),
         None => (read(&mut crate::read::NoStage), None),
     })
     .await?;
-    if let (Some(stage), Ok((_, Ok(_)))) = (stage, &read) {
-        writer.adopt(stage);
+    match (stage, &read) {
+        (Some(stage), Ok((_, Ok(_)))) => writer.adopt(stage),
+        _ => writer.release_staged().await,
     }
     read
 }
@@ -415,7 +419,7 @@ pub async fn read_once(
     progress.set_stage(Stage::VerifyingAndIndexing);
     let read_progress = progress.clone();
     let limits = destination.limits;
-    let read = index_into(&writer, move |stage| {
+    let read = index_into(&writer, limits, progress, move |stage| {
         let pending = verify::PendingBundle::open(&bundle, &signatures, &keys, options)?;
         let read = BundleIndex::build_verifying(&pending, limits, &read_progress, stage)?;
         Ok((
@@ -463,6 +467,19 @@ pub async fn run_read_once(read: ReadOnce, progress: &Progress) -> Result<Import
 async fn run_indexed(
     index: Arc<BundleIndex>,
     writer: Arc<crate::push::Destination>,
+    destination: Destination,
+    progress: &Progress,
+) -> Result<ImportReport> {
+    let imported = plan_and_push(index, &writer, destination, progress).await;
+    // Upload sessions the index pass opened and nothing committed (all of
+    // them when the import failed) are cancelled before the import ends.
+    writer.release_staged().await;
+    imported
+}
+
+async fn plan_and_push(
+    index: Arc<BundleIndex>,
+    writer: &Arc<crate::push::Destination>,
     destination: Destination,
     progress: &Progress,
 ) -> Result<ImportReport> {

@@ -46,10 +46,10 @@ fn assert_rejected(bundle: &BuiltBundle, public_key: &Path, fragments: &[&str]) 
         "blobs reached the registry: {:?}",
         registry.stored_blobs()
     );
-    let writes = registry.settled_writes_since(0);
+    let writes = registry.settled_commits_since(0);
     assert!(
         writes.is_empty(),
-        "airlock wrote to the registry: {writes:?}"
+        "airlock committed to the registry or left a session open: {writes:?}"
     );
 }
 

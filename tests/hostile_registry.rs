@@ -407,7 +407,8 @@ fn a_journaled_upload_url_on_another_port_is_not_replayed() {
     let drop = tempfile::tempdir().expect("drop dir");
     // A record someone left in the state directory: the big layer's upload
     // "continues" on another port.
-    let repository = "mirror/quay.io/acme/big";
+    // The index pass uploads into the staging repository.
+    let repository = "mirror/airlock-staging";
     let record = journal_file(state.path(), &registry.host(), repository, &layer);
     std::fs::create_dir_all(record.parent().expect("uploads dir")).expect("mkdir uploads");
     std::fs::write(

@@ -153,10 +153,10 @@ fn assert_refused(output: &Output, zst: &Path, registry: &Registry, fragments: &
             lines[0]
         );
     }
-    let writes = registry.settled_writes_since(0);
+    let writes = registry.settled_commits_since(0);
     assert!(
         writes.is_empty(),
-        "airlock wrote to the registry: {writes:?}"
+        "airlock committed to the registry or left a session open: {writes:?}"
     );
     assert!(
         registry.catalog().is_empty(),

@@ -57,6 +57,13 @@ impl UploadJournal for Site {
     }
 }
 
+/// Most tests here resume the uploads of the stream pass: the pass that
+/// reads the bundle a third time when the registry's staging repository is
+/// off (or refused). The index pass's sessions in the staging repository are
+/// resumed by the same code:
+/// `a_daemon_killed_while_indexing_continues_its_staging_session`.
+const STREAM_PASS: [&str; 4] = ["--upload-mode", "chunked", "--staging-repository", ""];
+
 fn big_bundle(key: &TestKey, name: &str, reference: &str, size: u64) -> BuiltBundle {
     BundleBuilder::new(name)
         .image(Image::new(reference).layers(&[Layer::uncompressed(seed(name), size)]))
@@ -150,11 +157,7 @@ fn a_daemon_killed_mid_blob_sends_only_the_rest_after_a_restart() {
         },
     );
     let site = Site::new();
-    let mut daemon = Daemon::start_at(
-        &site.setup(&["--upload-mode", "chunked"]),
-        &proxy.host(),
-        key.public_pem(),
-    );
+    let mut daemon = Daemon::start_at(&site.setup(&STREAM_PASS), &proxy.host(), key.public_pem());
     bundle.copy_into(site.drop.path());
 
     assert!(
@@ -307,11 +310,7 @@ fn a_journaled_session_the_registry_purged_starts_the_blob_over() {
         },
     );
     let site = Site::new();
-    let mut daemon = Daemon::start_at(
-        &site.setup(&["--upload-mode", "chunked"]),
-        &proxy.host(),
-        key.public_pem(),
-    );
+    let mut daemon = Daemon::start_at(&site.setup(&STREAM_PASS), &proxy.host(), key.public_pem());
     bundle.copy_into(site.drop.path());
     assert!(
         proxy.wait_for_hold(WAIT_LIMIT),
@@ -383,7 +382,7 @@ fn a_registry_restarted_mid_blob_is_resumed_by_the_running_import() {
     let mut import = spawn_import(
         &bundle,
         &proxy.host(),
-        &["--upload-mode", "chunked", "--log", "info"],
+        &[&STREAM_PASS[..], &["--log", "info"]].concat(),
     );
     assert!(
         proxy.wait_for_hold(Duration::from_secs(60)),
@@ -459,7 +458,7 @@ fn a_session_the_registry_dropped_fails_the_running_import_as_a_registry_failure
             ..ProxyRules::default()
         },
     );
-    let mut import = spawn_import(&bundle, &proxy.host(), &["--upload-mode", "chunked"]);
+    let mut import = spawn_import(&bundle, &proxy.host(), &STREAM_PASS);
     assert!(
         proxy.wait_for_hold(Duration::from_secs(60)),
         "the second PATCH never came; stderr:\n{}",
@@ -484,4 +483,117 @@ fn a_session_the_registry_dropped_fails_the_running_import_as_a_registry_failure
     let writes = layer_writes(&requests, &layer_of(&bundle, LAYER));
     let offsets: Vec<u64> = writes.iter().map(|(_, _, offset)| *offset).collect();
     assert_eq!(offsets, vec![0], "{writes:#?}");
+}
+
+#[test]
+fn a_daemon_killed_while_indexing_continues_its_staging_session() {
+    const LAYER: u64 = 80 * MIB;
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = big_bundle(&key, "indexing", "quay.io/acme/indexing:1.0", LAYER);
+    let layer = layer_of(&bundle, LAYER);
+    let registry = Registry::start();
+    // The index pass sends all 80 MiB with PATCHes (ten of 8 MiB) and
+    // commits nothing; hold the ninth: 64 MiB acknowledged at the kill.
+    let proxy = Proxy::start(
+        &registry.host(),
+        ProxyRules {
+            hold_patch: Some(9),
+            ..ProxyRules::default()
+        },
+    );
+    let site = Site::new();
+    let mut daemon = Daemon::start_at(
+        &site.setup(&["--upload-mode", "chunked"]),
+        &proxy.host(),
+        key.public_pem(),
+    );
+    bundle.copy_into(site.drop.path());
+
+    assert!(
+        proxy.wait_for_hold(WAIT_LIMIT),
+        "the ninth PATCH never came; daemon log:\n{}",
+        daemon.log_text()
+    );
+    let before_kill = registry.settled_requests();
+    let acknowledged = accepted_patches(&before_kill) * CHUNK;
+    assert_eq!(acknowledged, 64 * MIB, "{before_kill:#?}");
+    assert!(
+        before_kill.iter().filter(|r| r.method == "PATCH").all(|r| r
+            .path
+            .starts_with("/v2/mirror/airlock-staging/blobs/uploads/")),
+        "the index pass sends into the staging repository: {before_kill:#?}"
+    );
+    assert!(
+        completed_blobs(&before_kill).is_empty(),
+        "a blob was committed before the bundle was indexed whole: {before_kill:#?}"
+    );
+    let journal = site.journal();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["repository"], "mirror/airlock-staging");
+    assert_eq!(journal[0]["digest"], layer.digest.as_str());
+    assert_eq!(journal[0]["offset"].as_u64(), Some(acknowledged));
+    let sessions_before: BTreeSet<String> = layer_writes(&before_kill, &layer)
+        .into_iter()
+        .map(|(_, uuid, _)| uuid)
+        .collect();
+    assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
+
+    daemon.kill9();
+    proxy.release(Release::Drop);
+    let restart_at = registry.settled_requests().len();
+    daemon.restart();
+    daemon.wait_until("the import after the restart", |d| imported(d) >= 1.0);
+
+    assert_landed(&bundle, &registry);
+    let requests = registry.settled_requests();
+    let after: Vec<_> = layer_writes(&requests[restart_at..], &layer);
+    let first_offset = after
+        .iter()
+        .map(|(_, _, offset)| *offset)
+        .min()
+        .expect("the layer was completed after the restart");
+    assert_eq!(
+        first_offset, acknowledged,
+        "the restart did not continue at the acknowledged offset: {after:#?}"
+    );
+    assert!(
+        after
+            .iter()
+            .all(|(_, uuid, _)| sessions_before.contains(uuid)),
+        "the restart opened a new upload session: {after:#?}"
+    );
+    // The rest (64–72 and 72–80 MiB) and the commit, which carries no bytes.
+    assert_eq!(after.len(), 3, "{after:#?}");
+    assert!(
+        daemon
+            .log_text()
+            .contains("resuming an interrupted upload from the offset the registry acknowledges"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        site.journal().is_empty(),
+        "the record outlived its upload: {:?}",
+        site.journal()
+    );
+    assert!(
+        registry.open_upload_sessions().is_empty(),
+        "upload sessions left open: {:?}",
+        registry.open_upload_sessions()
+    );
+    // Bytes sent: the rest of the layer and the small blobs, all after the
+    // restart (the killed attempt committed nothing).
+    let completed_after = completed_blobs(&requests[restart_at..]);
+    let others: u64 = bundle
+        .blobs()
+        .iter()
+        .filter(|b| b.digest != layer.digest && completed_after.contains(&b.digest))
+        .map(|b| b.size)
+        .sum();
+    let imports = daemon.imports();
+    assert_eq!(
+        imports[0]["pushed"]["bytesUploaded"].as_u64(),
+        Some(LAYER - acknowledged + others),
+        "{imports:#}"
+    );
 }

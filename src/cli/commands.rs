@@ -514,6 +514,7 @@ async fn run_import(args: ImportArgs) -> Result<(), CommandError> {
             buffer_bytes: (args.buffer_mib as usize) << 20,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: args.upload_mode,
+            staging_repository: Some(args.staging_repository.clone()),
         },
         limits: args.limits.limits(),
         attestor: match &args.attestation_key {

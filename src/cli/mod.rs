@@ -513,6 +513,14 @@ pub struct ImportArgs {
     #[arg(long, value_enum, default_value = "chunked")]
     pub upload_mode: UploadMode,
 
+    /// Repository under the target's prefix that blobs are sent into while
+    /// the bundle is indexed, so the bundle is read twice (verify, then index
+    /// and upload), not three times. Nothing there is committed before the
+    /// bundle proved whole; blobs are then mounted where they belong. Needs
+    /// push access to it; "" turns this off.
+    #[arg(long, value_name = "NAME", default_value = crate::push::DEFAULT_STAGING_REPOSITORY)]
+    pub staging_repository: String,
+
     /// Push packs to `<host>/<PREFIX>/spectro-packs/archive/<name>:<version>`
     /// instead of below the prefix in --registry (Palette's OCI_PACK_BASE).
     #[arg(long, value_name = "PREFIX")]

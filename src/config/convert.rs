@@ -158,13 +158,15 @@ impl DaemonConfig {
     }
 
     /// How each import pushes: `registry.blob_concurrency`,
-    /// `registry.buffer_mib` and `registry.upload_mode`.
+    /// `registry.buffer_mib`, `registry.upload_mode` and
+    /// `registry.staging_repository`.
     pub fn push_options(&self) -> PushOptions {
         PushOptions {
             concurrency: self.registry.blob_concurrency,
             buffer_bytes: self.registry.buffer_mib << 20,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: self.registry.upload_mode,
+            staging_repository: Some(self.registry.staging_repository.clone()),
         }
     }
 

@@ -73,6 +73,12 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::push::registry::DEFAULT_IDLE_T
 /// one mode makes the import switch to the other.
 pub const DEFAULT_UPLOAD_MODE: UploadMode = UploadMode::Chunked;
 
+/// `registry.staging_repository`: the repository, under the target's prefix,
+/// that blobs are sent into while the bundle is indexed, so an import reads
+/// the bundle twice (verify, then index and upload) instead of three times.
+/// Empty turns this off.
+pub const DEFAULT_STAGING_REPOSITORY: &str = crate::push::DEFAULT_STAGING_REPOSITORY;
+
 /// `registry.blob_concurrency`: the same as `airlock import`
 /// ([`crate::push::DEFAULT_CONCURRENCY`]), which keeps a 1 Gbit/s link busy
 /// without nearing registry rate limits.

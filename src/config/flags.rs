@@ -127,6 +127,12 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub upload_mode: Option<UploadMode>,
 
+    /// Repository under the target's prefix that blobs are sent into while
+    /// the bundle is indexed, so it is read twice, not three times; "" turns
+    /// this off [default: airlock-staging].
+    #[arg(long, value_name = "NAME")]
+    pub staging_repository: Option<String>,
+
     /// Blobs transferred at once within one import; HEADs, mounts and
     /// manifests run four times as many [default: 16].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -258,6 +264,9 @@ impl WatchArgs {
         }
         if let Some(mode) = self.upload_mode {
             registry.upload_mode = mode;
+        }
+        if let Some(name) = &self.staging_repository {
+            registry.staging_repository = name.clone();
         }
         set(
             &mut registry.blob_concurrency,

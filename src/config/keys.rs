@@ -96,6 +96,7 @@ pub const KEYS: &[Key] = &[
     key("registry.password_file", Some("--password-file")),
     key("registry.auth_file", Some("--auth-file")),
     key("registry.upload_mode", Some("--upload-mode")),
+    key("registry.staging_repository", Some("--staging-repository")),
     key("registry.blob_concurrency", Some("--blob-concurrency")),
     key("registry.buffer_mib", Some("--buffer-mib")),
     key("registry.pack_prefix", Some("--pack-prefix")),

@@ -204,6 +204,10 @@ pub struct RegistrySection {
     /// Chunked or monolithic blob uploads (default [`DEFAULT_UPLOAD_MODE`]).
     #[serde(deserialize_with = "upload_mode")]
     pub upload_mode: UploadMode,
+    /// Repository under the target's prefix that blobs are sent into while
+    /// the bundle is indexed (default [`DEFAULT_STAGING_REPOSITORY`]; empty:
+    /// blobs are streamed from the bundle again after the index pass).
+    pub staging_repository: String,
     /// Blobs in flight per import (default [`DEFAULT_BLOB_CONCURRENCY`]).
     pub blob_concurrency: usize,
     /// MiB of chunks all uploads of an import may hold at once (default
@@ -245,6 +249,7 @@ impl Default for RegistrySection {
             password_file: None,
             auth_file: None,
             upload_mode: DEFAULT_UPLOAD_MODE,
+            staging_repository: DEFAULT_STAGING_REPOSITORY.to_owned(),
             blob_concurrency: DEFAULT_BLOB_CONCURRENCY,
             buffer_mib: DEFAULT_BUFFER_MIB,
             pack_prefix: None,

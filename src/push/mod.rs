@@ -28,6 +28,7 @@ mod layout;
 pub mod referrers;
 pub mod registry;
 pub mod repositories;
+mod stage;
 mod transfer;
 mod upload;
 
@@ -49,6 +50,7 @@ pub use journal::{RESUMABLE_BLOB_BYTES, SharedJournal, UploadJournal, UploadKey,
 pub use layout::LayoutStage;
 use layout::LayoutWriter;
 use registry::{RegistryClient, RegistryConfig};
+pub use stage::{RegistryStage, Staging};
 use transfer::{BlobChunks, Delivery, Fanout, Left, Leftover};
 pub use upload::{ModeSwitch, Sent};
 
@@ -117,8 +119,12 @@ impl std::fmt::Display for UploadMode {
     }
 }
 
+/// The repository, under the target's prefix, where an import into a
+/// registry sends blobs while it indexes the bundle ([`stage`]).
+pub const DEFAULT_STAGING_REPOSITORY: &str = "airlock-staging";
+
 /// How a push runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     /// Blobs transferred at once (default [`DEFAULT_CONCURRENCY`]); small
     /// requests run [`REQUESTS_PER_BLOB`] times as many at once.
@@ -130,6 +136,11 @@ pub struct PushOptions {
     pub chunk_bytes: usize,
     /// Chunked or monolithic uploads (default chunked).
     pub upload_mode: UploadMode,
+    /// The repository under the target's prefix where blobs are sent while
+    /// the bundle is indexed, so the bundle is read twice, not three times
+    /// (default [`DEFAULT_STAGING_REPOSITORY`]; `None`: blobs are streamed
+    /// from the bundle again after the index pass).
+    pub staging_repository: Option<String>,
 }
 
 impl Default for PushOptions {
@@ -139,6 +150,7 @@ impl Default for PushOptions {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             upload_mode: UploadMode::default(),
+            staging_repository: Some(DEFAULT_STAGING_REPOSITORY.to_owned()),
         }
     }
 }
@@ -240,6 +252,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The stream of a blob ended before its size.
+    #[error("blob {digest} ended after {received} of its {size} bytes")]
+    ShortBlob {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// Bytes that came.
+        received: u64,
+    },
     /// Bytes streamed for a blob do not match its digest.
     #[error("blob {expected} changed while it was read: its bytes hash to {actual}")]
     DigestMismatch {
@@ -308,7 +330,7 @@ impl Error {
             Error::Tls { .. } | Error::AuthFile { .. } | Error::InvalidUrl { .. } => {
                 FailureClass::Config
             }
-            Error::DigestMismatch { .. } => FailureClass::Integrity,
+            Error::DigestMismatch { .. } | Error::ShortBlob { .. } => FailureClass::Integrity,
             Error::Read(e) => e.class(),
             _ => FailureClass::Transport,
         }
@@ -320,16 +342,58 @@ pub enum Destination {
     /// An OCI distribution registry.
     Registry {
         /// The client.
-        client: Box<RegistryClient>,
+        client: Arc<RegistryClient>,
         /// Chunked or monolithic uploads, switched once if refused.
-        modes: ModeSwitch,
+        modes: Arc<ModeSwitch>,
         /// Bytes per chunk.
         chunk_bytes: usize,
         /// Where sessions of large uploads are recorded, if anywhere.
         journal: Option<SharedJournal>,
+        /// Where the index pass sends blobs, and how many at once.
+        staging: Option<StagingPlace>,
+        /// The sessions the index pass left open, once adopted.
+        staged: std::sync::Mutex<Option<Arc<Staging>>>,
     },
     /// An OCI image layout directory.
     Layout(Arc<LayoutWriter>),
+}
+
+/// Where and how the index pass of an import into a registry sends blobs.
+#[derive(Debug, Clone)]
+pub struct StagingPlace {
+    repository: String,
+    concurrency: usize,
+    buffer_bytes: usize,
+}
+
+/// Where the index pass sets blobs aside: the layout's own blob directory,
+/// or upload sessions of the registry's staging repository.
+pub enum Stage {
+    /// Temporary files beside their place in the layout.
+    Layout(Box<LayoutStage>),
+    /// Open upload sessions.
+    Registry(RegistryStage),
+}
+
+impl crate::read::BlobStage for Stage {
+    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
+        match self {
+            Stage::Layout(stage) => stage.begin(digest, size),
+            Stage::Registry(stage) => stage.begin(digest, size),
+        }
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stage::Layout(stage) => stage.write(bytes),
+            Stage::Registry(stage) => stage.write(bytes),
+        }
+    }
+    fn keep(&mut self) -> std::io::Result<()> {
+        match self {
+            Stage::Layout(stage) => stage.keep(),
+            Stage::Registry(stage) => stage.keep(),
+        }
+    }
 }
 
 impl Destination {
@@ -343,33 +407,100 @@ impl Destination {
         journal: Option<SharedJournal>,
     ) -> Result<Self> {
         match target {
-            Target::Registry { .. } => Ok(Destination::Registry {
-                client: Box::new(RegistryClient::new(registry)?),
-                modes: ModeSwitch::new(options.upload_mode),
+            Target::Registry { prefix, .. } => Ok(Destination::Registry {
+                client: Arc::new(RegistryClient::new(registry)?),
+                modes: Arc::new(ModeSwitch::new(options.upload_mode)),
                 chunk_bytes: options.chunk_bytes.max(1),
                 journal,
+                // Holding a blob in a session takes chunked uploads, which a
+                // registry run in monolithic mode is known to break.
+                staging: options
+                    .staging_repository
+                    .as_deref()
+                    .filter(|name| !name.is_empty() && options.upload_mode == UploadMode::Chunked)
+                    .map(|name| StagingPlace {
+                        repository: if prefix.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{prefix}/{name}")
+                        },
+                        concurrency: options.concurrency.max(1),
+                        buffer_bytes: options.buffer_bytes,
+                    }),
+                staged: std::sync::Mutex::new(None),
             }),
             Target::Layout { dir } => Ok(Destination::Layout(Arc::new(LayoutWriter::open(dir)?))),
         }
     }
 
-    /// Where the index pass can set the target's missing blobs aside so
-    /// that pushing them needs no further read of the bundle: a layout's
-    /// blob directory. `None` for a registry, whose upload sessions belong
-    /// to a repository the index pass does not know yet.
-    pub fn stage(&self) -> Option<LayoutStage> {
+    /// Where the index pass can set blobs aside so that pushing them needs
+    /// no further read of the bundle: a layout's blob directory, or upload
+    /// sessions of a registry's staging repository (`None` when staging is
+    /// off). Small JSON documents (up to `document_bytes`) stay with the
+    /// index, which keeps them in memory. Call from within the runtime.
+    pub fn stage(&self, document_bytes: u64) -> Option<Stage> {
         match self {
-            Destination::Layout(layout) => Some(LayoutStage::new(Arc::clone(layout))),
-            Destination::Registry { .. } => None,
+            Destination::Layout(layout) => Some(Stage::Layout(Box::new(LayoutStage::new(
+                Arc::clone(layout),
+            )))),
+            Destination::Registry {
+                client,
+                modes,
+                chunk_bytes,
+                journal,
+                staging: Some(place),
+                staged,
+                ..
+            } => {
+                let staging = Staging::new(
+                    Arc::clone(client),
+                    Arc::clone(modes),
+                    journal.clone(),
+                    place.repository.clone(),
+                    *chunk_bytes,
+                );
+                // Known to the destination from the start, so that sessions
+                // of an index pass that fails are cancelled too.
+                *staged
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Arc::clone(&staging));
+                Some(Stage::Registry(RegistryStage::new(
+                    staging,
+                    place.concurrency,
+                    place.buffer_bytes,
+                    document_bytes,
+                )))
+            }
+            Destination::Registry { staging: None, .. } => None,
         }
     }
 
     /// Takes over the blobs a [`Destination::stage`] set aside, once the
     /// index pass proved the bundle whole; [`push`] commits those the plan
-    /// needs and removes the rest.
-    pub fn adopt(&self, stage: LayoutStage) {
-        if let Destination::Layout(layout) = self {
-            layout.adopt(stage);
+    /// needs and gives up the rest.
+    pub fn adopt(&self, stage: Stage) {
+        // A registry's sessions are the destination's from the start.
+        if let (Destination::Layout(layout), Stage::Layout(stage)) = (self, stage) {
+            layout.adopt(*stage);
+        }
+    }
+
+    /// Cancels every upload session the index pass left open and nothing
+    /// committed (all of them when the import failed). Idempotent.
+    pub async fn release_staged(&self) {
+        if let Some(staging) = self.staging() {
+            staging.release().await;
+        }
+    }
+
+    fn staging(&self) -> Option<Arc<Staging>> {
+        match self {
+            Destination::Registry { staged, .. } => staged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            Destination::Layout(_) => None,
         }
     }
 
@@ -490,6 +621,7 @@ impl Destination {
                 modes,
                 chunk_bytes,
                 journal,
+                ..
             } => {
                 let upload = upload::RegistryUpload {
                     client,
@@ -788,6 +920,10 @@ pub async fn push(
         progress.add_pushed_bytes(size);
         progress.add_blob_done();
     }
+    // Blobs the index pass holds in sessions of the staging repository are
+    // committed there and mounted where they are needed, not read again.
+    deliver_staged(&destination, &mut pending, &tally, progress, requests).await?;
+    deliver_documents(plan, &destination, &mut pending, &tally, progress, requests).await?;
     let mut pass = 1;
     loop {
         let left = transfer::stream_uploads(plan, &destination, pending, options, progress, &tally)
@@ -874,6 +1010,139 @@ pub async fn push(
         referrers_indexes,
         duration: started.elapsed(),
     })
+}
+
+/// Commits the blobs of `pending` that the index pass holds in upload
+/// sessions of the staging repository, and mounts them (and those the
+/// staging repository held already) into the repositories needing them;
+/// what is delivered leaves `pending`, repositories that declined a mount
+/// stay in it. The sessions of blobs not pending are cancelled.
+async fn deliver_staged(
+    destination: &Arc<Destination>,
+    pending: &mut HashMap<Digest, Delivery>,
+    tally: &Tally,
+    progress: &Progress,
+    requests: usize,
+) -> Result<()> {
+    let Some(staging) = destination.staging() else {
+        return Ok(());
+    };
+    staging.settle().await;
+    let work: Vec<(Digest, u64, stage::Staged, Vec<String>)> = pending
+        .iter()
+        .filter_map(|(digest, delivery)| {
+            let (size, staged) = staging.take(digest)?;
+            Some((digest.clone(), size, staged, delivery.repositories.clone()))
+        })
+        .collect();
+    let delivered: Vec<(Digest, Vec<String>)> = futures::stream::iter(work)
+        .map(|(digest, size, staged, repositories)| {
+            let destination = Arc::clone(destination);
+            let staging = Arc::clone(&staging);
+            let tally = tally.clone();
+            let progress = progress.clone();
+            async move {
+                let uploaded = match staged {
+                    stage::Staged::Held(held) => match staging.commit(&digest, size, held).await {
+                        Ok(bytes) => {
+                            tally.uploaded(bytes);
+                            true
+                        }
+                        Err(error) => {
+                            tracing::warn!(%digest, repository = staging.repository(), %error,
+                                "committing a blob sent while indexing failed; it is uploaded from the bundle");
+                            return Ok::<_, Error>((digest, repositories));
+                        }
+                    },
+                    stage::Staged::InRepository => false,
+                };
+                let mut declined = Vec::new();
+                for (position, repository) in repositories.iter().enumerate() {
+                    if destination
+                        .mount(repository, staging.repository(), &digest)
+                        .await?
+                    {
+                        // The first mount of a blob this import uploaded is
+                        // that upload's delivery, not a mount of its own.
+                        if !(uploaded && position == 0) {
+                            tally.mounted();
+                        }
+                    } else {
+                        declined.push(repository.clone());
+                    }
+                }
+                if declined.is_empty() {
+                    progress.add_pushed_bytes(size);
+                    progress.add_blob_done();
+                }
+                Ok((digest, declined))
+            }
+        })
+        .buffer_unordered(requests)
+        .try_collect()
+        .await?;
+    for (digest, declined) in delivered {
+        if declined.is_empty() {
+            pending.remove(&digest);
+        } else if let Some(delivery) = pending.get_mut(&digest) {
+            tracing::info!(%digest, repositories = declined.len(), from = staging.repository(),
+                "the registry declined to mount a blob sent while indexing; it is uploaded from the bundle");
+            delivery.repositories = declined;
+        }
+    }
+    staging.release().await;
+    Ok(())
+}
+
+/// Sends the blobs of `pending` that the index pass kept in memory (JSON
+/// documents such as image configs) from there; what is left for another
+/// pass stays in `pending`.
+async fn deliver_documents(
+    plan: &Plan,
+    destination: &Arc<Destination>,
+    pending: &mut HashMap<Digest, Delivery>,
+    tally: &Tally,
+    progress: &Progress,
+    requests: usize,
+) -> Result<()> {
+    let work: Vec<(Digest, Bytes, Delivery)> = pending
+        .iter()
+        .filter_map(|(digest, delivery)| {
+            let bytes = plan.index().document(digest)?.clone();
+            Some((digest.clone(), bytes, delivery.clone()))
+        })
+        .collect();
+    let sent: Vec<(Digest, Option<Left>)> = futures::stream::iter(work)
+        .map(|(digest, bytes, delivery)| {
+            let destination = Arc::clone(destination);
+            let progress = progress.clone();
+            let tally = tally.clone();
+            async move {
+                transfer::upload_from_memory(
+                    &destination,
+                    digest,
+                    bytes,
+                    delivery,
+                    &progress,
+                    &tally,
+                )
+                .await
+            }
+        })
+        .buffer_unordered(requests)
+        .try_collect()
+        .await?;
+    for (digest, left) in sent {
+        match left {
+            None => {
+                pending.remove(&digest);
+            }
+            Some(Left { delivery, .. }) => {
+                pending.insert(digest, delivery);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Which images already resolve to the right manifest in the target, as

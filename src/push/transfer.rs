@@ -22,14 +22,14 @@ use crate::progress::Progress;
 use crate::read::StreamError;
 
 /// Chunks buffered per blob between the reader and its upload.
-const CHANNEL_CHUNKS: usize = 2;
+pub(super) const CHANNEL_CHUNKS: usize = 2;
 
 /// The unit in which the buffer budget is counted.
 const BUDGET_UNIT: usize = 64 << 10;
 
 /// The memory chunks of one streaming pass may hold, shared by all uploads.
 #[derive(Clone)]
-struct BufferBudget {
+pub(super) struct BufferBudget {
     units: Arc<Semaphore>,
     runtime: Handle,
 }
@@ -38,7 +38,7 @@ impl BufferBudget {
     /// A budget of `bytes`, but never less than the blob being read needs
     /// to make progress: a monolithic upload buffers up to two default
     /// chunks before it streams, and holds one more while reading it.
-    fn new(bytes: usize, chunk_bytes: usize) -> Self {
+    pub(super) fn new(bytes: usize, chunk_bytes: usize) -> Self {
         let floor = 2 * super::DEFAULT_CHUNK_BYTES + 2 * chunk_bytes;
         let units = bytes.max(floor).div_ceil(BUDGET_UNIT);
         BufferBudget {
@@ -48,7 +48,7 @@ impl BufferBudget {
     }
 
     /// Waits (on the reader thread) until `len` bytes fit in the budget.
-    fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit> {
+    pub(super) fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit> {
         let units =
             u32::try_from(len.div_ceil(BUDGET_UNIT).max(1)).map_err(|_| Error::Cancelled)?;
         self.runtime
@@ -59,9 +59,19 @@ impl BufferBudget {
 
 /// A chunk's bytes with its share of the budget, returned when the last
 /// `Bytes` pointing into it is dropped.
-struct Budgeted {
+pub(super) struct Budgeted {
     bytes: BytesMut,
     _share: OwnedSemaphorePermit,
+}
+
+impl Budgeted {
+    /// `bytes` holding `share` of the budget.
+    pub(super) fn new(bytes: BytesMut, share: OwnedSemaphorePermit) -> Self {
+        Budgeted {
+            bytes,
+            _share: share,
+        }
+    }
 }
 
 impl AsRef<[u8]> for Budgeted {
@@ -122,6 +132,8 @@ impl Left {
 /// so a blob that differs from its digest is never committed.
 pub struct BlobChunks {
     rx: mpsc::Receiver<Bytes>,
+    /// A chunk taken from `rx` before this was made, handed out first.
+    first: Option<Bytes>,
     hasher: Option<Hasher>,
     digest: Digest,
     size: u64,
@@ -138,11 +150,29 @@ impl BlobChunks {
     ) -> Self {
         BlobChunks {
             rx,
+            first: None,
             hasher: Some(Hasher::new(digest.algorithm())),
             digest,
             size,
             received: 0,
             progress,
+        }
+    }
+
+    /// The chunks of a blob whose bytes the reader proves itself (the index
+    /// pass hashes every blob it reads): only their count is checked here.
+    /// `first` was taken from `rx` already.
+    pub(super) fn proven_by_reader(
+        first: Bytes,
+        rx: mpsc::Receiver<Bytes>,
+        digest: Digest,
+        size: u64,
+        progress: Progress,
+    ) -> Self {
+        BlobChunks {
+            first: Some(first),
+            hasher: None,
+            ..BlobChunks::new(rx, digest, size, progress)
         }
     }
 
@@ -163,7 +193,10 @@ impl BlobChunks {
 
     /// The next chunk, or `None` at the end of the blob.
     pub async fn next(&mut self) -> Option<Bytes> {
-        let chunk = self.rx.recv().await?;
+        let chunk = match self.first.take() {
+            Some(chunk) => chunk,
+            None => self.rx.recv().await?,
+        };
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(&chunk);
         }
@@ -175,11 +208,17 @@ impl BlobChunks {
     /// Proves the bytes received are the blob the digest names. Call before
     /// committing the blob at the target.
     pub fn verify(&mut self) -> Result<()> {
-        let actual = self
-            .hasher
-            .take()
-            .map(Hasher::finish)
-            .ok_or(Error::Cancelled)?;
+        let Some(hasher) = self.hasher.take() else {
+            if self.received == self.size {
+                return Ok(());
+            }
+            return Err(Error::ShortBlob {
+                digest: self.digest.clone(),
+                size: self.size,
+                received: self.received,
+            });
+        };
+        let actual = hasher.finish();
         if self.received != self.size || actual != self.digest {
             return Err(Error::DigestMismatch {
                 expected: self.digest.clone(),
@@ -348,6 +387,30 @@ fn send_blob(
             return Ok(());
         }
     }
+}
+
+/// Sends a blob whose bytes are in memory (a JSON document the index pass
+/// kept) where it is needed, as [`upload_job`] does for one read from the
+/// bundle; returns what is left of it for another pass.
+pub(super) async fn upload_from_memory(
+    destination: &Destination,
+    digest: Digest,
+    bytes: Bytes,
+    delivery: Delivery,
+    progress: &Progress,
+    tally: &Tally,
+) -> Result<(Digest, Option<Left>)> {
+    let (tx, chunks) = mpsc::channel(1);
+    let size = bytes.len() as u64;
+    // Room for the one chunk: this send cannot wait.
+    tx.try_send(bytes).map_err(|_| Error::Cancelled)?;
+    drop(tx);
+    let job = Job {
+        digest,
+        size,
+        chunks,
+    };
+    upload_job(destination, job, delivery, progress, tally).await
 }
 
 /// Sends one blob where it is needed; returns what is left of it for another

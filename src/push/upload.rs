@@ -46,7 +46,7 @@ const SWITCHED_BIT: u8 = 2;
 
 /// What a refused upload mode leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fallback {
+pub(super) enum Fallback {
     /// This upload switched the mode.
     Switched,
     /// Another upload switched it already.
@@ -79,7 +79,7 @@ impl ModeSwitch {
 
     /// The registry refused `refused`: switch to the other mode unless that
     /// happened already.
-    fn fall_back(&self, refused: UploadMode) -> Fallback {
+    pub(super) fn fall_back(&self, refused: UploadMode) -> Fallback {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if mode_of(state) != refused {
@@ -352,6 +352,139 @@ impl RegistryUpload<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+/// A blob whose every byte sits in an open upload session: sent, not yet
+/// committed. The index pass leaves blobs so ([`super::stage`]) until the
+/// bundle proved whole; [`RegistryUpload::commit_held`] commits one,
+/// [`RegistryUpload::cancel_held`] gives it up.
+#[derive(Debug)]
+pub struct HeldUpload {
+    /// The session, at the blob's size.
+    pub session: UploadSession,
+    /// Bytes this attempt sent (less than the size when it continued a
+    /// journaled session).
+    pub sent: u64,
+}
+
+/// How holding a blob in a session ended.
+#[derive(Debug)]
+pub enum Holding {
+    /// Every byte is in the session.
+    Held(HeldUpload),
+    /// The registry (or a proxy) does not take chunked uploads, which
+    /// holding needs; the session was cancelled.
+    Refused(Error),
+}
+
+impl RegistryUpload<'_> {
+    /// Sends every byte of `blob` into an upload session of `repository`
+    /// with `PATCH` (continuing a journaled session where there is one) and
+    /// leaves the session open. The session is cancelled when the stream
+    /// ends short or fails its digest check. `accepted` is called once the
+    /// registry took the first `PATCH`.
+    pub async fn hold(
+        &self,
+        repository: &str,
+        blob: &mut BlobChunks,
+        accepted: &(dyn Fn() + Sync),
+    ) -> Result<Holding> {
+        let client = self.client;
+        let digest = blob.digest().clone();
+        let size = blob.size();
+        let journal = Journaled::new(self.journal, client.host(), repository, &digest, size);
+        let resumed = match &journal {
+            Some(journal) => self.journaled_session(repository, journal, size).await?,
+            None => None,
+        };
+        let fresh = resumed.is_none();
+        let session = match resumed {
+            Some(session) => session,
+            None => client.start_upload(repository).await?,
+        };
+        let mut sender = ChunkSender {
+            client,
+            repository,
+            digest: &digest,
+            retry: client.retry_policy(),
+            journal,
+            session,
+            first_of_fresh: fresh,
+            sent: 0,
+        };
+        let mut pending = match sender.session.offset {
+            0 => None,
+            held => skip(blob, held).await,
+        };
+        loop {
+            let chunk = match pending.take() {
+                Some(chunk) => chunk,
+                None => match blob.next().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+            };
+            match sender.patch(chunk).await {
+                Ok(()) => accepted(),
+                Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
+                Err(Failure::Failed(error)) => {
+                    cancel_broken(client, repository, &sender.session.location, &digest).await;
+                    return Err(error);
+                }
+            }
+        }
+        if let Err(error) = blob.verify() {
+            if let Some(journal) = &sender.journal {
+                journal.forget();
+            }
+            cancel_broken(client, repository, &sender.session.location, &digest).await;
+            return Err(error);
+        }
+        Ok(Holding::Held(HeldUpload {
+            session: sender.session,
+            sent: sender.sent,
+        }))
+    }
+
+    /// Commits a held blob with `PUT ?digest=` (no body: every byte is in
+    /// the session). Returns the bytes sent for it, the hold included.
+    pub async fn commit_held(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        held: HeldUpload,
+    ) -> Result<u64> {
+        let client = self.client;
+        let mut sender = ChunkSender {
+            client,
+            repository,
+            digest,
+            retry: client.retry_policy(),
+            journal: Journaled::new(self.journal, client.host(), repository, digest, size),
+            session: held.session,
+            first_of_fresh: false,
+            sent: held.sent,
+        };
+        sender.finish(size, Bytes::new()).await
+    }
+
+    /// Gives up a held blob: cancels its session and forgets its journal
+    /// record.
+    pub async fn cancel_held(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        held: HeldUpload,
+    ) {
+        if let Some(journal) =
+            Journaled::new(self.journal, self.client.host(), repository, digest, size)
+        {
+            journal.forget();
+        }
+        cancel_broken(self.client, repository, &held.session.location, digest).await;
     }
 }
 

@@ -174,6 +174,7 @@ fn layout_images(
         root,
         limits,
         kept: HashMap::new(),
+        kept_blobs: HashMap::new(),
         walked: HashMap::new(),
     };
     let index_bytes = root.index_json.clone().unwrap_or_default();
@@ -192,6 +193,7 @@ fn layout_images(
         images.push(walker.image(position, entry)?);
     }
     assembly.documents.extend(walker.kept);
+    assembly.documents.extend(walker.kept_blobs);
     Ok(images)
 }
 
@@ -200,6 +202,10 @@ struct Walker<'a> {
     root: &'a RootScan,
     limits: ReadLimits,
     kept: HashMap<Digest, Bytes>,
+    /// Configs and layers small enough to have been kept as documents: the
+    /// push sends them from memory, and the image signature check reads
+    /// the signature payloads among them.
+    kept_blobs: HashMap<Digest, Bytes>,
     /// What walking each `index.json` entry's manifest found, by digest:
     /// entries naming a manifest already walked reuse it, so thousands of
     /// entries naming one index of thousands of children cost one walk and
@@ -230,6 +236,13 @@ struct Collected {
 }
 
 impl Walker<'_> {
+    /// Keeps the bytes of blob `digest` when the scan kept it as a document.
+    fn keep_document(&mut self, digest: &Digest) {
+        if let Some(bytes) = self.root.documents.get(digest) {
+            self.kept_blobs.insert(digest.clone(), bytes.clone());
+        }
+    }
+
     fn parse(&self, what: &str, bytes: &[u8]) -> Result<Document> {
         document::parse(bytes).map_err(|e| match e {
             DocumentError::Json(source) => Error::InvalidJson {
@@ -381,6 +394,7 @@ impl Walker<'_> {
                     {
                         out.platforms.push(platform);
                     }
+                    self.keep_document(&config.digest);
                     add_blob(out, config);
                 }
                 for layer in layers {
@@ -389,11 +403,7 @@ impl Walker<'_> {
                         continue;
                     }
                     self.require(layer, &what)?;
-                    if is_signature_layer(&layer.media_type)
-                        && let Some(bytes) = self.root.documents.get(&layer.digest)
-                    {
-                        self.kept.insert(layer.digest.clone(), bytes.clone());
-                    }
+                    self.keep_document(&layer.digest);
                     add_blob(out, layer);
                 }
             }
@@ -442,12 +452,4 @@ fn is_image_config(media_type: &str) -> bool {
         "application/vnd.oci.image.config.v1+json"
             | "application/vnd.docker.container.image.v1+json"
     )
-}
-
-/// Layers whose bytes the image signature check reads after indexing
-/// ([`crate::trust`]): cosign simple-signing payloads and Sigstore bundles,
-/// small JSON documents kept like manifests.
-fn is_signature_layer(media_type: &str) -> bool {
-    media_type == "application/vnd.dev.cosign.simplesigning.v1+json"
-        || media_type.starts_with("application/vnd.dev.sigstore.bundle")
 }

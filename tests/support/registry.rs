@@ -475,6 +475,77 @@ impl Registry {
             .collect()
     }
 
+    /// What reached the registry for good in the settled access log after
+    /// its first `before` lines, as `METHOD path`: every write except the
+    /// traffic of upload sessions that were cancelled (an import may send a
+    /// blob into a session before the bundle proved whole, and cancels the
+    /// session when it turns out broken), plus `OPEN <dir>` for each upload
+    /// session still open in the storage. A committed blob shows as its
+    /// `PUT ?digest=` or its mount.
+    pub fn settled_commits_since(&self, before: usize) -> Vec<String> {
+        let requests = self.settled_requests();
+        let cancelled: std::collections::HashSet<String> = requests
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/"))
+            .map(|r| session_of(&r.path))
+            .collect();
+        let mut commits: Vec<String> = requests
+            .iter()
+            .skip(before)
+            .filter(|r| r.method != "GET" && r.method != "HEAD")
+            .filter(|r| {
+                let session_traffic = r.path.contains("/blobs/uploads/")
+                    && !r.path.contains("mount=")
+                    && (r.method == "POST" || cancelled.contains(&session_of(&r.path)));
+                !session_traffic
+            })
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        commits.extend(
+            self.open_upload_sessions()
+                .into_iter()
+                .map(|dir| format!("OPEN {}", dir.display())),
+        );
+        commits
+    }
+
+    /// Upload sessions the registry still holds: the directories under a
+    /// repository's `_uploads` in its storage that hold the `startedat` file
+    /// written when the session was opened. (distribution 2.8 removes a
+    /// cancelled session's directory and then writes an empty hash state
+    /// into it again, so a cancelled session leaves `hashstates/` and
+    /// nothing else.)
+    pub fn open_upload_sessions(&self) -> Vec<PathBuf> {
+        let mut open = Vec::new();
+        let mut dirs = vec![self.storage_dir().to_path_buf()];
+        for _ in 0..10_000 {
+            let Some(dir) = dirs.pop() else { break };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                if path.file_name().is_some_and(|n| n == "_uploads") {
+                    let Ok(sessions) = std::fs::read_dir(&path) else {
+                        continue;
+                    };
+                    open.extend(
+                        sessions
+                            .flatten()
+                            .map(|s| s.path())
+                            .filter(|s| s.join("startedat").exists()),
+                    );
+                } else {
+                    dirs.push(path);
+                }
+            }
+        }
+        open
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             None => false,
@@ -1086,4 +1157,9 @@ fn parse_access_line(line: &str) -> Option<LoggedRequest> {
         status,
         user_agent,
     })
+}
+
+/// The session a `/v2/<repo>/blobs/uploads/<uuid>?…` path belongs to.
+fn session_of(path: &str) -> String {
+    path.split('?').next().unwrap_or(path).to_owned()
 }

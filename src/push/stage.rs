@@ -1,0 +1,519 @@
+//! The registry's part of the index pass: every blob the index pass reads
+//! (those whose tar entry names their digest) is sent, as it is read, into
+//! an upload session of the staging repository
+//! ([`PushOptions::staging_repository`](super::PushOptions)), and the session
+//! is left open. Nothing is committed there: no `PUT ?digest=`, no mount.
+//! Once the whole bundle is indexed and proven, the push stage commits the
+//! sessions of the blobs the plan needs and mounts them into their
+//! repositories ([`Destination::deliver_staged`](super::Destination)); every
+//! other session is cancelled (`DELETE`). So an import into a registry reads
+//! the bundle twice — once to verify, once to index and upload — instead of
+//! three times.
+//!
+//! The staging repository is where the index pass can send bytes before it
+//! knows which repositories a blob belongs to (that is decided by manifests
+//! that may come later in the tar). A blob the staging repository holds
+//! already (from an earlier import) is not sent again; the push stage mounts
+//! it from there.
+//!
+//! Holding a blob needs chunked uploads and push access to the staging
+//! repository. When the registry refuses either, staging turns itself off
+//! for the rest of the import with a log line saying why, and the blobs are
+//! streamed from the bundle in a further pass as before.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::journal::SharedJournal;
+use super::registry::RegistryClient;
+use super::transfer::{BlobChunks, Budgeted, BufferBudget, CHANNEL_CHUNKS};
+use super::upload::{Fallback, HeldUpload, Holding, ModeSwitch, RegistryUpload};
+use super::{Error, UploadMode};
+use crate::digest::Digest;
+use crate::progress::Progress;
+
+/// What the index pass left of one blob in the staging repository.
+#[derive(Debug)]
+pub enum Staged {
+    /// Every byte is in an open session.
+    Held(HeldUpload),
+    /// The staging repository held the blob already.
+    InRepository,
+}
+
+/// Whether the registry takes the chunked uploads staging needs. The first
+/// blob staged finds out with its first `PATCH`; the index pass begins no
+/// other blob until then, so a registry refusing `PATCH` sees one, not one
+/// per blob in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// No blob has tried yet (or the one trying sent no `PATCH`).
+    Unknown,
+    /// A blob's first `PATCH` is on its way.
+    Probing,
+    /// Known: accepted, or refused (then staging is off).
+    Known,
+}
+
+/// The sessions of one import, shared by the index pass (which opens them),
+/// their upload tasks, and the push stage (which commits or cancels them).
+pub struct Staging {
+    client: Arc<RegistryClient>,
+    /// The import's upload mode: a registry refusing the chunked uploads
+    /// staging needs switches the rest of the import to monolithic ones.
+    modes: Arc<ModeSwitch>,
+    journal: Option<SharedJournal>,
+    repository: String,
+    chunk_bytes: usize,
+    blobs: Mutex<HashMap<Digest, (u64, Staged)>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The registry refused staging: no further blob is begun.
+    off: AtomicBool,
+    /// The import ended (or failed) before the push stage took the
+    /// sessions: tasks finishing now cancel theirs.
+    released: AtomicBool,
+    probe: tokio::sync::watch::Sender<Probe>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("repository", &self.repository)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staging {
+    /// Sessions in `repository` of `client`'s registry.
+    pub fn new(
+        client: Arc<RegistryClient>,
+        modes: Arc<ModeSwitch>,
+        journal: Option<SharedJournal>,
+        repository: String,
+        chunk_bytes: usize,
+    ) -> Arc<Self> {
+        Arc::new(Staging {
+            client,
+            modes,
+            journal,
+            repository,
+            chunk_bytes,
+            blobs: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            off: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            probe: tokio::sync::watch::Sender::new(Probe::Unknown),
+        })
+    }
+
+    /// The staging repository.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// Waits for every upload the index pass began.
+    pub async fn settle(&self) {
+        loop {
+            let tasks: Vec<JoinHandle<()>> =
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+            if tasks.is_empty() {
+                return;
+            }
+            for task in tasks {
+                if let Err(error) = task.await {
+                    tracing::warn!(%error, "a staging upload task failed");
+                }
+            }
+        }
+    }
+
+    /// Takes what was staged for `digest` (and its size).
+    pub fn take(&self, digest: &Digest) -> Option<(u64, Staged)> {
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest)
+    }
+
+    /// Cancels every session still open and makes tasks still running
+    /// cancel theirs. Called when the import ends, however it ends.
+    pub async fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        self.settle().await;
+        let left: Vec<(Digest, (u64, Staged))> = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        let mut cancelled = 0usize;
+        for (digest, (size, staged)) in left {
+            if let Staged::Held(held) = staged {
+                self.upload()
+                    .cancel_held(&self.repository, &digest, size, held)
+                    .await;
+                cancelled += 1;
+            }
+        }
+        if cancelled > 0 {
+            tracing::debug!(
+                sessions = cancelled,
+                repository = %self.repository,
+                "cancelled upload sessions of blobs the import did not need"
+            );
+        }
+    }
+
+    /// Commits a held blob into the staging repository.
+    pub async fn commit(&self, digest: &Digest, size: u64, held: HeldUpload) -> super::Result<u64> {
+        self.upload()
+            .commit_held(&self.repository, digest, size, held)
+            .await
+    }
+
+    /// Cancels a held blob's session.
+    pub async fn cancel(&self, digest: &Digest, size: u64, held: HeldUpload) {
+        self.upload()
+            .cancel_held(&self.repository, digest, size, held)
+            .await;
+    }
+
+    fn upload(&self) -> RegistryUpload<'_> {
+        RegistryUpload {
+            client: &self.client,
+            modes: &self.modes,
+            chunk_bytes: self.chunk_bytes,
+            journal: self.journal.as_ref(),
+        }
+    }
+
+    fn turn_off(&self, reason: &str) {
+        if !self.off.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                registry = %self.client.host(),
+                repository = %self.repository,
+                %reason,
+                "blobs cannot be uploaded while the bundle is indexed; they are uploaded after it, reading the bundle once more"
+            );
+        }
+    }
+
+    /// One blob's upload task: skipped when the staging repository holds it,
+    /// otherwise every byte sent into a session left open once the index
+    /// pass proved the bytes (`proven`).
+    async fn hold(
+        self: Arc<Self>,
+        digest: Digest,
+        size: u64,
+        chunks: mpsc::Receiver<Bytes>,
+        proven: Arc<AtomicBool>,
+        probing: bool,
+    ) {
+        self.hold_blob(digest, size, chunks, proven).await;
+        if probing {
+            // A prober that sent no PATCH (the blob was a document, in the
+            // staging repository already, or failed) hands the probe on.
+            self.probe.send_if_modified(|probe| match probe {
+                Probe::Probing => {
+                    *probe = Probe::Unknown;
+                    true
+                }
+                _ => false,
+            });
+        }
+    }
+
+    async fn hold_blob(
+        &self,
+        digest: Digest,
+        size: u64,
+        mut chunks: mpsc::Receiver<Bytes>,
+        proven: Arc<AtomicBool>,
+    ) {
+        // Nothing is asked of the registry before the first chunk: a blob
+        // the stage lets go of at once (a document) costs no request.
+        let Some(first) = chunks.recv().await else {
+            return;
+        };
+        let staged = match self.client.blob_size(&self.repository, &digest).await {
+            Ok(Some(held)) if held == size => Some(Staged::InRepository),
+            Ok(_) => self.send(&digest, size, first, chunks, &proven).await,
+            Err(error) => {
+                self.turn_off(&error.to_string());
+                None
+            }
+        };
+        let Some(staged) = staged else {
+            return;
+        };
+        if self.released.load(Ordering::Acquire) {
+            if let Staged::Held(held) = staged {
+                self.cancel(&digest, size, held).await;
+            }
+            return;
+        }
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, (size, staged));
+    }
+
+    async fn send(
+        &self,
+        digest: &Digest,
+        size: u64,
+        first: Bytes,
+        chunks: mpsc::Receiver<Bytes>,
+        proven: &AtomicBool,
+    ) -> Option<Staged> {
+        let mut blob =
+            BlobChunks::proven_by_reader(first, chunks, digest.clone(), size, Progress::new());
+        let accepted = || {
+            self.probe.send_if_modified(|probe| {
+                let changed = *probe != Probe::Known;
+                *probe = Probe::Known;
+                changed
+            });
+        };
+        match self
+            .upload()
+            .hold(&self.repository, &mut blob, &accepted)
+            .await
+        {
+            Ok(Holding::Held(held)) if proven.load(Ordering::Acquire) => Some(Staged::Held(held)),
+            Ok(Holding::Held(held)) => {
+                // The bytes were not the blob: the index pass fails.
+                self.cancel(digest, size, held).await;
+                None
+            }
+            Ok(Holding::Refused(error)) => {
+                if self.modes.fall_back(UploadMode::Chunked) == Fallback::Switched {
+                    tracing::warn!(
+                        registry = %self.client.host(),
+                        repository = %self.repository,
+                        refused = %UploadMode::Chunked,
+                        now = %UploadMode::Monolithic,
+                        error = %error,
+                        "the registry refused chunked uploads; using monolithic uploads for the rest of this import"
+                    );
+                }
+                self.turn_off(&format!("the registry refuses chunked uploads: {error}"));
+                self.probe.send_replace(Probe::Known);
+                None
+            }
+            Err(Error::ShortBlob { .. }) => None,
+            Err(error @ (Error::Status { .. } | Error::Unauthorized { .. })) => {
+                self.turn_off(&error.to_string());
+                None
+            }
+            Err(error) => {
+                tracing::info!(%digest, %error, "staging a blob failed; it is uploaded after the index pass");
+                None
+            }
+        }
+    }
+}
+
+/// The [`BlobStage`](crate::read::BlobStage) of a registry: hands each blob's
+/// bytes, in chunks, to an upload task of [`Staging`].
+pub struct RegistryStage {
+    staging: Arc<Staging>,
+    /// Blobs up to this size that look like JSON are documents the index
+    /// pass keeps in memory; the push sends them from there.
+    document_bytes: u64,
+    runtime: Handle,
+    budget: BufferBudget,
+    uploads: Arc<Semaphore>,
+    begun: HashSet<Digest>,
+    current: Option<Current>,
+}
+
+/// The blob being read.
+struct Current {
+    size: u64,
+    /// Bytes handed over in full chunks so far.
+    handed: u64,
+    chunk: Option<(BytesMut, OwnedSemaphorePermit)>,
+    tx: Option<mpsc::Sender<Bytes>>,
+    proven: Arc<AtomicBool>,
+}
+
+impl RegistryStage {
+    /// A stage sending into `staging`, at most `concurrency` blobs at once,
+    /// holding at most `buffer_bytes` of chunks not yet sent, leaving
+    /// documents up to `document_bytes` to the index. Call from within the
+    /// runtime.
+    pub fn new(
+        staging: Arc<Staging>,
+        concurrency: usize,
+        buffer_bytes: usize,
+        document_bytes: u64,
+    ) -> Self {
+        let chunk_bytes = staging.chunk_bytes;
+        RegistryStage {
+            staging,
+            document_bytes,
+            runtime: Handle::current(),
+            budget: BufferBudget::new(buffer_bytes, chunk_bytes),
+            uploads: Arc::new(Semaphore::new(concurrency.max(1))),
+            begun: HashSet::new(),
+            current: None,
+        }
+    }
+
+    /// Waits while another blob's first `PATCH` is finding out whether the
+    /// registry takes chunked uploads; `true` when this blob is to find out.
+    fn wait_for_probe(&self) -> std::io::Result<bool> {
+        let mut probe = self.staging.probe.subscribe();
+        loop {
+            self.runtime
+                .block_on(probe.wait_for(|p| *p != Probe::Probing))
+                .map_err(std::io::Error::other)?;
+            let mut claimed = false;
+            self.staging.probe.send_if_modified(|p| {
+                claimed = *p == Probe::Unknown;
+                if claimed {
+                    *p = Probe::Probing;
+                }
+                claimed
+            });
+            if claimed || *self.staging.probe.borrow() == Probe::Known {
+                return Ok(claimed);
+            }
+        }
+    }
+
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let Some((bytes, share)) = current.chunk.take() else {
+            return Ok(());
+        };
+        current.handed += bytes.len() as u64;
+        let chunk = Bytes::from_owner(Budgeted::new(bytes, share));
+        if let Some(tx) = &current.tx
+            && tx.blocking_send(chunk).is_err()
+        {
+            // The upload let go of the blob (the staging repository has it,
+            // or staging is off): the rest is only read.
+            current.tx = None;
+        }
+        Ok(())
+    }
+}
+
+impl crate::read::BlobStage for RegistryStage {
+    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
+        // A blob begun and never kept: its task cancels its session.
+        self.current = None;
+        // An empty blob has no chunk to start its task with; the push sends
+        // it (a request with no body) after the index pass.
+        if size == 0
+            || self.staging.off.load(Ordering::Acquire)
+            || self.staging.modes.current() != UploadMode::Chunked
+            || !self.begun.insert(digest.clone())
+        {
+            return Ok(false);
+        }
+        let probing = self.wait_for_probe()?;
+        if self.staging.off.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let permit = self
+            .runtime
+            .block_on(Arc::clone(&self.uploads).acquire_owned())
+            .map_err(std::io::Error::other)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let proven = Arc::new(AtomicBool::new(false));
+        let task = self.runtime.spawn({
+            let staging = Arc::clone(&self.staging);
+            let digest = digest.clone();
+            let proven = Arc::clone(&proven);
+            async move {
+                staging.hold(digest, size, rx, proven, probing).await;
+                drop(permit);
+            }
+        });
+        self.staging
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+        self.current = Some(Current {
+            size,
+            handed: 0,
+            chunk: None,
+            tx: Some(tx),
+            proven,
+        });
+        Ok(true)
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        let chunk_bytes = self.staging.chunk_bytes;
+        if let Some(current) = self.current.as_mut()
+            && current.handed == 0
+            && current.chunk.is_none()
+            && is_document(bytes, current.size, self.document_bytes)
+        {
+            // Before the first chunk: its task never asks the registry.
+            current.tx = None;
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            let Some(current) = self.current.as_mut() else {
+                return Ok(());
+            };
+            if current.tx.is_none() {
+                return Ok(());
+            }
+            if current.chunk.is_none() {
+                let want = (current.size - current.handed).min(chunk_bytes as u64) as usize;
+                let share = self
+                    .budget
+                    .reserve(want.max(bytes.len().min(chunk_bytes)))
+                    .map_err(std::io::Error::other)?;
+                current.chunk = Some((BytesMut::with_capacity(want), share));
+            }
+            let Some((chunk, _)) = current.chunk.as_mut() else {
+                return Ok(());
+            };
+            let room = chunk_bytes.saturating_sub(chunk.len()).max(1);
+            let take = room.min(bytes.len());
+            chunk.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if chunk.len() >= chunk_bytes {
+                self.send_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self) -> std::io::Result<()> {
+        self.send_chunk()?;
+        if let Some(current) = self.current.take() {
+            current.proven.store(true, Ordering::Release);
+            // Dropping the sender ends the blob's stream.
+            drop(current.tx);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the first bytes of a blob of `size`, given in one piece as the
+/// index pass reads small blobs, are a JSON document it keeps in memory.
+fn is_document(first: &[u8], size: u64, document_bytes: u64) -> bool {
+    size <= document_bytes
+        && first.len() as u64 == size
+        && first
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{')
+}
