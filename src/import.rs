@@ -369,7 +369,7 @@ async fn index_into<T: Send + 'static>(
     + Send
     + 'static,
 ) -> Result<(T, Result<BundleIndex>)> {
-    let stage = writer.stage(limits.max_document_bytes);
+    let stage = writer.stage(limits.max_document_bytes, progress);
     let (read, stage) = blocking(move || match stage {
         Some(mut stage) => (read(&mut stage), Some(stage)),
         None => (read(&mut crate::read::NoStage), None),

@@ -126,10 +126,11 @@ fn token_auth_imports_with_tokens_scoped_to_each_repository() {
         for scope in &request.scopes {
             let named = repositories
                 .iter()
+                .chain(std::iter::once(&format!("{PREFIX}/airlock-staging")))
                 .any(|repo| scope.starts_with(&format!("repository:{repo}:")));
             assert!(
                 named,
-                "a token was asked for {scope}, which is not a repository of the bundle"
+                "a token was asked for {scope}, which is neither a repository of the bundle nor the staging repository"
             );
         }
     }

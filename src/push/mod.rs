@@ -438,7 +438,7 @@ impl Destination {
     /// sessions of a registry's staging repository (`None` when staging is
     /// off). Small JSON documents (up to `document_bytes`) stay with the
     /// index, which keeps them in memory. Call from within the runtime.
-    pub fn stage(&self, document_bytes: u64) -> Option<Stage> {
+    pub fn stage(&self, document_bytes: u64, progress: &Progress) -> Option<Stage> {
         match self {
             Destination::Layout(layout) => Some(Stage::Layout(Box::new(LayoutStage::new(
                 Arc::clone(layout),
@@ -458,6 +458,7 @@ impl Destination {
                     journal.clone(),
                     place.repository.clone(),
                     *chunk_bytes,
+                    progress.clone(),
                 );
                 // Known to the destination from the start, so that sessions
                 // of an index pass that fails are cancelled too.
@@ -1071,8 +1072,8 @@ async fn deliver_staged(
                         declined.push(repository.clone());
                     }
                 }
+                // The bytes were counted as they were sent.
                 if declined.is_empty() {
-                    progress.add_pushed_bytes(size);
                     progress.add_blob_done();
                 }
                 Ok((digest, declined))

@@ -71,6 +71,8 @@ pub struct Staging {
     journal: Option<SharedJournal>,
     repository: String,
     chunk_bytes: usize,
+    /// Where the bytes sent are counted as they go.
+    progress: Progress,
     blobs: Mutex<HashMap<Digest, (u64, Staged)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The registry refused staging: no further blob is begun.
@@ -90,13 +92,15 @@ impl std::fmt::Debug for Staging {
 }
 
 impl Staging {
-    /// Sessions in `repository` of `client`'s registry.
+    /// Sessions in `repository` of `client`'s registry; the bytes sent are
+    /// counted in `progress`.
     pub fn new(
         client: Arc<RegistryClient>,
         modes: Arc<ModeSwitch>,
         journal: Option<SharedJournal>,
         repository: String,
         chunk_bytes: usize,
+        progress: Progress,
     ) -> Arc<Self> {
         Arc::new(Staging {
             client,
@@ -104,6 +108,7 @@ impl Staging {
             journal,
             repository,
             chunk_bytes,
+            progress,
             blobs: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             off: AtomicBool::new(false),
@@ -244,8 +249,12 @@ impl Staging {
         let staged = match self.client.blob_size(&self.repository, &digest).await {
             Ok(Some(held)) if held == size => Some(Staged::InRepository),
             Ok(_) => self.send(&digest, size, first, chunks, &proven).await,
-            Err(error) => {
+            Err(error @ (Error::Status { .. } | Error::Unauthorized { .. })) => {
                 self.turn_off(&error.to_string());
+                None
+            }
+            Err(error) => {
+                tracing::info!(%digest, %error, "cannot ask the staging repository for a blob; it is uploaded after the index pass");
                 None
             }
         };
@@ -272,8 +281,13 @@ impl Staging {
         chunks: mpsc::Receiver<Bytes>,
         proven: &AtomicBool,
     ) -> Option<Staged> {
-        let mut blob =
-            BlobChunks::proven_by_reader(first, chunks, digest.clone(), size, Progress::new());
+        let mut blob = BlobChunks::proven_by_reader(
+            first,
+            chunks,
+            digest.clone(),
+            size,
+            self.progress.clone(),
+        );
         let accepted = || {
             self.probe.send_if_modified(|probe| {
                 let changed = *probe != Probe::Known;
