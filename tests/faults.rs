@@ -112,7 +112,7 @@ fn assert_nothing_lost(registry: &Registry, daemon: &Daemon, bundles: &[BuiltBun
             expected_repos.insert(repo);
         }
     }
-    let catalog = catalog_without_staging(&registry);
+    let catalog = catalog_without_staging(registry);
     assert_eq!(
         catalog, expected_repos,
         "the registry holds other repositories"
