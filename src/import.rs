@@ -511,7 +511,7 @@ async fn plan_and_push(
         tracing::warn!(file = %extra.path, "not imported: {reason}");
     }
 
-    let packs = check_packs(&plan, &writer, pack_image_policy).await?;
+    let packs = check_packs(&plan, writer, pack_image_policy).await?;
     let held: Vec<&ImportedPack> = packs.iter().filter(|p| p.held_back).collect();
     plan.withhold(
         &index
@@ -554,7 +554,7 @@ async fn plan_and_push(
             "held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {packs}"
         ));
     }
-    let held_tags = check_tags(&plan, &writer).await?;
+    let held_tags = check_tags(&plan, writer).await?;
     plan.withhold_tags(&held_tags);
     let failing: Vec<String> = held_tags
         .iter()
@@ -567,7 +567,7 @@ async fn plan_and_push(
             failing.join("; ")
         ));
     }
-    let report = crate::push::push(&plan, Arc::clone(&writer), &push, progress).await?;
+    let report = crate::push::push(&plan, Arc::clone(writer), &push, progress).await?;
     let verified = index.bundle();
     let attestations = match &attestor {
         Some(attestor) => {
@@ -578,7 +578,7 @@ async fn plan_and_push(
             );
             let attesting = std::time::Instant::now();
             let written =
-                crate::attest::attach_all(&plan, &writer, attestor, &facts, &image_signatures)
+                crate::attest::attach_all(&plan, writer, attestor, &facts, &image_signatures)
                     .await?;
             tracing::info!(
                 attestations = written,
