@@ -375,9 +375,17 @@ async fn index_into<T: Send + 'static>(
         None => (read(&mut crate::read::NoStage), None),
     })
     .await?;
-    match (stage, &read) {
-        (Some(stage), Ok((_, Ok(_)))) => writer.adopt(stage),
-        _ => writer.release_staged().await,
+    let adopted = match (stage, &read) {
+        (Some(stage), Ok((_, Ok(_)))) => {
+            writer.adopt(stage);
+            true
+        }
+        // The stage is dropped here, ending the streams of its blobs, so
+        // their upload tasks can finish and cancel their sessions.
+        _ => false,
+    };
+    if !adopted {
+        writer.release_staged().await;
     }
     read
 }

@@ -213,18 +213,24 @@ impl ReadLimits {
         Ok(())
     }
 
-    /// Wraps a decompressing reader so it fails once it has produced more
-    /// than the caps allow for `compressed_bytes` of input.
-    pub fn meter<R>(&self, inner: R, compressed_bytes: u64) -> Meter<R> {
+    /// The most `compressed_bytes` may expand to, and the limit that says
+    /// so: no entry larger than this can be read whole.
+    pub fn expansion_cap(&self, compressed_bytes: u64) -> (Limit, u64) {
         let by_ratio = self
             .max_expansion_ratio
             .saturating_mul(compressed_bytes)
             .max(EXPANSION_RATIO_FREE_BYTES);
-        let (limit, cap) = if by_ratio < self.max_uncompressed_bytes {
+        if by_ratio < self.max_uncompressed_bytes {
             (Limit::ExpansionRatio, by_ratio)
         } else {
             (Limit::UncompressedBytes, self.max_uncompressed_bytes)
-        };
+        }
+    }
+
+    /// Wraps a decompressing reader so it fails once it has produced more
+    /// than the caps allow for `compressed_bytes` of input.
+    pub fn meter<R>(&self, inner: R, compressed_bytes: u64) -> Meter<R> {
+        let (limit, cap) = self.expansion_cap(compressed_bytes);
         Meter {
             inner,
             produced: 0,

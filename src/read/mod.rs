@@ -759,6 +759,7 @@ fn scan(
     let display = path.display().to_string();
     progress.reset_bundle_bytes();
     let (mut archive, health) = archive::open(file, path, progress, hash, &limits)?;
+    let (_, expansion_cap) = limits.expansion_cap(file.size());
     let mut scan = Scan {
         sha256: String::new(),
         roots: BTreeMap::new(),
@@ -821,7 +822,10 @@ fn scan(
                 digest: digest.clone(),
                 source,
             };
-            let staging = stage.begin(&digest, size).map_err(staged)?;
+            // An entry larger than the bundle may expand to can never be
+            // read whole: it is not set aside (a bomb would otherwise be
+            // uploaded into the stage up to the cap before it fails).
+            let staging = size <= expansion_cap && stage.begin(&digest, size).map_err(staged)?;
             let to = if staging { Some(&mut *stage) } else { None };
             let (actual, document) = hash_blob(&mut entry, &digest, size, limits, path, to)
                 .map_err(|e| e.at_item(&name))?;
