@@ -552,7 +552,7 @@ pub struct ImportArgs {
     /// indexing it, instead of in a read of its own first. For slow media
     /// and drop folders only trusted parties can write: the decompressor and
     /// the tar parser then see the bytes before the signature is checked
-    /// (nothing is written before it verified). Default: two reads.
+    /// (nothing is committed before it verified). Default: two reads.
     #[arg(long)]
     pub single_read: bool,
 
