@@ -520,6 +520,69 @@ fn blobs_of_platforms_left_out_are_not_left_in_an_oci_layout() {
     );
 }
 
+#[test]
+fn sessions_of_platforms_left_out_are_cancelled_in_the_registry() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("platforms-registry")
+        .image(Image::new("nginx:1.25").platforms(&["linux/amd64", "linux/arm64"]))
+        .build(&key);
+    let registry = Registry::start();
+
+    let output = import_command(bundle.zst(), bundle.public_key_pem(), &registry)
+        .args(["--platform", "linux/amd64"])
+        .output()
+        .expect("run airlock");
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let image = bundle.image("nginx:1.25");
+    let platform = |name: &str| {
+        image
+            .manifests
+            .iter()
+            .find(|m| m.platform == name)
+            .unwrap_or_else(|| panic!("a {name} manifest"))
+    };
+    let (amd, arm) = (platform("linux/amd64"), platform("linux/arm64"));
+    let kept: Vec<&str> = std::iter::once(&amd.config)
+        .chain(&amd.layers)
+        .map(|b| b.digest.as_str())
+        .collect();
+    let staging = format!("{PREFIX}/airlock-staging");
+    let requests = registry.settled_requests();
+    let mut left_out = 0;
+    for blob in arm
+        .layers
+        .iter()
+        .filter(|b| !kept.contains(&b.digest.as_str()))
+    {
+        left_out += 1;
+        let target = format!("{PREFIX}/{}", image.repository());
+        for repository in [staging.as_str(), target.as_str()] {
+            assert!(
+                !registry.blob_exists(repository, &blob.digest),
+                "the left-out platform's blob {} is in {repository}",
+                blob.digest
+            );
+        }
+    }
+    assert!(left_out > 0, "the platforms share every layer");
+    // Their bytes were sent while indexing (before the plan left them out)
+    // and their sessions cancelled.
+    let cancelled = requests
+        .iter()
+        .filter(|r| {
+            r.method == "DELETE" && r.path.starts_with(&format!("/v2/{staging}/blobs/uploads/"))
+        })
+        .count();
+    assert!(cancelled >= left_out, "{requests:#?}");
+    let open = registry.open_upload_sessions();
+    assert!(open.is_empty(), "upload sessions left open: {open:?}");
+}
+
 /// Bytes read from the bundle file ÷ its size, at most, for an import that
 /// reads it once (`--single-read`), cold or warm, into an `oci:` layout or a
 /// registry (whose blobs the one pass sends into staging sessions).
