@@ -160,9 +160,7 @@ impl Staging {
         let mut cancelled = 0usize;
         for (digest, (size, staged)) in left {
             if let Staged::Held(held) = staged {
-                self.upload()
-                    .cancel_held(&self.repository, &digest, size, held)
-                    .await;
+                self.cancel(&digest, size, held).await;
                 cancelled += 1;
             }
         }

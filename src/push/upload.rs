@@ -259,26 +259,7 @@ impl RegistryUpload<'_> {
         let client = self.client;
         let digest = blob.digest().clone();
         let size = blob.size();
-        let journal = Journaled::new(self.journal, client.host(), repository, &digest, size);
-        let resumed = match &journal {
-            Some(journal) => self.journaled_session(repository, journal, size).await?,
-            None => None,
-        };
-        let fresh = resumed.is_none();
-        let session = match resumed {
-            Some(session) => session,
-            None => client.start_upload(repository).await?,
-        };
-        let mut sender = ChunkSender {
-            client,
-            repository,
-            digest: &digest,
-            retry: client.retry_policy(),
-            journal,
-            session,
-            first_of_fresh: fresh,
-            sent: 0,
-        };
+        let mut sender = self.open_session(repository, &digest, size).await?;
         // Resuming: read and hash the bytes the registry already holds
         // without sending them, so the digest check still covers every byte.
         let mut pending = match sender.session.offset {
@@ -298,6 +279,37 @@ impl RegistryUpload<'_> {
             return Err(error.into());
         }
         Ok(sender.finish(size, pending.unwrap_or_default()).await?)
+    }
+
+    /// The session a chunked upload of blob `digest` sends into: the
+    /// journaled one when the registry still holds it, else a new one.
+    async fn open_session<'s>(
+        &'s self,
+        repository: &'s str,
+        digest: &'s Digest,
+        size: u64,
+    ) -> Result<ChunkSender<'s>> {
+        let client = self.client;
+        let journal = Journaled::new(self.journal, client.host(), repository, digest, size);
+        let resumed = match &journal {
+            Some(journal) => self.journaled_session(repository, journal, size).await?,
+            None => None,
+        };
+        let fresh = resumed.is_none();
+        let session = match resumed {
+            Some(session) => session,
+            None => client.start_upload(repository).await?,
+        };
+        Ok(ChunkSender {
+            client,
+            repository,
+            digest,
+            retry: client.retry_policy(),
+            journal,
+            session,
+            first_of_fresh: fresh,
+            sent: 0,
+        })
     }
 
     /// The journaled session of this blob, if the registry still holds it.
@@ -393,26 +405,7 @@ impl RegistryUpload<'_> {
         let client = self.client;
         let digest = blob.digest().clone();
         let size = blob.size();
-        let journal = Journaled::new(self.journal, client.host(), repository, &digest, size);
-        let resumed = match &journal {
-            Some(journal) => self.journaled_session(repository, journal, size).await?,
-            None => None,
-        };
-        let fresh = resumed.is_none();
-        let session = match resumed {
-            Some(session) => session,
-            None => client.start_upload(repository).await?,
-        };
-        let mut sender = ChunkSender {
-            client,
-            repository,
-            digest: &digest,
-            retry: client.retry_policy(),
-            journal,
-            session,
-            first_of_fresh: fresh,
-            sent: 0,
-        };
+        let mut sender = self.open_session(repository, &digest, size).await?;
         let mut pending = match sender.session.offset {
             0 => None,
             held => skip(blob, held).await,
