@@ -4,6 +4,8 @@
 //! the encoded part has exactly the right length in lowercase hex. That makes it
 //! safe to use as a file name (`blobs/<alg>/<hex>`) and as a URL path segment.
 
+pub mod side;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -263,6 +263,11 @@ pub async fn verify(
 ) -> Result<VerifiedBundle> {
     progress.set_stage(Stage::Verifying);
     progress.reset_bundle_bytes();
+    // The index pass reads the file again and compares it with this read.
+    let options = VerifyOptions {
+        bind: true,
+        ..options
+    };
     let verify_progress = progress.clone();
     let abandoned = StopReadsIfAbandoned(Some(progress));
     let verified = blocking(move || {

@@ -100,6 +100,7 @@ async fn handle_in_span(shared: Arc<Shared>, mut ready: ReadyBundle, name: Strin
     let options = VerifyOptions {
         symlinks: shared.symlinks,
         expected_size: Some(ready.state.size),
+        ..VerifyOptions::default()
     };
     // With `imports.single_read` the signature is checked in the same pass
     // that indexes the bundle and sets its blobs aside in the target, which

@@ -301,6 +301,8 @@ pub struct LayoutStage {
     writer: Arc<LayoutWriter>,
     current: Option<(Digest, BlobWrite)>,
     kept: HashMap<Digest, StagedBlob>,
+    /// The layout holds the blob begun last.
+    held: bool,
 }
 
 impl LayoutStage {
@@ -310,6 +312,7 @@ impl LayoutStage {
             writer,
             current: None,
             kept: HashMap::new(),
+            held: false,
         }
     }
 }
@@ -317,7 +320,8 @@ impl LayoutStage {
 impl crate::read::BlobStage for LayoutStage {
     fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
         self.current = None;
-        if self.kept.contains_key(digest) || self.writer.blob_size(digest) == Some(size) {
+        self.held = self.writer.blob_size(digest) == Some(size);
+        if self.held || self.kept.contains_key(digest) {
             return Ok(false);
         }
         let write = self
@@ -341,6 +345,10 @@ impl crate::read::BlobStage for LayoutStage {
             self.kept.insert(digest, staged);
         }
         Ok(())
+    }
+
+    fn held(&self) -> bool {
+        self.held
     }
 }
 

@@ -394,6 +394,12 @@ impl crate::read::BlobStage for Stage {
             Stage::Registry(stage) => stage.keep(),
         }
     }
+    fn held(&self) -> bool {
+        match self {
+            Stage::Layout(stage) => stage.held(),
+            Stage::Registry(stage) => stage.held(),
+        }
+    }
 }
 
 impl Destination {

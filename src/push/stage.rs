@@ -217,8 +217,9 @@ impl Staging {
         chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
         probing: bool,
+        found: Option<Arc<AtomicBool>>,
     ) {
-        self.hold_blob(digest, size, chunks, proven).await;
+        self.hold_blob(digest, size, chunks, proven, found).await;
         if probing {
             // A prober that sent no PATCH (the blob was a document, in the
             // staging repository already, or failed) hands the probe on.
@@ -238,15 +239,34 @@ impl Staging {
         size: u64,
         mut chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
+        found: Option<Arc<AtomicBool>>,
     ) {
-        // Nothing is asked of the registry before the first chunk: a blob
-        // the stage lets go of at once (a document) costs no request.
-        let Some(first) = chunks.recv().await else {
-            return;
-        };
+        // A blob too large to be a document (`found` given) is asked for at
+        // once, so the index pass stops hashing it as soon as the staging
+        // repository turns out to hold it. A smaller one is asked for only
+        // once its first chunk shows it is not a document the index keeps:
+        // a document costs no request.
+        let mut first = None;
+        if found.is_none() {
+            let Some(chunk) = chunks.recv().await else {
+                return;
+            };
+            first = Some(chunk);
+        }
         let staged = match self.client.blob_size(&self.repository, &digest).await {
-            Ok(Some(held)) if held == size => Some(Staged::InRepository),
-            Ok(_) => self.send(&digest, size, first, chunks, &proven).await,
+            Ok(Some(held)) if held == size => {
+                if let Some(found) = &found {
+                    found.store(true, Ordering::Release);
+                }
+                Some(Staged::InRepository)
+            }
+            Ok(_) => match first {
+                Some(chunk) => self.send(&digest, size, chunk, chunks, &proven).await,
+                None => match chunks.recv().await {
+                    Some(chunk) => self.send(&digest, size, chunk, chunks, &proven).await,
+                    None => None,
+                },
+            },
             Err(error @ (Error::Status { .. } | Error::Unauthorized { .. })) => {
                 self.turn_off(&error.to_string());
                 None
@@ -354,6 +374,8 @@ struct Current {
     chunk: Option<(BytesMut, OwnedSemaphorePermit)>,
     tx: Option<mpsc::Sender<Bytes>>,
     proven: Arc<AtomicBool>,
+    /// The staging repository turned out to hold the blob.
+    held: Arc<AtomicBool>,
 }
 
 impl RegistryStage {
@@ -444,12 +466,14 @@ impl crate::read::BlobStage for RegistryStage {
             .map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let proven = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicBool::new(false));
+        let found = (size > self.document_bytes).then(|| Arc::clone(&held));
         let task = self.runtime.spawn({
             let staging = Arc::clone(&self.staging);
             let digest = digest.clone();
             let proven = Arc::clone(&proven);
             async move {
-                staging.hold(digest, size, rx, proven, probing).await;
+                staging.hold(digest, size, rx, proven, probing, found).await;
                 drop(permit);
             }
         });
@@ -464,6 +488,7 @@ impl crate::read::BlobStage for RegistryStage {
             chunk: None,
             tx: Some(tx),
             proven,
+            held,
         });
         Ok(true)
     }
@@ -516,6 +541,12 @@ impl crate::read::BlobStage for RegistryStage {
             drop(current.tx);
         }
         Ok(())
+    }
+
+    fn held(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|current| current.held.load(Ordering::Acquire))
     }
 }
 

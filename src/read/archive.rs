@@ -15,6 +15,7 @@ use zstd::stream::read::Decoder;
 use super::limits::Meter;
 use super::tar_guard::TarGuard;
 use super::{Error, ReadLimits, Result};
+use crate::digest::side::{Blake3, SideHash};
 use crate::progress::Progress;
 use crate::verify::{BundleFile, BundleReader};
 
@@ -58,10 +59,15 @@ impl DecompressionHealth {
     }
 }
 
-/// What a read of the bundle does with its compressed bytes.
+/// What a read of the bundle does with its compressed bytes. A hash is
+/// taken on a thread of its own ([`SideHash`]), so it overlaps with
+/// decompressing and indexing.
 pub enum CompressedHash<'t> {
-    /// Hash them: the index pass proves it read the bytes that were verified.
-    Compute,
+    /// Take their SHA-256: the digest of a bundle read without a signature.
+    Sha256,
+    /// Take their BLAKE3: the index pass proves it read the bytes that were
+    /// verified ([`crate::verify::Binding`]).
+    Blake3,
     /// Skip it: the streaming pass checks every blob it sends against its
     /// digest instead, which saves one SHA-256 pass over the whole bundle.
     Skip,
@@ -76,8 +82,30 @@ pub enum CompressedHash<'t> {
 pub struct HashingFile<'t> {
     file: BundleReader,
     hash: CompressedHash<'t>,
-    hasher: Option<Sha256>,
+    hasher: Option<SideHash<FileHash>>,
     progress: Progress,
+}
+
+/// The hash a [`HashingFile`] takes of the whole file.
+enum FileHash {
+    Sha256(Sha256),
+    Blake3(Blake3),
+}
+
+impl FileHash {
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            FileHash::Sha256(hash) => hash.update(bytes),
+            FileHash::Blake3(hash) => hash.update(bytes),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            FileHash::Sha256(hash) => hex::encode(hash.finalize()),
+            FileHash::Blake3(hash) => hash.finish(),
+        }
+    }
 }
 
 impl Read for HashingFile<'_> {
@@ -86,8 +114,8 @@ impl Read for HashingFile<'_> {
             return Err(io::Error::other("the import was stopped"));
         }
         let n = self.file.read(buf)?;
-        if let Some(hasher) = self.hasher.as_mut() {
-            hasher.update(&buf[..n]);
+        if let Some(hasher) = &self.hasher {
+            hasher.feed(&buf[..n]);
         }
         if let CompressedHash::Verify(signature) = &mut self.hash {
             signature(&buf[..n]);
@@ -98,11 +126,12 @@ impl Read for HashingFile<'_> {
 }
 
 impl HashingFile<'_> {
-    /// Reads the rest of the file and returns the hex SHA-256 of all of it
-    /// (`None` unless it was opened with [`CompressedHash::Compute`]).
+    /// Reads the rest of the file and returns the hex hash of all of it
+    /// (`None` unless it was opened with [`CompressedHash::Sha256`] or
+    /// [`CompressedHash::Blake3`]).
     pub fn finish(mut self) -> io::Result<Option<String>> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(self.hasher.map(|h| hex::encode(h.finalize())))
+        Ok(self.hasher.map(|side| side.finish().finish()))
     }
 }
 
@@ -127,9 +156,21 @@ pub fn open<'t>(
     if magic_read < 4 || (magic != ZSTD_MAGIC && !skippable) {
         return Err(Error::NotZstd { path: display });
     }
+    let file_hash = match hash {
+        CompressedHash::Sha256 => Some(FileHash::Sha256(Sha256::new())),
+        CompressedHash::Blake3 => Some(FileHash::Blake3(Blake3::default())),
+        CompressedHash::Skip | CompressedHash::Verify(_) => None,
+    };
+    let hasher = file_hash
+        .map(|state| SideHash::spawn(state, FileHash::update))
+        .transpose()
+        .map_err(|source| Error::Open {
+            path: display.clone(),
+            source,
+        })?;
     let hashing = HashingFile {
         file: file.reader(),
-        hasher: matches!(hash, CompressedHash::Compute).then(Sha256::new),
+        hasher,
         hash,
         progress: progress.clone(),
     };

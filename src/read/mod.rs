@@ -31,7 +31,8 @@ use serde::Serialize;
 use crate::FailureClass;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::progress::Progress;
-use crate::verify::{BundleFile, PendingBundle, Symlinks, VerifiedBundle};
+use crate::digest::side::{join, side_hash};
+use crate::verify::{Binding, BundleFile, PendingBundle, Symlinks, VerifiedBundle};
 
 pub use document::Descriptor;
 pub use formats::pack::{Pack, PackMetadata};
@@ -239,11 +240,11 @@ pub enum Error {
         source: Stale,
     },
     /// The bytes read now are not the bytes whose signature was verified.
-    #[error("bundle {path} changed after its signature was verified (now sha256:{actual})")]
+    #[error("bundle {path} changed after its signature was verified (now {actual})")]
     ChangedAfterVerification {
         /// The bundle file.
         path: String,
-        /// The digest of what was read.
+        /// The hash of what was read, `<algorithm>:<hex>`.
         actual: String,
     },
 }
@@ -315,8 +316,9 @@ pub trait BundleSource: std::fmt::Debug + Send + Sync + 'static {
     fn path(&self) -> &Path;
     /// The open bundle file: every pass reads it, never the path again.
     fn file(&self) -> &BundleFile;
-    /// The SHA-256 (hex) the file was verified to have, if it was.
-    fn verified_sha256(&self) -> Option<&str>;
+    /// The SHA-256 (hex) the file was verified to have and what a read of
+    /// it must hash to, if it was verified.
+    fn verified(&self) -> Option<(&str, Binding<'_>)>;
 }
 
 impl BundleSource for VerifiedBundle {
@@ -326,8 +328,8 @@ impl BundleSource for VerifiedBundle {
     fn file(&self) -> &BundleFile {
         VerifiedBundle::file(self)
     }
-    fn verified_sha256(&self) -> Option<&str> {
-        Some(self.sha256())
+    fn verified(&self) -> Option<(&str, Binding<'_>)> {
+        Some((self.sha256(), self.binding()))
     }
 }
 
@@ -358,7 +360,7 @@ impl BundleSource for UnverifiedBundle {
     fn file(&self) -> &BundleFile {
         &self.file
     }
-    fn verified_sha256(&self) -> Option<&str> {
+    fn verified(&self) -> Option<(&str, Binding<'_>)> {
         None
     }
 }
@@ -403,11 +405,16 @@ impl<B: BundleSource> BundleIndex<B> {
         progress: &Progress,
         stage: &mut dyn BlobStage,
     ) -> Result<Self> {
+        let verified = bundle.verified();
+        let hash = match verified {
+            Some((_, Binding::Blake3(_))) => archive::CompressedHash::Blake3,
+            Some((_, Binding::Sha256(_))) | None => archive::CompressedHash::Sha256,
+        };
         let scan = scan(
             bundle.file(),
             bundle.path(),
-            archive::CompressedHash::Compute,
-            bundle.verified_sha256(),
+            hash,
+            verified,
             limits,
             progress,
             stage,
@@ -572,17 +579,32 @@ impl BundleIndex<VerifiedBundle> {
         progress: &Progress,
         stage: &mut dyn BlobStage,
     ) -> std::result::Result<VerifiedRead, crate::verify::Error> {
-        let mut hasher = pending.hasher()?;
-        let mut hash = |chunk: &[u8]| hasher.update(chunk);
-        let scanned = scan(
-            pending.file(),
-            pending.path(),
-            archive::CompressedHash::Verify(&mut hash),
-            None,
-            limits,
-            progress,
-            stage,
-        );
+        let hasher = pending.hasher()?;
+        // The signature's hash runs on a thread of its own, beside
+        // decompression and indexing, so the pass takes the longer of the
+        // two rather than their sum.
+        let (scanned, hasher) = std::thread::scope(|scope| {
+            let (feed, body) = side_hash(hasher, |hasher, bytes| hasher.update(bytes));
+            let thread = std::thread::Builder::new()
+                .name("airlock-hash".into())
+                .spawn_scoped(scope, body)
+                .map_err(|source| crate::verify::Error::BundleRead {
+                    path: pending.path().to_owned(),
+                    source,
+                })?;
+            let mut hash = |chunk: &[u8]| feed.feed(chunk);
+            let scanned = scan(
+                pending.file(),
+                pending.path(),
+                archive::CompressedHash::Verify(&mut hash),
+                None,
+                limits,
+                progress,
+                stage,
+            );
+            drop(feed);
+            Ok::<_, crate::verify::Error>((scanned, join(thread.join())))
+        })?;
         // A broken or cut-off archive stops the decompressor early: the rest
         // of the file is hashed all the same, so a bundle that is not what
         // its producer signed is refused as such, not as corrupt content.
@@ -637,6 +659,13 @@ pub trait BlobStage: Send {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     /// The blob begun last was read whole and hashes to its digest.
     fn keep(&mut self) -> std::io::Result<()>;
+    /// Whether the target holds the blob begun last already, known at
+    /// `begin` or found out while it is read: the rest of its bytes need be
+    /// neither hashed nor handed over (default: never). Asked only of blobs
+    /// larger than a document.
+    fn held(&self) -> bool {
+        false
+    }
 }
 
 /// A stage that wants nothing: the index pass only reads.
@@ -745,13 +774,13 @@ fn layout_file<'a>(path: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Reads the bundle `file` once, handling its compressed bytes as `hash`
-/// says; with [`archive::CompressedHash::Compute`] they must hash to
-/// `expected` when given.
+/// says; when `expected` is given (a verified bundle), they must hash to its
+/// [`Binding`], and the scan takes its verified SHA-256.
 fn scan(
     file: &BundleFile,
     path: &Path,
     hash: archive::CompressedHash<'_>,
-    expected: Option<&str>,
+    expected: Option<(&str, Binding<'_>)>,
     limits: ReadLimits,
     progress: &Progress,
     stage: &mut dyn BlobStage,
@@ -825,20 +854,28 @@ fn scan(
             // An entry larger than the bundle may expand to can never be
             // read whole: it is not set aside (a bomb would otherwise be
             // uploaded into the stage up to the cap before it fails).
-            let staging = size <= expansion_cap && stage.begin(&digest, size).map_err(staged)?;
-            let to = if staging { Some(&mut *stage) } else { None };
-            let (actual, document) = hash_blob(&mut entry, &digest, size, limits, path, to)
+            let begun = size <= expansion_cap;
+            let staging = begun && stage.begin(&digest, size).map_err(staged)?;
+            let mut unstaged = NoStage;
+            let this_stage: &mut dyn BlobStage = if begun { &mut *stage } else { &mut unstaged };
+            let read = hash_blob(&mut entry, &digest, size, limits, path, this_stage, staging)
                 .map_err(|e| e.at_item(&name))?;
-            if actual != digest {
-                return Err(Error::BlobDigestMismatch {
-                    path: display,
-                    entry: name,
-                    actual,
-                });
-            }
-            if staging {
-                stage.keep().map_err(staged)?;
-            }
+            let document = match read {
+                BlobRead::Hashed(actual, _) if actual != digest => {
+                    return Err(Error::BlobDigestMismatch {
+                        path: display,
+                        entry: name,
+                        actual,
+                    });
+                }
+                BlobRead::Hashed(_, document) => {
+                    if staging {
+                        stage.keep().map_err(staged)?;
+                    }
+                    document
+                }
+                BlobRead::HeldByTarget => None,
+            };
             let root_scan = scan.roots.entry(root).or_default();
             root_scan.blobs.insert(digest.clone(), size);
             if let Some(document) = document {
@@ -866,31 +903,50 @@ fn scan(
             scan.others.push(file);
         }
     }
-    // Without a digest (`Verify`), the signature check hashed every byte.
+    // Without a hash (`Verify`), the signature check hashed every byte.
     let actual = archive::finish(archive, path)?.unwrap_or_default();
-    if let Some(expected) = expected
-        && actual != expected
-    {
-        return Err(Error::ChangedAfterVerification {
-            path: display,
-            actual,
-        });
-    }
-    scan.sha256 = actual;
+    scan.sha256 = match expected {
+        Some((sha256, binding)) => {
+            let (algorithm, bound) = match binding {
+                Binding::Sha256(hex) => ("sha256", hex),
+                Binding::Blake3(hex) => ("blake3", hex),
+            };
+            if actual != bound {
+                return Err(Error::ChangedAfterVerification {
+                    path: display,
+                    actual: format!("{algorithm}:{actual}"),
+                });
+            }
+            sha256.to_owned()
+        }
+        None => actual,
+    };
     Ok(scan)
 }
 
-/// Hashes one blob, handing its bytes to `stage` when given; keeps them when
-/// the blob is small and looks like JSON, as it may turn out to be a manifest
-/// once `index.json` is read.
+/// What the index pass made of one blob's bytes.
+enum BlobRead {
+    /// Their digest, and the bytes themselves when the blob is small and
+    /// looks like JSON (it may turn out to be a manifest once `index.json`
+    /// is read).
+    Hashed(Digest, Option<Bytes>),
+    /// The target holds the blob already ([`BlobStage::held`]): the rest of
+    /// the bytes were only read past, neither hashed nor set aside, since
+    /// what the target holds under the digest is what any push would use.
+    HeldByTarget,
+}
+
+/// Hashes one blob, handing its bytes to `stage` when `staging`; stops
+/// hashing once the stage finds the target holds the blob.
 fn hash_blob<S: BlobStage + ?Sized>(
     entry: &mut impl Read,
     digest: &Digest,
     size: u64,
     limits: ReadLimits,
     path: &Path,
-    mut stage: Option<&mut S>,
-) -> Result<(Digest, Option<Bytes>)> {
+    stage: &mut S,
+    staging: bool,
+) -> Result<BlobRead> {
     let staged = |source| Error::Stage {
         path: path.display().to_string(),
         digest: digest.clone(),
@@ -903,7 +959,7 @@ fn hash_blob<S: BlobStage + ?Sized>(
             .read_to_end(&mut bytes)
             .map_err(|source| corrupt(path, source))?;
         hasher.update(&bytes);
-        if let Some(stage) = stage.as_mut() {
+        if staging {
             stage.write(&bytes).map_err(staged)?;
         }
         let looks_like_json = bytes
@@ -911,10 +967,19 @@ fn hash_blob<S: BlobStage + ?Sized>(
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| *b == b'{');
         let document = looks_like_json.then(|| Bytes::from(bytes));
-        return Ok((hasher.finish(), document));
+        return Ok(BlobRead::Hashed(hasher.finish(), document));
     }
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     loop {
+        if stage.held() {
+            // Read past in the same large pieces: zstd decodes them in fewer calls.
+            while entry
+                .read(&mut buffer)
+                .map_err(|source| corrupt(path, source))?
+                > 0
+            {}
+            return Ok(BlobRead::HeldByTarget);
+        }
         let n = entry
             .read(&mut buffer)
             .map_err(|source| corrupt(path, source))?;
@@ -922,11 +987,11 @@ fn hash_blob<S: BlobStage + ?Sized>(
             break;
         }
         hasher.update(&buffer[..n]);
-        if let Some(stage) = stage.as_mut() {
+        if staging {
             stage.write(&buffer[..n]).map_err(staged)?;
         }
     }
-    Ok((hasher.finish(), None))
+    Ok(BlobRead::Hashed(hasher.finish(), None))
 }
 
 fn read_small(

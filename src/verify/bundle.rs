@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
+use crate::digest::side::{Blake3, SideHash};
 
 use super::check::{self, Checks};
 use super::digest;
@@ -28,6 +29,9 @@ pub struct VerifiedBundle {
     path: PathBuf,
     signature_path: PathBuf,
     sha256: String,
+    /// BLAKE3 of the same bytes, when the verifying read took it
+    /// ([`VerifyOptions::bind`]).
+    blake3: Option<String>,
     size: u64,
     key: VerifiedBy,
 }
@@ -54,6 +58,16 @@ impl VerifiedBundle {
         &self.sha256
     }
 
+    /// What a later read of the file must hash its bytes to, to be sure it
+    /// read the bytes whose signature verified: their BLAKE3 when the
+    /// verifying read took it, else their SHA-256.
+    pub fn binding(&self) -> Binding<'_> {
+        match &self.blake3 {
+            Some(hex) => Binding::Blake3(hex),
+            None => Binding::Sha256(&self.sha256),
+        }
+    }
+
     /// The bundle's digest in OCI notation, `sha256:<hex>`, for reports.
     pub fn digest(&self) -> String {
         format!("sha256:{}", self.sha256)
@@ -68,6 +82,20 @@ impl VerifiedBundle {
     pub fn key(&self) -> &VerifiedBy {
         &self.key
     }
+}
+
+/// The hash (lower-case hex) that ties a later read of a verified bundle's
+/// file to the read that verified it. BLAKE3 is taken alongside the
+/// signature's SHA-256 on a thread of its own, and is some three times
+/// faster to take again, on another thread, while the file is decompressed:
+/// the second read then takes the time of decompressing and indexing, not
+/// of hashing. Both are collision-resistant, which is all the tie needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// The file's SHA-256 (the signature's digest).
+    Sha256(&'a str),
+    /// The file's BLAKE3.
+    Blake3(&'a str),
 }
 
 /// The key that verified a bundle, as reports and audit logs show it; with
@@ -113,6 +141,10 @@ pub struct VerifyOptions {
     /// (default: whatever it has when opened). A file of another size is
     /// refused before anything is read.
     pub expected_size: Option<u64>,
+    /// Whether to take the file's BLAKE3 too, for a later read to compare
+    /// its bytes with ([`VerifiedBundle::binding`]; default false: a read
+    /// that only verifies does not need it).
+    pub bind: bool,
 }
 
 /// Verifies that `signature` is a signature over the whole `bundle` file by
@@ -163,7 +195,13 @@ pub fn verify_bundle_by_any(
     on_bytes: &mut dyn FnMut(u64) -> ControlFlow<()>,
 ) -> Result<VerifiedBundle> {
     let pending = PendingBundle::open(bundle, signatures, keys, options)?;
-    let hasher = pending.hasher()?;
+    let mut hasher = pending.hasher()?;
+    if options.bind {
+        hasher.blake3 = Some(
+            SideHash::spawn(Blake3::default(), |hash, bytes| hash.update(bytes))
+                .map_err(|source| bundle_error(bundle, source))?,
+        );
+    }
     pending.finish(hasher, on_bytes)
 }
 
@@ -188,12 +226,17 @@ pub struct BundleHasher<'p> {
     usable: Vec<(&'p PathBuf, Candidate<'p>)>,
     malformed: Option<Error>,
     sha256: Sha256,
+    /// The file's BLAKE3, taken on a thread of its own.
+    blake3: Option<SideHash<Blake3>>,
     size: u64,
 }
 
 impl BundleHasher<'_> {
     /// Hashes the next bytes of the file.
     pub fn update(&mut self, chunk: &[u8]) {
+        if let Some(blake3) = &self.blake3 {
+            blake3.feed(chunk);
+        }
         self.sha256.update(chunk);
         self.size += chunk.len() as u64;
         for (_, candidate) in &mut self.usable {
@@ -273,6 +316,7 @@ impl<'k> PendingBundle<'k> {
             usable,
             malformed,
             sha256: Sha256::new(),
+            blake3: None,
             size: 0,
         })
     }
@@ -309,6 +353,7 @@ impl<'k> PendingBundle<'k> {
             });
         }
         let sha256: [u8; 32] = hasher.sha256.finalize().into();
+        let blake3 = hasher.blake3.map(|side| side.finish().finish());
         let (signature, key) = check_candidates(
             &self.path,
             &self.signatures,
@@ -322,6 +367,7 @@ impl<'k> PendingBundle<'k> {
             path: self.path.clone(),
             signature_path: signature.clone(),
             sha256: hex::encode(sha256),
+            blake3,
             size: hasher.size,
             key,
         })

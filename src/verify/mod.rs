@@ -25,7 +25,7 @@ pub mod sigstore;
 mod tests;
 
 pub use bundle::{
-    BundleHasher, PendingBundle, VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle,
+    Binding, BundleHasher, PendingBundle, VerifiedBundle, VerifiedBy, VerifyOptions, verify_bundle,
     verify_bundle_by_any, verify_bundle_with_progress,
 };
 pub use check::{verify_message, verify_sha256};
