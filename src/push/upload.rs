@@ -9,9 +9,11 @@
 //! refused mode after part of the stream was consumed) is reported as
 //! [`Sent::Again`], and the transfer streams that blob again in another pass.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use super::journal::{Journaled, SharedJournal};
 use super::registry::{RegistryClient, RetryPolicy, UploadSession};
@@ -406,25 +408,21 @@ impl RegistryUpload<'_> {
         let digest = blob.digest().clone();
         let size = blob.size();
         let mut sender = self.open_session(repository, &digest, size).await?;
-        let mut pending = match sender.session.offset {
+        let pending = match sender.session.offset {
             0 => None,
             held => skip(blob, held).await,
         };
-        loop {
-            let chunk = match pending.take() {
-                Some(chunk) => chunk,
-                None => match blob.next().await {
-                    Some(chunk) => chunk,
-                    None => break,
-                },
-            };
-            match sender.patch(chunk).await {
-                Ok(()) => accepted(),
-                Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
-                Err(Failure::Failed(error)) => {
-                    cancel_broken(client, repository, &sender.session.location, &digest).await;
-                    return Err(error);
-                }
+        // Known from the start: a daemon killed while the blob streams in
+        // continues this session from what the registry holds.
+        if let Some(journal) = &sender.journal {
+            journal.record(&sender.session);
+        }
+        match sender.stream(blob, pending).await {
+            Ok(()) => accepted(),
+            Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
+            Err(Failure::Failed(error)) => {
+                cancel_broken(client, repository, &sender.session.location, &digest).await;
+                return Err(error);
             }
         }
         if let Err(error) = blob.verify() {
@@ -491,6 +489,13 @@ async fn cancel_broken(client: &RegistryClient, repository: &str, location: &Url
         tracing::warn!(%repository, %digest, error = %error, "cannot cancel the upload session of a broken blob");
     }
 }
+
+/// Chunks a streamed `PATCH` keeps after handing them on, to send again
+/// from the offset the registry acknowledges when the request fails midway
+/// (the registry keeps what it read; what was still in the sockets is
+/// lost). Two chunks, 16 MiB by default, taken from the import's buffer
+/// budget like every chunk.
+const RESEND_WINDOW_CHUNKS: usize = 2;
 
 /// Reads (and so hashes) the first `held` bytes of `blob` without sending
 /// them; returns what is left of the chunk that crosses `held`. A stream that
@@ -578,6 +583,129 @@ impl ChunkSender<'_> {
                     }
                 }
                 Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Sends the rest of `blob` (`first`, then the blob's next chunks) in
+    /// one `PATCH` streamed as the chunks arrive: a registry takes one
+    /// long request markedly faster than many short ones (distribution:
+    /// 300 MB in 0.95 s against 1.2 s in 8 MiB `PATCH`es), and the index
+    /// pass that feeds it never waits for a chunk to be answered. When the
+    /// request fails, asks the registry how much arrived and continues from
+    /// there with another, as long as those bytes are still at hand (the
+    /// last [`RESEND_WINDOW_CHUNKS`] chunks), a bounded number of times.
+    async fn stream(&mut self, blob: &mut BlobChunks, first: Option<Bytes>) -> Result<(), Failure> {
+        let size = blob.size();
+        // The chunks handed on last, oldest first, with their offsets.
+        let mut window: VecDeque<(u64, Bytes)> = VecDeque::new();
+        let mut fed = self.session.offset;
+        let mut first = first;
+        let mut attempt = 0u32;
+        loop {
+            let start = self.session.offset;
+            if start >= size {
+                return Ok(());
+            }
+            let len = size - start;
+            let resend: Vec<Bytes> = window
+                .iter()
+                .filter(|(at, chunk)| at + chunk.len() as u64 > start)
+                .map(|(at, chunk)| chunk.slice(start.saturating_sub(*at) as usize..))
+                .collect();
+            let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(1);
+            let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }));
+            let mut short = false;
+            let feed = async {
+                let tx = tx;
+                for chunk in resend {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                while fed < size {
+                    let next = match first.take() {
+                        Some(chunk) => Some(chunk),
+                        None => blob.next().await,
+                    };
+                    let Some(chunk) = next else {
+                        short = true;
+                        return;
+                    };
+                    window.push_back((fed, chunk.clone()));
+                    fed += chunk.len() as u64;
+                    while window.len() > RESEND_WINDOW_CHUNKS {
+                        window.pop_front();
+                    }
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let send = self
+                .client
+                .patch_stream(self.repository, &self.session, len, body);
+            let (sent, ()) = tokio::join!(send, feed);
+            if short {
+                // The reader stopped before the blob's end.
+                return Err(Failure::Failed(Error::ShortBlob {
+                    digest: self.digest.clone(),
+                    size,
+                    received: fed,
+                }));
+            }
+            let error = match sent {
+                Ok(location) => {
+                    self.sent += len;
+                    self.session = UploadSession {
+                        location,
+                        offset: size,
+                    };
+                    self.first_of_fresh = false;
+                    if let Some(journal) = &self.journal {
+                        journal.record(&self.session);
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            if self.first_of_fresh && refuses_chunked(&error) {
+                let _ = self
+                    .client
+                    .cancel(self.repository, &self.session.location)
+                    .await;
+                return Err(Failure::Refused {
+                    mode: UploadMode::Chunked,
+                    error,
+                });
+            }
+            if !is_resumable(&error) {
+                return Err(error.into());
+            }
+            tracing::warn!(
+                repository = %self.repository,
+                digest = %self.digest,
+                offset = start,
+                error = %error,
+                "streaming the blob failed; asking the registry how much it kept"
+            );
+            let held = match self.recover(start, len, None, &mut attempt, error).await? {
+                Recovered::Held(held) => held,
+                Recovered::Landed => return Ok(()),
+            };
+            if held > start {
+                self.first_of_fresh = false;
+            }
+            let oldest = window.front().map_or(fed, |(at, _)| *at);
+            if held < oldest {
+                return Err(Failure::Failed(Error::UploadSessionLost {
+                    host: self.client.host().to_owned(),
+                    repository: self.repository.to_owned(),
+                    digest: self.digest.clone(),
+                    offset: held,
+                }));
             }
         }
     }

@@ -41,6 +41,11 @@ pub struct ProxyRules {
     pub max_put_body: Option<u64>,
     /// Hold the n-th `PATCH` (1-based) until [`Proxy::release`].
     pub hold_patch: Option<usize>,
+    /// Forward the body of every `PATCH` as it arrives, and hold the first
+    /// one larger than this once this many of its bytes went to the registry, until
+    /// [`Proxy::release`]: `Drop` then closes both connections, so the
+    /// registry keeps the bytes it got, as when a sender dies midway.
+    pub hold_patch_after: Option<u64>,
     /// Inject faults at random.
     pub faults: Option<FaultPlan>,
 }
@@ -117,6 +122,8 @@ struct Shared {
     log: Mutex<Vec<ProxiedRequest>>,
     patches: AtomicUsize,
     held: AtomicUsize,
+    /// A streamed `PATCH` was held (`hold_patch_after` holds one).
+    stream_held: AtomicBool,
     release: Mutex<Option<Release>>,
     released: Condvar,
     stop: AtomicBool,
@@ -151,6 +158,7 @@ impl Proxy {
             log: Mutex::new(Vec::new()),
             patches: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
+            stream_held: AtomicBool::new(false),
             release: Mutex::new(None),
             released: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -285,6 +293,17 @@ fn handle(shared: &Shared, client: TcpStream) {
         return;
     }
 
+    if method == "PATCH"
+        && let Some(at) = shared.rules.hold_patch_after
+        && header(&headers, "transfer-encoding").is_none()
+    {
+        shared.patches.fetch_add(1, Ordering::SeqCst);
+        let hold = (announced > at && !shared.stream_held.swap(true, Ordering::SeqCst)).then_some(at);
+        let status = stream_patch(shared, &mut reader, &mut client, &path, &headers, announced, hold);
+        log(status, announced);
+        return;
+    }
+
     let Some(body) = read_body(&mut reader, &headers, announced) else {
         return;
     };
@@ -333,6 +352,69 @@ fn handle(shared: &Shared, client: TcpStream) {
     log(status, body_len);
     let _ = client.write_all(&response);
     let _ = client.flush();
+}
+
+/// Forwards a `PATCH` whose head was read, its body copied to the registry
+/// as it arrives; with `hold`, stops once that many bytes went through and
+/// waits for [`Proxy::release`]. Returns the status sent back (0: none).
+fn stream_patch(
+    shared: &Shared,
+    reader: &mut BufReader<TcpStream>,
+    client: &mut TcpStream,
+    path: &str,
+    headers: &[(String, String)],
+    announced: u64,
+    hold: Option<u64>,
+) -> u16 {
+    let Ok(mut upstream) = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))
+    else {
+        return 0;
+    };
+    let _ = upstream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = upstream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut head = format!("PATCH {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if !["connection", "keep-alive", "proxy-connection"]
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s))
+        {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    if upstream.write_all(head.as_bytes()).is_err() {
+        return 0;
+    }
+    let first = hold.map_or(announced, |at| at.min(announced));
+    let copied = std::io::copy(&mut reader.by_ref().take(first), &mut upstream).unwrap_or(0);
+    if copied < first {
+        return 0;
+    }
+    if hold.is_some_and(|at| at < announced) {
+        let _ = upstream.flush();
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        let release = wait_for_release(shared);
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+        if release == Release::Drop {
+            let _ = upstream.shutdown(std::net::Shutdown::Both);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return 0;
+        }
+        let rest = announced - first;
+        if std::io::copy(&mut reader.by_ref().take(rest), &mut upstream).unwrap_or(0) < rest {
+            return 0;
+        }
+    }
+    let mut response = Vec::new();
+    let _ = upstream.read_to_end(&mut response);
+    let status = std::str::from_utf8(&response[..response.len().min(64)])
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(502);
+    let _ = client.write_all(&response);
+    let _ = client.flush();
+    status
 }
 
 /// Whether this request fails, and how.

@@ -511,6 +511,46 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Sends the rest of a blob, `len` bytes from the session's offset, as
+    /// one `PATCH` whose body streams in as the bundle is read: a single
+    /// chunk as far as the registry can tell (`Content-Range` and
+    /// `Content-Length` cover all of it). Returns the session's next
+    /// `Location`. Like [`RegistryClient::put_stream`] it is sent once; the
+    /// caller asks the registry how far it got when it fails.
+    pub async fn patch_stream(
+        &self,
+        repository: &str,
+        session: &UploadSession,
+        len: u64,
+        body: reqwest::Body,
+    ) -> Result<Url> {
+        let url = session.location.clone();
+        let range = format!("{}-{}", session.offset, session.offset + len - 1);
+        let header = self
+            .origin
+            .is_registry(&url)
+            .then(|| self.auth_header(&Scope::push(repository)))
+            .flatten();
+        let mut request = self
+            .http
+            .patch(url.clone())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_RANGE, range)
+            .header(header::CONTENT_LENGTH, len)
+            .timeout(self.timeouts.deadline(len))
+            .body(body);
+        if let Some(value) = header {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = request.send().await;
+        self.observe(&Method::PATCH, response.as_ref());
+        let response = response.map_err(|source| http_error(&Method::PATCH, &url, source))?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(status_error(Method::PATCH, &url, response).await);
+        }
+        self.location(&url, &response)
+    }
+
     /// Sends a whole blob as one streaming `PUT ?digest=` on an open session.
     pub async fn put_stream(
         &self,
