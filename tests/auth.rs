@@ -181,12 +181,13 @@ fn a_token_that_expires_mid_upload_is_fetched_again_and_the_import_completes() {
     let bundle = BundleBuilder::new("expiry")
         .image(Image::new("quay.io/acme/big:1.0").layers(&[Layer::uncompressed(21, LAYER)]))
         .build(&key);
-    // Tokens live 2 s; the second chunk of the layer is held 4 s.
+    // Tokens live 2 s; the layer's PATCH (the whole layer, streamed while
+    // the bundle is indexed) is held 4 s before it reaches the registry.
     let registry = token_registry(&["mirror/"], Duration::from_secs(2));
     let proxy = Proxy::start(
         &registry.host(),
         ProxyRules {
-            hold_patch: Some(2),
+            hold_patch: Some(1),
             ..ProxyRules::default()
         },
     );
@@ -196,7 +197,7 @@ fn a_token_that_expires_mid_upload_is_fetched_again_and_the_import_completes() {
     let mut running = Background::spawn(&mut import_command(&bundle, &proxy.host(), &auth));
     assert!(
         proxy.wait_for_hold(Duration::from_secs(60)),
-        "the second chunk never came: {}",
+        "the layer's PATCH never came: {}",
         running.stderr()
     );
     let issued = Instant::now();

@@ -574,13 +574,13 @@ fn three_daemons_on_one_drop_folder_import_each_bundle_once() {
 #[test]
 fn a_daemon_killed_mid_import_is_taken_over_after_its_lease_expires() {
     let key = TestKey::generate(KeyKind::EcP256);
-    // Two 8 MiB chunks, so the upload can be held at its second PATCH.
+    // The layer streams in one PATCH, held once 8 MiB went through.
     let built = bundle(&key, 0, &[Layer::uncompressed(7, 20 << 20)]);
     let registry = Registry::start();
     let proxy = Proxy::start(
         &registry.host(),
         ProxyRules {
-            hold_patch: Some(2),
+            hold_patch_after: Some(8 << 20),
             ..ProxyRules::default()
         },
     );
@@ -602,7 +602,7 @@ fn a_daemon_killed_mid_import_is_taken_over_after_its_lease_expires() {
     built.copy_into(drop.path());
     assert!(
         proxy.wait_for_hold(Duration::from_secs(90)),
-        "the second PATCH never came:\n{}",
+        "the upload never reached 8 MiB:\n{}",
         a.log_text()
     );
     assert_eq!(

@@ -453,12 +453,12 @@ fn an_import_under_way_shows_its_progress_and_the_page_follows_it_without_reload
         .image(Image::new("quay.io/acme/big:1.0").layers(&[Layer::uncompressed(7, 24 << 20)]))
         .build(&key);
     let registry = Registry::start();
-    // Blobs over 8 MiB go up in 8 MiB PATCHes: holding the second keeps the
-    // import running with one chunk sent.
+    // The layer streams into the staging repository in one PATCH: holding
+    // it once 8 MiB went through keeps the import running midway.
     let proxy = Proxy::start(
         &registry.host(),
         ProxyRules {
-            hold_patch: Some(2),
+            hold_patch_after: Some(8 << 20),
             ..ProxyRules::default()
         },
     );
@@ -467,7 +467,7 @@ fn an_import_under_way_shows_its_progress_and_the_page_follows_it_without_reload
     bundle.copy_into(site.drop.path());
     assert!(
         proxy.wait_for_hold(support::daemon::WAIT_LIMIT),
-        "the upload never reached its second PATCH:\n{}",
+        "the upload never reached 8 MiB:\n{}",
         daemon.log_text()
     );
 

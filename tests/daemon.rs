@@ -375,10 +375,11 @@ fn sigterm_mid_import_finishes_the_import_then_exits_0() {
         .image(Image::new("quay.io/acme/stopping:1.0").layers(&[Layer::uncompressed(23, 32 << 20)]))
         .build(&key);
     let registry = Registry::start();
+    // The layer streams in one PATCH, held once 8 MiB went through.
     let proxy = Proxy::start(
         &registry.host(),
         ProxyRules {
-            hold_patch: Some(2),
+            hold_patch_after: Some(8 << 20),
             ..ProxyRules::default()
         },
     );

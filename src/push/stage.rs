@@ -219,7 +219,8 @@ impl Staging {
         probing: bool,
         found: Option<Arc<AtomicBool>>,
     ) {
-        self.hold_blob(digest, size, chunks, proven, found).await;
+        self.hold_blob(digest, size, chunks, proven, found, probing)
+            .await;
         if probing {
             // A prober that sent no PATCH (the blob was a document, in the
             // staging repository already, or failed) hands the probe on.
@@ -240,6 +241,7 @@ impl Staging {
         mut chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
         found: Option<Arc<AtomicBool>>,
+        probing: bool,
     ) {
         // A blob too large to be a document (`found` given) is asked for at
         // once, so the index pass stops hashing it as soon as the staging
@@ -261,9 +263,15 @@ impl Staging {
                 Some(Staged::InRepository)
             }
             Ok(_) => match first {
-                Some(chunk) => self.send(&digest, size, chunk, chunks, &proven).await,
+                Some(chunk) => {
+                    self.send(&digest, size, chunk, chunks, &proven, probing)
+                        .await
+                }
                 None => match chunks.recv().await {
-                    Some(chunk) => self.send(&digest, size, chunk, chunks, &proven).await,
+                    Some(chunk) => {
+                        self.send(&digest, size, chunk, chunks, &proven, probing)
+                            .await
+                    }
                     None => None,
                 },
             },
@@ -298,6 +306,7 @@ impl Staging {
         first: Bytes,
         chunks: mpsc::Receiver<Bytes>,
         proven: &AtomicBool,
+        probing: bool,
     ) -> Option<Staged> {
         let mut blob = BlobChunks::proven_by_reader(
             first,
@@ -315,7 +324,7 @@ impl Staging {
         };
         match self
             .upload()
-            .hold(&self.repository, &mut blob, &accepted)
+            .hold(&self.repository, &mut blob, probing, &accepted)
             .await
         {
             Ok(Holding::Held(held)) if proven.load(Ordering::Acquire) => Some(Staged::Held(held)),

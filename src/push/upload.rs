@@ -397,21 +397,40 @@ impl RegistryUpload<'_> {
     /// with `PATCH` (continuing a journaled session where there is one) and
     /// leaves the session open. The session is cancelled when the stream
     /// ends short or fails its digest check. `accepted` is called once the
-    /// registry took the first `PATCH`.
+    /// registry took the first `PATCH`. A `probe` sends its first chunk in a
+    /// `PATCH` of its own, so the registry's answer (does it take chunked
+    /// uploads at all?) comes before the rest of the blob is streamed.
     pub async fn hold(
         &self,
         repository: &str,
         blob: &mut BlobChunks,
+        probe: bool,
         accepted: &(dyn Fn() + Sync),
     ) -> Result<Holding> {
         let client = self.client;
         let digest = blob.digest().clone();
         let size = blob.size();
         let mut sender = self.open_session(repository, &digest, size).await?;
-        let pending = match sender.session.offset {
+        let mut pending = match sender.session.offset {
             0 => None,
             held => skip(blob, held).await,
         };
+        if probe && sender.session.offset == 0 {
+            let first = match pending.take() {
+                Some(chunk) => Some(chunk),
+                None => blob.next().await,
+            };
+            if let Some(chunk) = first {
+                match sender.patch(chunk).await {
+                    Ok(()) => accepted(),
+                    Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
+                    Err(Failure::Failed(error)) => {
+                        cancel_broken(client, repository, &sender.session.location, &digest).await;
+                        return Err(error);
+                    }
+                }
+            }
+        }
         // Known from the start: a daemon killed while the blob streams in
         // continues this session from what the registry holds.
         if let Some(journal) = &sender.journal {
@@ -493,9 +512,10 @@ async fn cancel_broken(client: &RegistryClient, repository: &str, location: &Url
 /// Chunks a streamed `PATCH` keeps after handing them on, to send again
 /// from the offset the registry acknowledges when the request fails midway
 /// (the registry keeps what it read; what was still in the sockets is
-/// lost). Two chunks, 16 MiB by default, taken from the import's buffer
-/// budget like every chunk.
-const RESEND_WINDOW_CHUNKS: usize = 2;
+/// lost): the chunk being written, the one queued behind it, and one more
+/// for what the sockets hold. Three chunks, 24 MiB by default, taken from
+/// the import's buffer budget like every chunk.
+const RESEND_WINDOW_CHUNKS: usize = 3;
 
 /// Reads (and so hashes) the first `held` bytes of `blob` without sending
 /// them; returns what is left of the chunk that crosses `held`. A stream that
@@ -614,9 +634,10 @@ impl ChunkSender<'_> {
                 .map(|(at, chunk)| chunk.slice(start.saturating_sub(*at) as usize..))
                 .collect();
             let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(1);
-            let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            }));
+            let body =
+                reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                }));
             let mut short = false;
             let feed = async {
                 let tx = tx;
@@ -681,7 +702,9 @@ impl ChunkSender<'_> {
                     error,
                 });
             }
-            if !is_resumable(&error) {
+            // 401: the token expired; `patch_stream` fetched a new one.
+            let unauthorized = matches!(error, Error::Status { status: 401, .. });
+            if !is_resumable(&error) && !unauthorized {
                 return Err(error.into());
             }
             tracing::warn!(

@@ -89,7 +89,7 @@ pub struct HashingFile<'t> {
 /// The hash a [`HashingFile`] takes of the whole file.
 enum FileHash {
     Sha256(Sha256),
-    Blake3(Blake3),
+    Blake3(Box<Blake3>),
 }
 
 impl FileHash {
@@ -158,7 +158,7 @@ pub fn open<'t>(
     }
     let file_hash = match hash {
         CompressedHash::Sha256 => Some(FileHash::Sha256(Sha256::new())),
-        CompressedHash::Blake3 => Some(FileHash::Blake3(Blake3::default())),
+        CompressedHash::Blake3 => Some(FileHash::Blake3(Box::default())),
         CompressedHash::Skip | CompressedHash::Verify(_) => None,
     };
     let hasher = file_hash

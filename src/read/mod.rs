@@ -29,9 +29,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::FailureClass;
+use crate::digest::side::{join, side_hash};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::progress::Progress;
-use crate::digest::side::{join, side_hash};
 use crate::verify::{Binding, BundleFile, PendingBundle, Symlinks, VerifiedBundle};
 
 pub use document::Descriptor;

@@ -3,8 +3,8 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use crate::digest::side::{Blake3, SideHash};
+use sha2::{Digest as _, Sha256};
 
 use super::check::{self, Checks};
 use super::digest;

@@ -298,8 +298,17 @@ fn handle(shared: &Shared, client: TcpStream) {
         && header(&headers, "transfer-encoding").is_none()
     {
         shared.patches.fetch_add(1, Ordering::SeqCst);
-        let hold = (announced > at && !shared.stream_held.swap(true, Ordering::SeqCst)).then_some(at);
-        let status = stream_patch(shared, &mut reader, &mut client, &path, &headers, announced, hold);
+        let hold =
+            (announced > at && !shared.stream_held.swap(true, Ordering::SeqCst)).then_some(at);
+        let status = stream_patch(
+            shared,
+            &mut reader,
+            &mut client,
+            &path,
+            &headers,
+            announced,
+            hold,
+        );
         log(status, announced);
         return;
     }

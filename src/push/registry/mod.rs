@@ -545,6 +545,14 @@ impl RegistryClient {
         let response = request.send().await;
         self.observe(&Method::PATCH, response.as_ref());
         let response = response.map_err(|source| http_error(&Method::PATCH, &url, source))?;
+        tracing::debug!(method = %Method::PATCH, url = %redact(&url), status = %response.status(), bytes = len, "registry request");
+        if response.status() == StatusCode::UNAUTHORIZED && self.origin.is_registry(response.url())
+        {
+            // A token that expired while the bundle was read: fetch a new
+            // one, so that the caller's next attempt carries it.
+            self.authenticate(&Scope::push(repository), response.headers())
+                .await?;
+        }
         if response.status() != StatusCode::ACCEPTED {
             return Err(status_error(Method::PATCH, &url, response).await);
         }
