@@ -369,6 +369,68 @@ fn a_bundle_changed_between_its_reads_gets_no_tag_and_leaves_no_upload_open() {
     );
 }
 
+#[test]
+fn a_layer_the_registry_holds_is_read_past_without_being_hashed() {
+    let (key, bundle) = big_bundle("held");
+    let layer = bundle
+        .image(APP)
+        .blobs
+        .iter()
+        .find(|b| b.size == BIG_LAYER_BYTES)
+        .expect("the big layer")
+        .clone();
+    let registry = Registry::start();
+    let limit = Duration::from_secs(120);
+    let (first, _) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        limit,
+    );
+    assert!(first.success(), "first import failed: {}", first.stderr);
+
+    // The same bundle with one byte of its layer changed, and signed again:
+    // the layer's entry still names the old digest.
+    change_big_layer_in_place(&bundle, &layer.digest);
+    key.sign(bundle.zst(), bundle.sig());
+
+    // A registry without the layer hashes it and refuses the bundle.
+    let fresh = Registry::start();
+    let (refused, _) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &fresh),
+        limit,
+    );
+    assert!(
+        !refused.success(),
+        "a layer that is not its digest was accepted"
+    );
+    assert!(
+        refused.stderr.contains("does not match its digest")
+            && refused
+                .stderr
+                .contains(layer.digest.trim_start_matches("sha256:")),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        fresh.settled_commits_since(0).is_empty(),
+        "the refused bundle committed: {:?}",
+        fresh.settled_commits_since(0)
+    );
+
+    // The registry that holds the layer under that digest is not asked to
+    // take these bytes, so they are not hashed: the import goes through and
+    // the image is the one the registry had.
+    let (again, _) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        limit,
+    );
+    assert!(
+        again.success(),
+        "the held layer was hashed: {}",
+        again.stderr
+    );
+    assert_landed(&bundle, &registry);
+}
+
 fn oci_import_command(zst: &Path, public_key: &Path, layout: &Path) -> Command {
     let mut command = airlock();
     command

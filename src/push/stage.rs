@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::journal::SharedJournal;
@@ -217,7 +217,7 @@ impl Staging {
         chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
         probing: bool,
-        found: Option<Arc<AtomicBool>>,
+        found: Option<oneshot::Sender<bool>>,
     ) {
         self.hold_blob(digest, size, chunks, proven, found, probing)
             .await;
@@ -240,14 +240,14 @@ impl Staging {
         size: u64,
         mut chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
-        found: Option<Arc<AtomicBool>>,
+        mut found: Option<oneshot::Sender<bool>>,
         probing: bool,
     ) {
         // A blob too large to be a document (`found` given) is asked for at
-        // once, so the index pass stops hashing it as soon as the staging
-        // repository turns out to hold it. A smaller one is asked for only
-        // once its first chunk shows it is not a document the index keeps:
-        // a document costs no request.
+        // once, and the index pass waits for the answer before it reads the
+        // blob: one it need not hash when the staging repository holds it.
+        // A smaller one is asked for only once its first chunk shows it is
+        // not a document the index keeps: a document costs no request.
         let mut first = None;
         if found.is_none() {
             let Some(chunk) = chunks.recv().await else {
@@ -255,13 +255,14 @@ impl Staging {
             };
             first = Some(chunk);
         }
-        let staged = match self.client.blob_size(&self.repository, &digest).await {
-            Ok(Some(held)) if held == size => {
-                if let Some(found) = &found {
-                    found.store(true, Ordering::Release);
-                }
-                Some(Staged::InRepository)
-            }
+        let asked = self.client.blob_size(&self.repository, &digest).await;
+        let holds = matches!(asked, Ok(Some(held)) if held == size);
+        if let Some(found) = found.take() {
+            // The index pass may have given up on the blob already.
+            let _ = found.send(holds);
+        }
+        let staged = match asked {
+            Ok(Some(_)) if holds => Some(Staged::InRepository),
             Ok(_) => match first {
                 Some(chunk) => {
                     self.send(&digest, size, chunk, chunks, &proven, probing)
@@ -383,8 +384,8 @@ struct Current {
     chunk: Option<(BytesMut, OwnedSemaphorePermit)>,
     tx: Option<mpsc::Sender<Bytes>>,
     proven: Arc<AtomicBool>,
-    /// The staging repository turned out to hold the blob.
-    held: Arc<AtomicBool>,
+    /// The staging repository holds the blob.
+    held: bool,
 }
 
 impl RegistryStage {
@@ -475,8 +476,12 @@ impl crate::read::BlobStage for RegistryStage {
             .map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let proven = Arc::new(AtomicBool::new(false));
-        let held = Arc::new(AtomicBool::new(false));
-        let found = (size > self.document_bytes).then(|| Arc::clone(&held));
+        let (found, answer) = if size > self.document_bytes {
+            let (found, answer) = oneshot::channel();
+            (Some(found), Some(answer))
+        } else {
+            (None, None)
+        };
         let task = self.runtime.spawn({
             let staging = Arc::clone(&self.staging);
             let digest = digest.clone();
@@ -491,6 +496,8 @@ impl crate::read::BlobStage for RegistryStage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(task);
+        // An answer lost (the task failed) counts as "not held".
+        let held = answer.is_some_and(|answer| self.runtime.block_on(answer).unwrap_or(false));
         self.current = Some(Current {
             size,
             handed: 0,
@@ -553,9 +560,7 @@ impl crate::read::BlobStage for RegistryStage {
     }
 
     fn held(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|current| current.held.load(Ordering::Acquire))
+        self.current.as_ref().is_some_and(|current| current.held)
     }
 }
 

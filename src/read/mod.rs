@@ -659,10 +659,9 @@ pub trait BlobStage: Send {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     /// The blob begun last was read whole and hashes to its digest.
     fn keep(&mut self) -> std::io::Result<()>;
-    /// Whether the target holds the blob begun last already, known at
-    /// `begin` or found out while it is read: the rest of its bytes need be
-    /// neither hashed nor handed over (default: never). Asked only of blobs
-    /// larger than a document.
+    /// Whether the target holds the blob begun last already, known once
+    /// `begin` returned: its bytes need be neither hashed nor handed over
+    /// (default: never). Asked only of blobs larger than a document.
     fn held(&self) -> bool {
         false
     }
@@ -930,14 +929,14 @@ enum BlobRead {
     /// looks like JSON (it may turn out to be a manifest once `index.json`
     /// is read).
     Hashed(Digest, Option<Bytes>),
-    /// The target holds the blob already ([`BlobStage::held`]): the rest of
-    /// the bytes were only read past, neither hashed nor set aside, since
+    /// The target holds the blob already ([`BlobStage::held`]): its bytes
+    /// were only read past, neither hashed nor set aside, since
     /// what the target holds under the digest is what any push would use.
     HeldByTarget,
 }
 
-/// Hashes one blob, handing its bytes to `stage` when `staging`; stops
-/// hashing once the stage finds the target holds the blob.
+/// Hashes one blob, handing its bytes to `stage` when `staging`; only reads
+/// past it when the stage finds the target holds it.
 fn hash_blob<S: BlobStage + ?Sized>(
     entry: &mut impl Read,
     digest: &Digest,
@@ -970,16 +969,16 @@ fn hash_blob<S: BlobStage + ?Sized>(
         return Ok(BlobRead::Hashed(hasher.finish(), document));
     }
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    if stage.held() {
+        // Read past in the same large pieces: zstd decodes them in fewer calls.
+        while entry
+            .read(&mut buffer)
+            .map_err(|source| corrupt(path, source))?
+            > 0
+        {}
+        return Ok(BlobRead::HeldByTarget);
+    }
     loop {
-        if stage.held() {
-            // Read past in the same large pieces: zstd decodes them in fewer calls.
-            while entry
-                .read(&mut buffer)
-                .map_err(|source| corrupt(path, source))?
-                > 0
-            {}
-            return Ok(BlobRead::HeldByTarget);
-        }
         let n = entry
             .read(&mut buffer)
             .map_err(|source| corrupt(path, source))?;
