@@ -630,26 +630,48 @@ async fn plan_and_push(
     }
 }
 
+/// Tag lookups in flight at once: as many as the small requests of an
+/// import at the default concurrency.
+const TAG_CHECKS_IN_FLIGHT: usize =
+    crate::push::DEFAULT_CONCURRENCY * crate::push::REQUESTS_PER_BLOB;
+
 /// Looks up, before anything is pushed, where each tag the plan sets points
 /// in the target now, and returns the images the plan's tag policy holds
 /// back. A held tag is logged as a warning.
 pub async fn check_tags(plan: &Plan, writer: &crate::push::Destination) -> Result<Vec<HeldTag>> {
     let policy = plan.options().on_existing_tag;
     let mut held = Vec::new();
-    for image in plan.images() {
-        let existing = writer.tag_digest(image).await?;
-        if let Some(tag) = crate::plan::judge(policy, image, existing.as_ref()) {
-            tracing::warn!(
-                target_ref = %tag.target_ref,
-                existing = %tag.existing,
-                bundle = %tag.bundle,
-                policy = policy.as_str(),
-                "tag already points at other content in the target; image held back"
-            );
-            held.push(tag);
-        }
+    // Many at once, in plan order: each is a round trip to the registry.
+    for images in plan.images().chunks(TAG_CHECKS_IN_FLIGHT) {
+        let found =
+            futures::future::try_join_all(images.iter().map(|image| writer.tag_digest(image)))
+                .await?;
+        held.extend(
+            images
+                .iter()
+                .zip(found)
+                .filter_map(|(image, existing)| judged(policy, image, existing)),
+        );
     }
     Ok(held)
+}
+
+/// The tag `policy` holds back for `image`, whose tag points at `existing`
+/// in the target; logged as a warning.
+fn judged(
+    policy: crate::plan::TagPolicy,
+    image: &crate::plan::PlannedImage,
+    existing: Option<crate::digest::Digest>,
+) -> Option<HeldTag> {
+    let tag = crate::plan::judge(policy, image, existing.as_ref())?;
+    tracing::warn!(
+        target_ref = %tag.target_ref,
+        existing = %tag.existing,
+        bundle = %tag.bundle,
+        policy = policy.as_str(),
+        "tag already points at other content in the target; image held back"
+    );
+    Some(tag)
 }
 
 /// Checks every pack's declared images: present when an image of the bundle

@@ -34,7 +34,7 @@ use super::journal::SharedJournal;
 use super::registry::RegistryClient;
 use super::transfer::{BlobChunks, Budgeted, BufferBudget, CHANNEL_CHUNKS};
 use super::upload::{Fallback, HeldUpload, Holding, ModeSwitch, RegistryUpload};
-use super::{Error, UploadMode};
+use super::{Error, REQUESTS_PER_BLOB, UploadMode};
 use crate::digest::Digest;
 use crate::progress::Progress;
 
@@ -48,9 +48,10 @@ pub enum Staged {
 }
 
 /// Whether the registry takes the chunked uploads staging needs. The first
-/// blob staged finds out with its first `PATCH`; the index pass begins no
-/// other blob until then, so a registry refusing `PATCH` sees one, not one
-/// per blob in flight.
+/// blob to be sent finds out with its first `PATCH`; no other upload sends
+/// one until then (uploads of blobs the staging repository holds need none
+/// and do not wait), so a registry refusing `PATCH` sees one, not one per
+/// blob in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Probe {
     /// No blob has tried yet (or the one trying sent no `PATCH`).
@@ -207,6 +208,29 @@ impl Staging {
         }
     }
 
+    /// Waits while another blob's first `PATCH` is finding out whether the
+    /// registry takes chunked uploads; `true` when this blob is to find out.
+    async fn claim_probe(&self) -> bool {
+        let mut probe = self.probe.subscribe();
+        loop {
+            let settled = probe.wait_for(|p| *p != Probe::Probing).await.is_ok();
+            if !settled {
+                return false;
+            }
+            let mut claimed = false;
+            self.probe.send_if_modified(|p| {
+                claimed = *p == Probe::Unknown;
+                if claimed {
+                    *p = Probe::Probing;
+                }
+                claimed
+            });
+            if claimed || *self.probe.borrow() == Probe::Known {
+                return claimed;
+            }
+        }
+    }
+
     /// One blob's upload task: skipped when the staging repository holds it,
     /// otherwise every byte sent into a session left open once the index
     /// pass proved the bytes (`proven`).
@@ -216,11 +240,9 @@ impl Staging {
         size: u64,
         chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
-        probing: bool,
         found: Option<oneshot::Sender<bool>>,
     ) {
-        self.hold_blob(digest, size, chunks, proven, found, probing)
-            .await;
+        let probing = self.hold_blob(digest, size, chunks, proven, found).await;
         if probing {
             // A prober that sent no PATCH (the blob was a document, in the
             // staging repository already, or failed) hands the probe on.
@@ -241,8 +263,7 @@ impl Staging {
         mut chunks: mpsc::Receiver<Bytes>,
         proven: Arc<AtomicBool>,
         mut found: Option<oneshot::Sender<bool>>,
-        probing: bool,
-    ) {
+    ) -> bool {
         // A blob too large to be a document (`found` given) is asked for at
         // once, and the index pass waits for the answer before it reads the
         // blob: one it need not hash when the staging repository holds it.
@@ -251,7 +272,7 @@ impl Staging {
         let mut first = None;
         if found.is_none() {
             let Some(chunk) = chunks.recv().await else {
-                return;
+                return false;
             };
             first = Some(chunk);
         }
@@ -261,21 +282,24 @@ impl Staging {
             // The index pass may have given up on the blob already.
             let _ = found.send(holds);
         }
+        let mut probing = false;
         let staged = match asked {
             Ok(Some(_)) if holds => Some(Staged::InRepository),
-            Ok(_) => match first {
-                Some(chunk) => {
-                    self.send(&digest, size, chunk, chunks, &proven, probing)
-                        .await
-                }
-                None => match chunks.recv().await {
+            Ok(_) => {
+                probing = self.claim_probe().await;
+                let first = match first {
+                    Some(chunk) => Some(chunk),
+                    None => chunks.recv().await,
+                };
+                match first {
+                    Some(_) if self.off.load(Ordering::Acquire) => None,
                     Some(chunk) => {
                         self.send(&digest, size, chunk, chunks, &proven, probing)
                             .await
                     }
                     None => None,
-                },
-            },
+                }
+            }
             Err(error @ (Error::Status { .. } | Error::Unauthorized { .. })) => {
                 self.turn_off(&error.to_string());
                 None
@@ -286,18 +310,19 @@ impl Staging {
             }
         };
         let Some(staged) = staged else {
-            return;
+            return probing;
         };
         if self.released.load(Ordering::Acquire) {
             if let Staged::Held(held) = staged {
                 self.cancel(&digest, size, held).await;
             }
-            return;
+            return probing;
         }
         self.blobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(digest, (size, staged));
+        probing
     }
 
     async fn send(
@@ -389,7 +414,9 @@ struct Current {
 }
 
 impl RegistryStage {
-    /// A stage sending into `staging`, at most `concurrency` blobs at once,
+    /// A stage sending into `staging`, at most `concurrency` ×
+    /// [`REQUESTS_PER_BLOB`] blobs at once (most are small, and their
+    /// requests wait on round trips; memory is bounded by the budget),
     /// holding at most `buffer_bytes` of chunks not yet sent, leaving
     /// documents up to `document_bytes` to the index. Call from within the
     /// runtime.
@@ -405,31 +432,9 @@ impl RegistryStage {
             document_bytes,
             runtime: Handle::current(),
             budget: BufferBudget::new(buffer_bytes, chunk_bytes),
-            uploads: Arc::new(Semaphore::new(concurrency.max(1))),
+            uploads: Arc::new(Semaphore::new(concurrency.max(1) * REQUESTS_PER_BLOB)),
             begun: HashSet::new(),
             current: None,
-        }
-    }
-
-    /// Waits while another blob's first `PATCH` is finding out whether the
-    /// registry takes chunked uploads; `true` when this blob is to find out.
-    fn wait_for_probe(&self) -> std::io::Result<bool> {
-        let mut probe = self.staging.probe.subscribe();
-        loop {
-            self.runtime
-                .block_on(probe.wait_for(|p| *p != Probe::Probing))
-                .map_err(std::io::Error::other)?;
-            let mut claimed = false;
-            self.staging.probe.send_if_modified(|p| {
-                claimed = *p == Probe::Unknown;
-                if claimed {
-                    *p = Probe::Probing;
-                }
-                claimed
-            });
-            if claimed || *self.staging.probe.borrow() == Probe::Known {
-                return Ok(claimed);
-            }
         }
     }
 
@@ -466,10 +471,6 @@ impl crate::read::BlobStage for RegistryStage {
         {
             return Ok(false);
         }
-        let probing = self.wait_for_probe()?;
-        if self.staging.off.load(Ordering::Acquire) {
-            return Ok(false);
-        }
         let permit = self
             .runtime
             .block_on(Arc::clone(&self.uploads).acquire_owned())
@@ -487,7 +488,7 @@ impl crate::read::BlobStage for RegistryStage {
             let digest = digest.clone();
             let proven = Arc::clone(&proven);
             async move {
-                staging.hold(digest, size, rx, proven, probing, found).await;
+                staging.hold(digest, size, rx, proven, found).await;
                 drop(permit);
             }
         });
