@@ -181,13 +181,16 @@ fn a_token_that_expires_mid_upload_is_fetched_again_and_the_import_completes() {
     let bundle = BundleBuilder::new("expiry")
         .image(Image::new("quay.io/acme/big:1.0").layers(&[Layer::uncompressed(21, LAYER)]))
         .build(&key);
-    // Tokens live 2 s; the layer's PATCH (the whole layer, streamed while
-    // the bundle is indexed) is held 4 s before it reaches the registry.
+    // Tokens live 2 s. The layer goes into the staging repository as the
+    // import's probe: its first 8 MiB in a PATCH of their own, then the
+    // other 16 MiB in one streamed PATCH, which the proxy holds 4 s before
+    // it reaches the registry. Its 401 is answered with a new token and the
+    // 16 MiB again, from the chunks the import still holds.
     let registry = token_registry(&["mirror/"], Duration::from_secs(2));
     let proxy = Proxy::start(
         &registry.host(),
         ProxyRules {
-            hold_patch: Some(1),
+            hold_patch: Some(2),
             ..ProxyRules::default()
         },
     );
@@ -197,7 +200,7 @@ fn a_token_that_expires_mid_upload_is_fetched_again_and_the_import_completes() {
     let mut running = Background::spawn(&mut import_command(&bundle, &proxy.host(), &auth));
     assert!(
         proxy.wait_for_hold(Duration::from_secs(60)),
-        "the layer's PATCH never came: {}",
+        "the layer's streamed PATCH never came: {}",
         running.stderr()
     );
     let issued = Instant::now();
@@ -228,11 +231,14 @@ fn a_token_that_expires_mid_upload_is_fetched_again_and_the_import_completes() {
         .iter()
         .position(|r| r.method == "PATCH" && r.status == 401)
         .expect("the held chunk should have met the registry with an expired token");
-    assert!(
-        requests[expired + 1..]
-            .iter()
-            .any(|r| r.method == "PATCH" && r.status == 202),
-        "the chunk was not sent again with a new token: {requests:#?}"
+    let resent = requests[expired + 1..]
+        .iter()
+        .find(|r| r.method == "PATCH" && r.status == 202)
+        .unwrap_or_else(|| panic!("the PATCH was not sent again with a new token: {requests:#?}"));
+    assert_eq!(
+        resent.upload_state().map(|state| state.offset),
+        Some(8 << 20),
+        "the streamed rest goes on where the probe's chunk ended: {requests:#?}"
     );
 }
 
