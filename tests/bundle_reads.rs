@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::airlock;
-use support::bundle::{BuiltBundle, BundleBuilder, Image, Layer};
+use support::bundle::{BlobInfo, BuiltBundle, BundleBuilder, Image, Layer};
 use support::keys::{KeyKind, TestKey};
 use support::process::run_counting_reads;
 use support::registry::Registry;
@@ -50,6 +50,17 @@ fn big_bundle(name: &str) -> (TestKey, BuiltBundle) {
         .image(Image::new(APP).layers(&[Layer::uncompressed(7, BIG_LAYER_BYTES)]))
         .build(&key);
     (key, bundle)
+}
+
+/// The big layer of a [`big_bundle`].
+fn big_layer(bundle: &BuiltBundle) -> BlobInfo {
+    bundle
+        .image(APP)
+        .blobs
+        .iter()
+        .find(|b| b.size == BIG_LAYER_BYTES)
+        .expect("the big layer")
+        .clone()
 }
 
 fn import_command(zst: &Path, public_key: &Path, registry: &Registry) -> Command {
@@ -294,13 +305,7 @@ fn a_bundle_changed_between_its_reads_gets_no_tag_and_leaves_no_upload_open() {
     use airlock::verify::{TrustedKeys, verify_bundle};
 
     let (_key, bundle) = big_bundle("changing");
-    let layer = bundle
-        .image(APP)
-        .blobs
-        .iter()
-        .find(|b| b.size == BIG_LAYER_BYTES)
-        .expect("the big layer")
-        .clone();
+    let layer = big_layer(&bundle);
     let registry = Registry::start();
 
     let keys = TrustedKeys::load(&[bundle.public_key_pem().to_owned()]).expect("the key loads");
@@ -372,13 +377,7 @@ fn a_bundle_changed_between_its_reads_gets_no_tag_and_leaves_no_upload_open() {
 #[test]
 fn a_layer_the_registry_holds_is_read_past_without_being_hashed() {
     let (key, bundle) = big_bundle("held");
-    let layer = bundle
-        .image(APP)
-        .blobs
-        .iter()
-        .find(|b| b.size == BIG_LAYER_BYTES)
-        .expect("the big layer")
-        .clone();
+    let layer = big_layer(&bundle);
     let registry = Registry::start();
     let limit = Duration::from_secs(120);
     let (first, _) = run_counting_reads(

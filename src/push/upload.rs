@@ -564,39 +564,20 @@ impl ChunkSender<'_> {
                 .await
             {
                 Ok(()) => {
-                    self.sent += len;
-                    self.first_of_fresh = false;
-                    if let Some(journal) = &self.journal {
-                        journal.record(&self.session);
-                    }
+                    self.acknowledged(len);
                     return Ok(());
                 }
                 Err(error) if self.first_of_fresh && refuses_chunked(&error) => {
-                    let _ = self
-                        .client
-                        .cancel(self.repository, &self.session.location)
-                        .await;
-                    return Err(Failure::Refused {
-                        mode: UploadMode::Chunked,
-                        error,
-                    });
+                    return Err(self.refused(error).await);
                 }
                 Err(error) if is_resumable(&error) => {
-                    tracing::warn!(
-                        repository = %self.repository,
-                        digest = %self.digest,
-                        offset = start,
-                        error = %error,
-                        "chunk upload failed; asking the registry how much it kept"
-                    );
-                    let held = match self.recover(start, len, None, &mut attempt, error).await? {
-                        Recovered::Held(held) => held,
-                        // Only reported when asked (the final PUT).
-                        Recovered::Landed => return Ok(()),
+                    let failed = "chunk upload failed; asking the registry how much it kept";
+                    let Some(held) = self
+                        .kept_after(start, len, &mut attempt, error, failed)
+                        .await?
+                    else {
+                        return Ok(());
                     };
-                    if held > start {
-                        self.first_of_fresh = false;
-                    }
                     data = data.slice((held - start) as usize..);
                     if data.is_empty() {
                         return Ok(());
@@ -605,6 +586,59 @@ impl ChunkSender<'_> {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Counts `len` bytes the registry took and journals where the session
+    /// stands.
+    fn acknowledged(&mut self, len: u64) {
+        self.sent += len;
+        self.first_of_fresh = false;
+        if let Some(journal) = &self.journal {
+            journal.record(&self.session);
+        }
+    }
+
+    /// The first `PATCH` of a fresh session was refused: the registry does
+    /// not take chunked uploads. Cancels the session.
+    async fn refused(&self, error: Error) -> Failure {
+        let _ = self
+            .client
+            .cancel(self.repository, &self.session.location)
+            .await;
+        Failure::Refused {
+            mode: UploadMode::Chunked,
+            error,
+        }
+    }
+
+    /// After a request that sent `[start, start + len)` failed with `error`:
+    /// logs `failed`, asks the registry how much it holds (see
+    /// [`ChunkSender::recover`]) and returns that offset; `None` when the
+    /// blob turned out complete.
+    async fn kept_after(
+        &mut self,
+        start: u64,
+        len: u64,
+        attempt: &mut u32,
+        error: Error,
+        failed: &str,
+    ) -> Result<Option<u64>> {
+        tracing::warn!(
+            repository = %self.repository,
+            digest = %self.digest,
+            offset = start,
+            error = %error,
+            "{failed}"
+        );
+        let held = match self.recover(start, len, None, attempt, error).await? {
+            Recovered::Held(held) => held,
+            // Only reported when asked (the final PUT).
+            Recovered::Landed => return Ok(None),
+        };
+        if held > start {
+            self.first_of_fresh = false;
+        }
+        Ok(Some(held))
     }
 
     /// Sends the rest of `blob` (`first`, then the blob's next chunks) in
@@ -679,48 +713,30 @@ impl ChunkSender<'_> {
             }
             let error = match sent {
                 Ok(location) => {
-                    self.sent += len;
                     self.session = UploadSession {
                         location,
                         offset: size,
                     };
-                    self.first_of_fresh = false;
-                    if let Some(journal) = &self.journal {
-                        journal.record(&self.session);
-                    }
+                    self.acknowledged(len);
                     return Ok(());
                 }
                 Err(error) => error,
             };
             if self.first_of_fresh && refuses_chunked(&error) {
-                let _ = self
-                    .client
-                    .cancel(self.repository, &self.session.location)
-                    .await;
-                return Err(Failure::Refused {
-                    mode: UploadMode::Chunked,
-                    error,
-                });
+                return Err(self.refused(error).await);
             }
             // 401: the token expired; `patch_stream` fetched a new one.
             let unauthorized = matches!(error, Error::Status { status: 401, .. });
             if !is_resumable(&error) && !unauthorized {
                 return Err(error.into());
             }
-            tracing::warn!(
-                repository = %self.repository,
-                digest = %self.digest,
-                offset = start,
-                error = %error,
-                "streaming the blob failed; asking the registry how much it kept"
-            );
-            let held = match self.recover(start, len, None, &mut attempt, error).await? {
-                Recovered::Held(held) => held,
-                Recovered::Landed => return Ok(()),
+            let failed = "streaming the blob failed; asking the registry how much it kept";
+            let Some(held) = self
+                .kept_after(start, len, &mut attempt, error, failed)
+                .await?
+            else {
+                return Ok(());
             };
-            if held > start {
-                self.first_of_fresh = false;
-            }
             let oldest = window.front().map_or(fed, |(at, _)| *at);
             if held < oldest {
                 return Err(Failure::Failed(Error::UploadSessionLost {

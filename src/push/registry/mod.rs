@@ -524,28 +524,16 @@ impl RegistryClient {
         len: u64,
         body: reqwest::Body,
     ) -> Result<Url> {
-        let url = session.location.clone();
+        let url = &session.location;
         let range = format!("{}-{}", session.offset, session.offset + len - 1);
-        let header = self
-            .origin
-            .is_registry(&url)
-            .then(|| self.auth_header(&Scope::push(repository)))
-            .flatten();
-        let mut request = self
+        let request = self
             .http
             .patch(url.clone())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_RANGE, range)
-            .header(header::CONTENT_LENGTH, len)
-            .timeout(self.timeouts.deadline(len))
-            .body(body);
-        if let Some(value) = header {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        let response = request.send().await;
-        self.observe(&Method::PATCH, response.as_ref());
-        let response = response.map_err(|source| http_error(&Method::PATCH, &url, source))?;
-        tracing::debug!(method = %Method::PATCH, url = %redact(&url), status = %response.status(), bytes = len, "registry request");
+            .header(header::CONTENT_RANGE, range);
+        let response = self
+            .send_streamed(repository, Method::PATCH, url, len, request, body)
+            .await?;
+        tracing::debug!(method = %Method::PATCH, url = %redact(url), status = %response.status(), bytes = len, "registry request");
         if response.status() == StatusCode::UNAUTHORIZED && self.origin.is_registry(response.url())
         {
             // A token that expired while the bundle was read: fetch a new
@@ -554,9 +542,9 @@ impl RegistryClient {
                 .await?;
         }
         if response.status() != StatusCode::ACCEPTED {
-            return Err(status_error(Method::PATCH, &url, response).await);
+            return Err(status_error(Method::PATCH, url, response).await);
         }
-        self.location(&url, &response)
+        self.location(url, &response)
     }
 
     /// Sends a whole blob as one streaming `PUT ?digest=` on an open session.
@@ -571,28 +559,42 @@ impl RegistryClient {
         let mut url = session.location.clone();
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let header = self
-            .origin
-            .is_registry(&url)
-            .then(|| self.auth_header(&Scope::push(repository)))
-            .flatten();
-        let mut request = self
-            .http
-            .put(url.clone())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, size)
-            .timeout(self.timeouts.deadline(size))
-            .body(body);
-        if let Some(value) = header {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        let response = request.send().await;
-        self.observe(&Method::PUT, response.as_ref());
-        let response = response.map_err(|source| http_error(&Method::PUT, &url, source))?;
+        let request = self.http.put(url.clone());
+        let response = self
+            .send_streamed(repository, Method::PUT, &url, size, request, body)
+            .await?;
         if response.status() != StatusCode::CREATED {
             return Err(status_error(Method::PUT, &url, response).await);
         }
         Ok(())
+    }
+
+    /// Sends `request` (a `method` to `url`) once with a body of `len` bytes
+    /// that streams in as it is read, so it cannot be replayed: the
+    /// registry's credentials when `url` is on its own origin, a deadline
+    /// that grows with `len`, the exchange counted in the metrics.
+    async fn send_streamed(
+        &self,
+        repository: &str,
+        method: Method,
+        url: &Url,
+        len: u64,
+        request: RequestBuilder,
+        body: reqwest::Body,
+    ) -> Result<Response> {
+        let mut request = request
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .timeout(self.timeouts.deadline(len))
+            .body(body);
+        if self.origin.is_registry(url)
+            && let Some(value) = self.auth_header(&Scope::push(repository))
+        {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = request.send().await;
+        self.observe(&method, response.as_ref());
+        response.map_err(|source| http_error(&method, url, source))
     }
 
     /// Where an upload session stands (`GET` on its latest `Location`): the
