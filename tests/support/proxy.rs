@@ -588,8 +588,11 @@ fn forward(upstream: SocketAddr, request: &Request) -> Option<(u16, Vec<u8>)> {
     }
     head.push_str("Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(&request.body).ok()?;
-    stream.flush().ok()?;
+    // A registry may answer before it read the whole body (a 401 to a
+    // stale token) and close: its answer is still read and passed on.
+    if stream.write_all(&request.body).is_ok() {
+        stream.flush().ok()?;
+    }
     let mut response = Vec::new();
     // The upstream closes after its answer (Connection: close).
     let _ = stream.read_to_end(&mut response);
