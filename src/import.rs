@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::FailureClass;
@@ -567,7 +568,7 @@ async fn plan_and_push(
             "held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {packs}"
         ));
     }
-    let held_tags = check_tags(&plan, writer).await?;
+    let held_tags = check_tags(&mut plan, writer).await?;
     plan.withhold_tags(&held_tags);
     let failing: Vec<String> = held_tags
         .iter()
@@ -636,22 +637,41 @@ const TAG_CHECKS_IN_FLIGHT: usize =
     crate::push::DEFAULT_CONCURRENCY * crate::push::REQUESTS_PER_BLOB;
 
 /// Looks up, before anything is pushed, where each tag the plan sets points
-/// in the target now, and returns the images the plan's tag policy holds
-/// back. A held tag is logged as a warning.
-pub async fn check_tags(plan: &Plan, writer: &crate::push::Destination) -> Result<Vec<HeldTag>> {
+/// in the target now, notes it in the plan (the push then knows which
+/// images the target holds whole without asking again), and returns the
+/// images the plan's tag policy holds back. A held tag is logged as a
+/// warning.
+pub async fn check_tags(
+    plan: &mut Plan,
+    writer: &crate::push::Destination,
+) -> Result<Vec<HeldTag>> {
     let policy = plan.options().on_existing_tag;
     let mut held = Vec::new();
-    // Many at once, in plan order: each is a round trip to the registry.
-    for images in plan.images().chunks(TAG_CHECKS_IN_FLIGHT) {
-        let found =
-            futures::future::try_join_all(images.iter().map(|image| writer.tag_digest(image)))
-                .await?;
-        held.extend(
-            images
-                .iter()
-                .zip(found)
-                .filter_map(|(image, existing)| judged(policy, image, existing)),
-        );
+    let mut found = Vec::new();
+    // Many at once, answers taken in plan order: each is a round trip to
+    // the registry.
+    let lookups: Vec<_> = plan
+        .images()
+        .iter()
+        .map(|image| async move {
+            let current = writer.tag_digest(image).await?;
+            Ok::<_, crate::push::Error>((image, image.placement.tag.is_some().then_some(current)))
+        })
+        .collect();
+    let answers: Vec<_> = futures::stream::iter(lookups)
+        .buffered(TAG_CHECKS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for (image, current) in answers {
+        // Only tags were looked up; a referrer pushed by digest was not.
+        let Some(current) = current else {
+            continue;
+        };
+        held.extend(judged(policy, image, current.clone()));
+        found.push((image.digest_ref(), current));
+    }
+    for (digest_ref, current) in found {
+        plan.note_tag_in_target(digest_ref, current);
     }
     Ok(held)
 }

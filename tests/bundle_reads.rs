@@ -584,8 +584,17 @@ fn blobs_of_platforms_left_out_are_not_left_in_an_oci_layout() {
 #[test]
 fn sessions_of_platforms_left_out_are_cancelled_in_the_registry() {
     let key = TestKey::generate(KeyKind::EcP256);
+    // A layer past the in-memory size, which is staged, and a small one,
+    // which the index keeps in memory.
     let bundle = BundleBuilder::new("platforms-registry")
-        .image(Image::new("nginx:1.25").platforms(&["linux/amd64", "linux/arm64"]))
+        .image(
+            Image::new("nginx:1.25")
+                .layers(&[
+                    Layer::uncompressed(3, STAGED_LAYER_BYTES),
+                    Layer::gzip_tar(4, 4096),
+                ])
+                .platforms(&["linux/amd64", "linux/arm64"]),
+        )
         .build(&key);
     let registry = Registry::start();
 
@@ -615,12 +624,16 @@ fn sessions_of_platforms_left_out_are_cancelled_in_the_registry() {
     let staging = format!("{PREFIX}/airlock-staging");
     let requests = registry.settled_requests();
     let mut left_out = 0;
+    let mut staged = 0;
     for blob in arm
         .layers
         .iter()
         .filter(|b| !kept.contains(&b.digest.as_str()))
     {
         left_out += 1;
+        if blob.size == STAGED_LAYER_BYTES {
+            staged += 1;
+        }
         let target = format!("{PREFIX}/{}", image.repository());
         for repository in [staging.as_str(), target.as_str()] {
             assert!(
@@ -630,18 +643,138 @@ fn sessions_of_platforms_left_out_are_cancelled_in_the_registry() {
             );
         }
     }
-    assert!(left_out > 0, "the platforms share every layer");
-    // Their bytes were sent while indexing (before the plan left them out)
-    // and their sessions cancelled.
+    assert!(
+        left_out == 2 && staged == 1,
+        "the platforms share layers: {left_out} left out"
+    );
+    // The staged layer's bytes were sent while indexing (before the plan
+    // left it out) and its session cancelled; the small one never left
+    // memory.
     let cancelled = requests
         .iter()
         .filter(|r| {
             r.method == "DELETE" && r.path.starts_with(&format!("/v2/{staging}/blobs/uploads/"))
         })
         .count();
-    assert!(cancelled >= left_out, "{requests:#?}");
+    assert!(cancelled >= staged, "{requests:#?}");
     let open = registry.open_upload_sessions();
     assert!(open.is_empty(), "upload sessions left open: {open:?}");
+}
+
+/// A layer a little larger than the 1 MiB up to which the index keeps
+/// blobs in memory for the push, so it is staged.
+const STAGED_LAYER_BYTES: u64 = (1 << 20) + 4096;
+
+/// Digests of the blobs the import sent into staging sessions, by the
+/// `PUT ?digest=` committing them or the `DELETE` cancelling them, and of
+/// those uploaded straight into `repository` (`PUT ?digest=` there).
+fn staged_and_direct(
+    requests: &[support::registry::LoggedRequest],
+    repository: &str,
+) -> (usize, Vec<String>) {
+    let staging = format!("/v2/{PREFIX}/airlock-staging/blobs/uploads/");
+    let direct = format!("/v2/{repository}/blobs/uploads/");
+    let opened = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(&staging))
+        .count();
+    let digests = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == 201 && r.path.starts_with(&direct))
+        .filter_map(|r| r.path.split("digest=").nth(1))
+        .map(|d| d.split('&').next().unwrap_or(d).replace("%3A", ":"))
+        .collect();
+    (opened, digests)
+}
+
+#[test]
+fn small_layers_go_from_memory_and_only_larger_ones_into_staging_sessions() {
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("small-layers")
+        .image(Image::new(APP).layers(&[
+            Layer::uncompressed(11, STAGED_LAYER_BYTES),
+            Layer::gzip_tar(12, 8192),
+            Layer::uncompressed(13, 512 << 10),
+        ]))
+        .build(&key);
+    let registry = Registry::start();
+    let size = size_of(bundle.zst());
+
+    let (cold, read) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        Duration::from_secs(120),
+    );
+    assert!(cold.success(), "cold import failed: {}", cold.stderr);
+    assert_landed(&bundle, &registry);
+    assert!(
+        read <= 2 * size + OTHER_READS_BYTES,
+        "a cold import read {read} bytes of a {size}-byte bundle"
+    );
+    let requests = registry.settled_requests();
+    let (staged, direct) = staged_and_direct(&requests, APP_REPO);
+    assert_eq!(staged, 1, "only the larger layer is staged: {requests:#?}");
+    let image = bundle.image(APP);
+    for blob in image.blobs.iter().filter(|b| b.size < STAGED_LAYER_BYTES) {
+        assert!(
+            direct.contains(&blob.digest),
+            "{} ({} bytes) was not uploaded from memory into {APP_REPO}: {direct:?}",
+            blob.digest,
+            blob.size
+        );
+    }
+    let large = image
+        .blobs
+        .iter()
+        .find(|b| b.size == STAGED_LAYER_BYTES)
+        .expect("the larger layer");
+    assert!(
+        !direct.contains(&large.digest),
+        "the larger layer was uploaded again instead of mounted from staging"
+    );
+    // The tag policy's lookup tells the push the image is not there yet.
+    let tag_lookups = requests
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.path == format!("/v2/{APP_REPO}/manifests/1.0"))
+        .count();
+    assert_eq!(tag_lookups, 1, "{requests:#?}");
+    assert!(registry.open_upload_sessions().is_empty());
+}
+
+#[test]
+fn small_blobs_past_the_memory_budget_are_staged() {
+    // 34 layers of 1000 KiB: 33.2 MiB, past the 32 MiB the index keeps in
+    // memory; the first 32 stay there, the last two are staged.
+    let key = TestKey::generate(KeyKind::EcP256);
+    let layers: Vec<Layer> = (0..34)
+        .map(|seed| Layer::uncompressed(100 + seed, 1000 << 10))
+        .collect();
+    let bundle = BundleBuilder::new("memory-budget")
+        .image(Image::new(APP).layers(&layers))
+        .build(&key);
+    let registry = Registry::start();
+
+    let output = import_command(bundle.zst(), bundle.public_key_pem(), &registry)
+        .output()
+        .expect("run airlock");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_landed(&bundle, &registry);
+    let requests = registry.settled_requests();
+    let (staged, direct) = staged_and_direct(&requests, APP_REPO);
+    let layers_direct = bundle.image(APP).manifests[0]
+        .layers
+        .iter()
+        .filter(|l| direct.contains(&l.digest))
+        .count();
+    assert_eq!(
+        (layers_direct, staged),
+        (32, 2),
+        "layers uploaded from memory, and staged: {requests:#?}"
+    );
+    assert!(registry.open_upload_sessions().is_empty());
 }
 
 /// Bytes read from the bundle file ÷ its size, at most, for an import that

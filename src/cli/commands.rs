@@ -410,7 +410,7 @@ async fn tags_held(
     {
         return Ok(Vec::new());
     }
-    let plan = classed!(crate::plan::Plan::new(
+    let mut plan = classed!(crate::plan::Plan::new(
         index,
         target.clone(),
         options.clone()
@@ -421,7 +421,7 @@ async fn tags_held(
         &PushOptions::default(),
         None
     ))?;
-    classed!(import::check_tags(&plan, &writer).await)
+    classed!(import::check_tags(&mut plan, &writer).await)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {

@@ -185,6 +185,10 @@ pub struct Plan {
     /// Documents the plan wrote (indexes rewritten to the selected
     /// platforms), by digest.
     documents: HashMap<Digest, Bytes>,
+    /// Where the tags the plan sets pointed in the target when the tag
+    /// policy looked them up, by [`PlannedImage::digest_ref`]: the push
+    /// need not ask again which images the target holds whole.
+    tags_in_target: HashMap<(String, String), Option<Digest>>,
 }
 
 impl Plan {
@@ -303,6 +307,7 @@ impl Plan {
             images,
             skipped,
             documents,
+            tags_in_target: HashMap::new(),
         })
     }
 
@@ -355,6 +360,21 @@ impl Plan {
                 .iter()
                 .any(|h| h.target_ref == image.placement.target_ref)
         });
+    }
+
+    /// Records where the tag of an image (by its
+    /// [`PlannedImage::digest_ref`]) points in the target (`None`: it does
+    /// not exist), as just looked up.
+    pub fn note_tag_in_target(&mut self, digest_ref: (String, String), current: Option<Digest>) {
+        self.tags_in_target.insert(digest_ref, current);
+    }
+
+    /// Where the tag of `image` pointed in the target when it was looked
+    /// up; `None` when it was not.
+    pub fn tag_in_target(&self, image: &PlannedImage) -> Option<Option<&Digest>> {
+        self.tags_in_target
+            .get(&image.digest_ref())
+            .map(Option::as_ref)
     }
 
     /// Entries that will not be written.

@@ -400,6 +400,12 @@ impl crate::read::BlobStage for Stage {
             Stage::Registry(stage) => stage.held(),
         }
     }
+    fn leave_in_memory(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            Stage::Layout(stage) => stage.leave_in_memory(bytes),
+            Stage::Registry(stage) => stage.leave_in_memory(bytes),
+        }
+    }
 }
 
 impl Destination {
@@ -1166,9 +1172,18 @@ async fn complete_images(
             let destination = Arc::clone(destination);
             let (repository, reference) = image.digest_ref();
             let digest = image.digest.clone();
+            // The tag policy looked the tag up a moment ago.
+            let known = plan
+                .tag_in_target(image)
+                .map(|current| current == Some(&digest));
             async move {
-                let current = destination.manifest_digest(&repository, &reference).await?;
-                Ok::<_, Error>((current == Some(digest)).then_some((repository, reference)))
+                let complete = match known {
+                    Some(complete) => complete,
+                    None => {
+                        destination.manifest_digest(&repository, &reference).await? == Some(digest)
+                    }
+                };
+                Ok::<_, Error>(complete.then_some((repository, reference)))
             }
         })
         .collect();

@@ -95,6 +95,12 @@ pub(super) fn assemble<B: BundleSource>(
                 BlobSource::Entry(blob_entry(root_name, digest)),
             );
         }
+        // Small blobs the stage left in memory are pushed from there.
+        assembly.documents.extend(
+            root.in_memory
+                .iter()
+                .map(|(digest, bytes)| (digest.clone(), bytes.clone())),
+        );
     }
     let mut packs = pack::recognise_in_layout(&mut images, &assembly);
     let (installers, mut used) = installer::collect(&path, &others, &mut assembly)?;

@@ -665,6 +665,15 @@ pub trait BlobStage: Send {
     fn held(&self) -> bool {
         false
     }
+    /// Whether the index should keep a small blob in memory, for the push
+    /// to send from there, instead of handing it over (default: never).
+    /// Asked of every blob up to a document's size once it was read whole
+    /// and hashes to its digest, before `begin`; `true` leaves the blob to
+    /// the index and the stage never sees it. (The index keeps blobs that
+    /// look like JSON documents either way.)
+    fn leave_in_memory(&mut self, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// A stage that wants nothing: the index pass only reads.
@@ -745,6 +754,9 @@ struct RootScan {
     has_oci_layout: bool,
     blobs: HashMap<Digest, u64>,
     documents: HashMap<Digest, Bytes>,
+    /// Small blobs that are not documents, kept for the push
+    /// ([`BlobStage::leave_in_memory`]).
+    in_memory: HashMap<Digest, Bytes>,
 }
 
 /// Splits `[root/]blobs/<alg>/<hex>` into the root and the digest.
@@ -845,47 +857,41 @@ fn scan(
         let name = checked.normalized;
         let size = entry.size();
         if let Some((root, digest)) = blob_path(&name) {
-            let staged = |source| Error::Stage {
-                path: display.clone(),
-                digest: digest.clone(),
-                source,
+            let blob = Blob {
+                digest: &digest,
+                size,
+                entry: &name,
+                path,
             };
-            // An entry larger than the bundle may expand to can never be
-            // read whole: it is not set aside (a bomb would otherwise be
-            // uploaded into the stage up to the cap before it fails).
-            let begun = size <= expansion_cap;
-            let staging = begun && stage.begin(&digest, size).map_err(staged)?;
-            let mut unstaged = NoStage;
-            let this_stage: &mut dyn BlobStage = if begun { &mut *stage } else { &mut unstaged };
-            let read = hash_blob(&mut entry, &digest, size, limits, path, this_stage, staging)
-                .map_err(|e| e.at_item(&name))?;
-            let document = match read {
-                BlobRead::Hashed(actual, _) if actual != digest => {
-                    return Err(Error::BlobDigestMismatch {
-                        path: display,
-                        entry: name,
-                        actual,
-                    });
-                }
-                BlobRead::Hashed(_, document) => {
-                    if staging {
-                        stage.keep().map_err(staged)?;
-                    }
-                    document
-                }
-                BlobRead::HeldByTarget => None,
-            };
+            let read = if size <= limits.max_document_bytes {
+                read_small_blob(&mut entry, &blob, stage)
+            } else if size <= expansion_cap {
+                read_large_blob(&mut entry, &blob, stage)
+            } else {
+                // An entry larger than the bundle may expand to can never
+                // be read whole: it is not set aside (a bomb would
+                // otherwise be uploaded into the stage up to the cap
+                // before it fails).
+                read_large_blob(&mut entry, &blob, &mut NoStage)
+            }
+            .map_err(|e| e.at_item(&name))?;
             let root_scan = scan.roots.entry(root).or_default();
             root_scan.blobs.insert(digest.clone(), size);
-            if let Some(document) = document {
-                retained += document.len() as u64;
-                if retained > limits.max_documents_total_bytes {
-                    return Err(Error::DocumentBudgetExceeded {
-                        path: display,
-                        limit: limits.max_documents_total_bytes,
-                    });
+            match read {
+                BlobRead::Proven | BlobRead::HeldByTarget => {}
+                BlobRead::Document(document) => {
+                    retained += document.len() as u64;
+                    if retained > limits.max_documents_total_bytes {
+                        return Err(Error::DocumentBudgetExceeded {
+                            path: display,
+                            limit: limits.max_documents_total_bytes,
+                        });
+                    }
+                    root_scan.documents.insert(digest, document);
                 }
-                root_scan.documents.insert(digest, document);
+                BlobRead::InMemory(bytes) => {
+                    root_scan.in_memory.insert(digest, bytes);
+                }
             }
         } else if let Some(root) = layout_file(&name, "index.json") {
             let root = root.to_owned();
@@ -923,74 +929,134 @@ fn scan(
     Ok(scan)
 }
 
-/// What the index pass made of one blob's bytes.
+/// What the index pass made of one blob's bytes, which hash to its digest.
 enum BlobRead {
-    /// Their digest, and the bytes themselves when the blob is small and
-    /// looks like JSON (it may turn out to be a manifest once `index.json`
-    /// is read).
-    Hashed(Digest, Option<Bytes>),
+    /// Handed to the stage, or only read.
+    Proven,
+    /// A small blob that looks like JSON (it may turn out to be a manifest
+    /// once `index.json` is read), kept in memory.
+    Document(Bytes),
+    /// A small blob the stage left to the index
+    /// ([`BlobStage::leave_in_memory`]), kept in memory.
+    InMemory(Bytes),
     /// The target holds the blob already ([`BlobStage::held`]): its bytes
     /// were only read past, neither hashed nor set aside, since
     /// what the target holds under the digest is what any push would use.
     HeldByTarget,
 }
 
-/// Hashes one blob, handing its bytes to `stage` when `staging`; only reads
-/// past it when the stage finds the target holds it.
-fn hash_blob<S: BlobStage + ?Sized>(
-    entry: &mut impl Read,
-    digest: &Digest,
+/// Whether a small blob looks like a JSON document (its first character
+/// that is not white space is `{`): the index pass keeps those in memory, as
+/// they may turn out to be manifests or configs it needs to read.
+pub fn looks_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// The blob entry being read.
+struct Blob<'a> {
+    digest: &'a Digest,
     size: u64,
-    limits: ReadLimits,
-    path: &Path,
-    stage: &mut S,
-    staging: bool,
-) -> Result<BlobRead> {
-    let staged = |source| Error::Stage {
-        path: path.display().to_string(),
-        digest: digest.clone(),
-        source,
-    };
-    let mut hasher = Hasher::new(digest.algorithm());
-    if size <= limits.max_document_bytes {
-        let mut bytes = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|source| corrupt(path, source))?;
-        hasher.update(&bytes);
-        if staging {
-            stage.write(&bytes).map_err(staged)?;
+    /// Its name in the tar.
+    entry: &'a str,
+    /// The bundle.
+    path: &'a Path,
+}
+
+impl Blob<'_> {
+    fn staged(&self, source: std::io::Error) -> Error {
+        Error::Stage {
+            path: self.path.display().to_string(),
+            digest: self.digest.clone(),
+            source,
         }
-        let looks_like_json = bytes
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{');
-        let document = looks_like_json.then(|| Bytes::from(bytes));
-        return Ok(BlobRead::Hashed(hasher.finish(), document));
     }
+
+    fn check(&self, actual: Digest) -> Result<()> {
+        if actual == *self.digest {
+            return Ok(());
+        }
+        Err(Error::BlobDigestMismatch {
+            path: self.path.display().to_string(),
+            entry: self.entry.to_owned(),
+            actual,
+        })
+    }
+}
+
+/// Reads a blob of at most a document's size whole and proves it; only then
+/// is it kept (a JSON document, or a blob the stage leaves in memory) or
+/// handed to the stage in one piece.
+fn read_small_blob<S: BlobStage + ?Sized>(
+    entry: &mut impl Read,
+    blob: &Blob<'_>,
+    stage: &mut S,
+) -> Result<BlobRead> {
+    let mut bytes = Vec::with_capacity(blob.size as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|source| corrupt(blob.path, source))?;
+    let mut hasher = Hasher::new(blob.digest.algorithm());
+    hasher.update(&bytes);
+    blob.check(hasher.finish())?;
+    let looks_like_json = looks_like_json(&bytes);
+    let left = stage.leave_in_memory(&bytes);
+    if !left
+        && stage
+            .begin(blob.digest, blob.size)
+            .map_err(|e| blob.staged(e))?
+    {
+        stage.write(&bytes).map_err(|e| blob.staged(e))?;
+        stage.keep().map_err(|e| blob.staged(e))?;
+    }
+    Ok(match (looks_like_json, left) {
+        (true, _) => BlobRead::Document(Bytes::from(bytes)),
+        (false, true) => BlobRead::InMemory(Bytes::from(bytes)),
+        (false, false) => BlobRead::Proven,
+    })
+}
+
+/// Hashes a blob larger than a document as it hands its bytes to `stage`,
+/// then proves it; only reads past it when the stage finds the target holds
+/// it.
+fn read_large_blob<S: BlobStage + ?Sized>(
+    entry: &mut impl Read,
+    blob: &Blob<'_>,
+    stage: &mut S,
+) -> Result<BlobRead> {
+    let staging = stage
+        .begin(blob.digest, blob.size)
+        .map_err(|e| blob.staged(e))?;
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     if stage.held() {
         // Read past in the same large pieces: zstd decodes them in fewer calls.
         while entry
             .read(&mut buffer)
-            .map_err(|source| corrupt(path, source))?
+            .map_err(|source| corrupt(blob.path, source))?
             > 0
         {}
         return Ok(BlobRead::HeldByTarget);
     }
+    let mut hasher = Hasher::new(blob.digest.algorithm());
     loop {
         let n = entry
             .read(&mut buffer)
-            .map_err(|source| corrupt(path, source))?;
+            .map_err(|source| corrupt(blob.path, source))?;
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
         if staging {
-            stage.write(&buffer[..n]).map_err(staged)?;
+            stage.write(&buffer[..n]).map_err(|e| blob.staged(e))?;
         }
     }
-    Ok(BlobRead::Hashed(hasher.finish(), None))
+    blob.check(hasher.finish())?;
+    if staging {
+        stage.keep().map_err(|e| blob.staged(e))?;
+    }
+    Ok(BlobRead::Proven)
 }
 
 fn read_small(
