@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::airlock;
-use support::bundle::{BlobInfo, BuiltBundle, BundleBuilder, Image, Layer};
+use support::bundle::{BlobInfo, BuiltBundle, BundleBuilder, Image, Layer, sha256_digest};
 use support::keys::{KeyKind, TestKey};
+use support::pack::PackFixture;
 use support::process::run_counting_reads;
 use support::registry::Registry;
 use support::skopeo;
@@ -738,6 +739,48 @@ fn small_layers_go_from_memory_and_only_larger_ones_into_staging_sessions() {
         .count();
     assert_eq!(tag_lookups, 1, "{requests:#?}");
     assert!(registry.open_upload_sessions().is_empty());
+}
+
+#[test]
+fn a_pack_archive_goes_from_memory_and_a_cold_import_reads_the_bundle_twice() {
+    // The pack archive is a file outside the layout, whose digest is only
+    // known once hashed, and comes last in the tar: sending it from the
+    // bundle would read the whole bundle a third time to reach it.
+    let key = TestKey::generate(KeyKind::EcP256);
+    let pack = PackFixture::new("nginx", "1.2.0").layer("addon").image(APP);
+    let archive = pack.archive();
+    let bundle = BundleBuilder::new("pack-reads")
+        .image(Image::new(APP).layers(&[Layer::uncompressed(21, BIG_LAYER_BYTES)]))
+        .file(&pack.bundle_path(), &archive)
+        .build(&key);
+    let registry = Registry::start();
+    let size = size_of(bundle.zst());
+
+    let (cold, read) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
+        Duration::from_secs(120),
+    );
+    assert!(cold.success(), "cold import failed: {}", cold.stderr);
+    assert_landed(&bundle, &registry);
+    assert!(
+        reads_of(read, size) <= MAX_READS,
+        "a cold import read {read} bytes, {:.2} times the {size}-byte bundle",
+        reads_of(read, size)
+    );
+    let raw = skopeo::inspect_raw(
+        &registry,
+        &format!("{PREFIX}/spectro-packs/archive/nginx:1.2.0"),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).expect("manifest JSON");
+    assert_eq!(
+        manifest["layers"][0]["digest"].as_str(),
+        Some(sha256_digest(&archive).as_str()),
+        "{manifest}"
+    );
+    assert!(registry.blob_exists(
+        &format!("{PREFIX}/spectro-packs/archive/nginx"),
+        &sha256_digest(&archive)
+    ));
 }
 
 #[test]

@@ -400,10 +400,10 @@ impl crate::read::BlobStage for Stage {
             Stage::Registry(stage) => stage.held(),
         }
     }
-    fn leave_in_memory(&mut self, bytes: &[u8]) -> bool {
+    fn leave_in_memory(&mut self, bytes: &[u8], kept_anyway: bool) -> bool {
         match self {
-            Stage::Layout(stage) => stage.leave_in_memory(bytes),
-            Stage::Registry(stage) => stage.leave_in_memory(bytes),
+            Stage::Layout(stage) => stage.leave_in_memory(bytes, kept_anyway),
+            Stage::Registry(stage) => stage.leave_in_memory(bytes, kept_anyway),
         }
     }
 }

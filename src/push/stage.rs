@@ -570,9 +570,9 @@ impl crate::read::BlobStage for RegistryStage {
         self.current.as_ref().is_some_and(|current| current.held)
     }
 
-    fn leave_in_memory(&mut self, bytes: &[u8]) -> bool {
+    fn leave_in_memory(&mut self, bytes: &[u8], kept_anyway: bool) -> bool {
         // A document the index keeps anyway costs nothing more.
-        if crate::read::looks_like_json(bytes) {
+        if kept_anyway {
             return true;
         }
         let size = bytes.len() as u64;

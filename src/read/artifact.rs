@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::BlobSource;
 use super::document::{DOCKER_MANIFEST, Descriptor, OCI_MANIFEST};
 use super::image::{BundleImage, ImageKind, ManifestRef};
 use super::names::{ArtifactName, ImageName};
-use super::{BlobSource, ExtraFile};
+use super::peek::ScannedFile;
 use crate::digest::Digest;
 
 /// The OCI annotation naming a layer's file (oras writes it on every file).
@@ -121,12 +122,17 @@ impl WrittenManifest {
 }
 
 impl Assembly {
-    /// Registers a file of the bundle as a blob, streamed from its tar entry.
-    pub fn file_blob(&mut self, file: &ExtraFile) -> (Digest, u64) {
+    /// Registers a file of the bundle as a blob: sent from memory when the
+    /// index kept its content, else streamed from its tar entry.
+    pub fn file_blob(&mut self, scanned: &ScannedFile) -> (Digest, u64) {
+        let file = &scanned.file;
         self.blobs.insert(file.digest.clone(), file.size);
         self.sources
             .entry(file.digest.clone())
-            .or_insert_with(|| BlobSource::Entry(file.path.clone()));
+            .or_insert_with(|| match &scanned.kept {
+                Some(bytes) => BlobSource::Memory(bytes.clone()),
+                None => BlobSource::Entry(file.path.clone()),
+            });
         (file.digest.clone(), file.size)
     }
 

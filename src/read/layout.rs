@@ -61,7 +61,12 @@ pub(super) fn assemble<B: BundleSource>(
             // Docker 25 docker-save without index.json names them, and
             // unclaimed ones are listed, not silently dropped.
             for (digest, size) in scanned.blobs {
-                let peek = match scanned.documents.remove(&digest) {
+                // What the index holds of it is sent from memory.
+                let document = scanned.documents.remove(&digest);
+                let kept = document
+                    .clone()
+                    .or_else(|| scanned.in_memory.remove(&digest));
+                let peek = match document {
                     Some(bytes) => Peek::Whole(bytes),
                     None => Peek::Nothing,
                 };
@@ -74,6 +79,7 @@ pub(super) fn assemble<B: BundleSource>(
                     gzip: false,
                     uncompressed: None,
                     peek,
+                    kept,
                 });
             }
         }

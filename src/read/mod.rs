@@ -665,13 +665,16 @@ pub trait BlobStage: Send {
     fn held(&self) -> bool {
         false
     }
-    /// Whether the index should keep a small blob in memory, for the push
-    /// to send from there, instead of handing it over (default: never).
-    /// Asked of every blob up to a document's size once it was read whole
-    /// and hashes to its digest, before `begin`; `true` leaves the blob to
-    /// the index and the stage never sees it. (The index keeps blobs that
-    /// look like JSON documents either way.)
-    fn leave_in_memory(&mut self, _bytes: &[u8]) -> bool {
+    /// Whether the index should keep small content in memory, for the push
+    /// to send from there, instead of handing it over or leaving it to be
+    /// read from the bundle again (default: never). Asked of every blob up
+    /// to a document's size once it was read whole and hashes to its digest
+    /// (before `begin`: `true` leaves the blob to the index and the stage
+    /// never sees it), and of every file outside the layout up to that
+    /// size once it was read whole. `kept_anyway`: the index keeps these
+    /// bytes whatever the answer (a JSON document), so leaving them costs
+    /// no memory.
+    fn leave_in_memory(&mut self, _bytes: &[u8], _kept_anyway: bool) -> bool {
         false
     }
 }
@@ -903,8 +906,30 @@ fn scan(
                 .or_default()
                 .has_oci_layout = true;
         } else {
-            let file = peek::scan_file(&mut entry, name.clone(), size, limits, &mut retained, path)
+            let file = if size <= limits.max_document_bytes {
+                // Read whole first: the stage may want it kept for the push.
+                let mut bytes = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|source| corrupt(path, source))?;
+                let mut file = peek::scan_file(
+                    &mut bytes.as_slice(),
+                    name.clone(),
+                    size,
+                    limits,
+                    &mut retained,
+                    path,
+                )
                 .map_err(|e| e.at_item(&name))?;
+                let whole = file.whole().cloned();
+                if stage.leave_in_memory(&bytes, whole.is_some()) {
+                    file.kept = Some(whole.unwrap_or_else(|| Bytes::from(bytes)));
+                }
+                file
+            } else {
+                peek::scan_file(&mut entry, name.clone(), size, limits, &mut retained, path)
+                    .map_err(|e| e.at_item(&name))?
+            };
             scan.others.push(file);
         }
     }
@@ -948,7 +973,7 @@ enum BlobRead {
 /// Whether a small blob looks like a JSON document (its first character
 /// that is not white space is `{`): the index pass keeps those in memory, as
 /// they may turn out to be manifests or configs it needs to read.
-pub fn looks_like_json(bytes: &[u8]) -> bool {
+fn looks_like_json(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -1002,7 +1027,7 @@ fn read_small_blob<S: BlobStage + ?Sized>(
     hasher.update(&bytes);
     blob.check(hasher.finish())?;
     let looks_like_json = looks_like_json(&bytes);
-    let left = stage.leave_in_memory(&bytes);
+    let left = stage.leave_in_memory(&bytes, looks_like_json);
     if !left
         && stage
             .begin(blob.digest, blob.size)

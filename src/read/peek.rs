@@ -40,6 +40,10 @@ pub struct ScannedFile {
     pub uncompressed: Option<crate::digest::Digest>,
     /// What was kept of its content.
     pub peek: Peek,
+    /// The whole content, when the index kept it for the push to send from
+    /// memory rather than read the bundle again
+    /// ([`BlobStage::leave_in_memory`](super::BlobStage::leave_in_memory)).
+    pub kept: Option<Bytes>,
 }
 
 /// What the index pass kept of a file's content.
@@ -179,6 +183,7 @@ pub fn scan_file(
         gzip,
         uncompressed,
         peek,
+        kept: None,
     })
 }
 

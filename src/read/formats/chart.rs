@@ -91,14 +91,11 @@ pub fn collect(
         let item = file.file.path.clone();
         let chart_yaml = loose_chart_yaml(bundle, file)?;
         let metadata = Metadata::parse(&chart_yaml).map_err(|r| invalid(bundle, &item, r))?;
-        let mut layers = vec![Written::new(
-            CHART_MEDIA_TYPE,
-            assembly.file_blob(&file.file),
-        )];
+        let mut layers = vec![Written::new(CHART_MEDIA_TYPE, assembly.file_blob(file))];
         if let Some(prov) = provenance.get(file.file.path.as_str()) {
             layers.push(Written::new(
                 PROVENANCE_MEDIA_TYPE,
-                assembly.file_blob(&prov.file),
+                assembly.file_blob(prov),
             ));
             used.push(prov.file.path.clone());
         }

@@ -303,7 +303,7 @@ impl<'a> Save<'a> {
                 diff_ids.len()
             )));
         }
-        let config_written = Written::new(DOCKER_CONFIG, assembly.file_blob(&config_file.file));
+        let config_written = Written::new(DOCKER_CONFIG, assembly.file_blob(config_file));
         referenced.push(config_file.file.path.clone());
         let mut layers = Vec::with_capacity(entry.layers.len());
         for (index, (relative, diff_id)) in entry.layers.iter().zip(diff_ids).enumerate() {
@@ -377,7 +377,7 @@ impl<'a> Save<'a> {
                 )));
             }
         }
-        Ok(Written::new(media_type, assembly.file_blob(&layer.file)))
+        Ok(Written::new(media_type, assembly.file_blob(layer)))
     }
 }
 
@@ -404,6 +404,7 @@ mod tests {
             } else {
                 Peek::Nothing
             },
+            kept: None,
         }
     }
 

@@ -186,8 +186,8 @@ fn artifact(
         EMPTY_CONFIG,
         assembly.memory_blob(Bytes::from_static(EMPTY_JSON)),
     );
-    let layer = Written::new(&media_type, assembly.file_blob(&file.file))
-        .annotate(TITLE_ANNOTATION, &title);
+    let layer =
+        Written::new(&media_type, assembly.file_blob(file)).annotate(TITLE_ANNOTATION, &title);
     let mut manifest = WrittenManifest::oci(config, vec![layer]);
     manifest.artifact_type = Some(artifact_type.clone());
     manifest.annotations = annotations;

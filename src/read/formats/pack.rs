@@ -306,7 +306,7 @@ fn archive_pack(
         assembly.memory_blob(Bytes::from_static(EMPTY_JSON)),
     );
     let layer =
-        Written::new(ORAS_LAYER, assembly.file_blob(&file.file)).annotate(TITLE_ANNOTATION, &title);
+        Written::new(ORAS_LAYER, assembly.file_blob(file)).annotate(TITLE_ANNOTATION, &title);
     let mut pack = Pack {
         item: item.to_owned(),
         name: name.clone(),
