@@ -648,21 +648,24 @@ pub async fn check_tags(
     let policy = plan.options().on_existing_tag;
     let mut held = Vec::new();
     let mut found = Vec::new();
-    // Many at once, answers taken in plan order: each is a round trip to
-    // the registry.
+    // Many at once, each started as soon as another answered (each is a
+    // round trip to the registry); judged in plan order.
     let lookups: Vec<_> = plan
         .images()
         .iter()
-        .map(|image| async move {
+        .enumerate()
+        .map(|(position, image)| async move {
             let current = writer.tag_digest(image).await?;
-            Ok::<_, crate::push::Error>((image, image.placement.tag.is_some().then_some(current)))
+            let looked_up = image.placement.tag.is_some().then_some(current);
+            Ok::<_, crate::push::Error>((position, image, looked_up))
         })
         .collect();
-    let answers: Vec<_> = futures::stream::iter(lookups)
-        .buffered(TAG_CHECKS_IN_FLIGHT)
+    let mut answers: Vec<_> = futures::stream::iter(lookups)
+        .buffer_unordered(TAG_CHECKS_IN_FLIGHT)
         .try_collect()
         .await?;
-    for (image, current) in answers {
+    answers.sort_unstable_by_key(|(position, _, _)| *position);
+    for (_, image, current) in answers {
         // Only tags were looked up; a referrer pushed by digest was not.
         let Some(current) = current else {
             continue;
