@@ -235,6 +235,37 @@ fn a_custom_ca_from_the_daemon_config_is_trusted_and_nothing_else_is_needed() {
 }
 
 #[test]
+fn a_daemon_that_does_not_trust_the_registry_retries_with_reason_tls_and_sends_nothing() {
+    let registry = Registry::start_with(RegistryOptions::default().with_tls());
+    let key = TestKey::generate(KeyKind::EcP256);
+    let bundle = BundleBuilder::new("untrusted-daemon")
+        .image(Image::new("quay.io/acme/app:1.0"))
+        .build(&key);
+    let site = Site::new();
+    // No CA given: the registry's certificate is from an unknown issuer.
+    let daemon = Daemon::start(&site.setup(&[]), &registry, key.public_pem());
+    bundle.copy_into(site.drop.path());
+    daemon.wait_until("a retry after the TLS handshake failed", |d| {
+        d.metric(r#"airlock_retries_total{reason="tls"}"#) >= 1.0
+    });
+    assert_eq!(
+        daemon.metric(r#"airlock_retries_total{reason="other"}"#),
+        0.0
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("TLS handshake with"), "{log}");
+    let requests: Vec<_> = registry
+        .settled_requests()
+        .into_iter()
+        .filter(|r| !r.user_agent.starts_with("curl/"))
+        .collect();
+    assert!(
+        requests.is_empty(),
+        "requests reached the registry: {requests:?}"
+    );
+}
+
+#[test]
 fn client_certificates_from_flags_open_a_registry_that_requires_them() {
     let registry = Registry::start_with(RegistryOptions::default().with_client_certs());
     let (cert, key) = registry.client_cert_and_key();

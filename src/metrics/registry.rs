@@ -137,6 +137,10 @@ pub enum RetryReason {
     Connection,
     /// The registry answered another 5xx.
     ServerError,
+    /// The TLS handshake with the registry failed: its certificate is not
+    /// trusted or names another host, or it refused airlock's client
+    /// certificate.
+    Tls,
     /// Anything else.
     Other,
 }
@@ -168,6 +172,7 @@ impl RetryReason {
             crate::push::Error::Http { source, .. } if source.is_timeout() => RetryReason::Timeout,
             crate::push::Error::Stalled { .. } => RetryReason::Timeout,
             crate::push::Error::Http { .. } => RetryReason::Connection,
+            crate::push::Error::TlsHandshake { .. } => RetryReason::Tls,
             _ => RetryReason::Other,
         }
     }
@@ -185,6 +190,7 @@ impl LabelValue for RetryReason {
         RetryReason::Timeout,
         RetryReason::Connection,
         RetryReason::ServerError,
+        RetryReason::Tls,
         RetryReason::Other,
     ];
 
@@ -195,6 +201,7 @@ impl LabelValue for RetryReason {
             RetryReason::Timeout => "timeout",
             RetryReason::Connection => "connection",
             RetryReason::ServerError => "server_error",
+            RetryReason::Tls => "tls",
             RetryReason::Other => "other",
         }
     }
@@ -299,6 +306,12 @@ mod tests {
         assert_eq!(RetryReason::of(&unauthorized), RetryReason::Other);
         let task = crate::import::Error::Task("gone".into());
         assert_eq!(RetryReason::of(&task), RetryReason::Other);
+        let handshake = crate::import::Error::Push(crate::push::Error::TlsHandshake {
+            url: "https://registry.example/v2/".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            hint: "",
+        });
+        assert_eq!(RetryReason::of(&handshake), RetryReason::Tls);
     }
 
     #[test]
@@ -311,6 +324,6 @@ mod tests {
         }
         assert_eq!(distinct::<RequestMethod>(), 7);
         assert_eq!(distinct::<StatusClass>(), 5);
-        assert_eq!(distinct::<RetryReason>(), 6);
+        assert_eq!(distinct::<RetryReason>(), 7);
     }
 }
