@@ -90,6 +90,22 @@ fn assert_landed(bundle: &BuiltBundle, registry: &Registry) {
     );
 }
 
+/// Imports `bundle` into `registry` (`temperature`: "cold" or "warm", for
+/// messages), asserts it landed, and returns the bytes the import read.
+fn import_counting_reads(bundle: &BuiltBundle, registry: &Registry, temperature: &str) -> u64 {
+    let (import, read) = run_counting_reads(
+        &mut import_command(bundle.zst(), bundle.public_key_pem(), registry),
+        Duration::from_secs(120),
+    );
+    assert!(
+        import.success(),
+        "{temperature} import failed: {}",
+        import.stderr
+    );
+    assert_landed(bundle, registry);
+    read
+}
+
 fn reads_of(read: u64, size: u64) -> f64 {
     read as f64 / size as f64
 }
@@ -101,12 +117,7 @@ fn an_import_reads_the_bundle_twice_cold_and_warm_and_a_refused_one_once() {
     let registry = Registry::start();
     let limit = Duration::from_secs(120);
 
-    let (cold, read) = run_counting_reads(
-        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
-        limit,
-    );
-    assert!(cold.success(), "cold import failed: {}", cold.stderr);
-    assert_landed(&bundle, &registry);
+    let read = import_counting_reads(&bundle, &registry, "cold");
     assert!(
         reads_of(read, size) <= MAX_READS,
         "a cold import read {read} bytes, {:.2} times the {size}-byte bundle",
@@ -118,11 +129,7 @@ fn an_import_reads_the_bundle_twice_cold_and_warm_and_a_refused_one_once() {
         registry.open_upload_sessions()
     );
 
-    let (warm, read) = run_counting_reads(
-        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
-        limit,
-    );
-    assert!(warm.success(), "warm import failed: {}", warm.stderr);
+    let read = import_counting_reads(&bundle, &registry, "warm");
     assert!(
         reads_of(read, size) <= MAX_READS,
         "a warm import read {read} bytes, {:.2} times the {size}-byte bundle",
@@ -701,12 +708,7 @@ fn small_layers_go_from_memory_and_only_larger_ones_into_staging_sessions() {
     let registry = Registry::start();
     let size = size_of(bundle.zst());
 
-    let (cold, read) = run_counting_reads(
-        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
-        Duration::from_secs(120),
-    );
-    assert!(cold.success(), "cold import failed: {}", cold.stderr);
-    assert_landed(&bundle, &registry);
+    let read = import_counting_reads(&bundle, &registry, "cold");
     assert!(
         read <= 2 * size + OTHER_READS_BYTES,
         "a cold import read {read} bytes of a {size}-byte bundle"
@@ -756,12 +758,7 @@ fn a_pack_archive_goes_from_memory_and_a_cold_import_reads_the_bundle_twice() {
     let registry = Registry::start();
     let size = size_of(bundle.zst());
 
-    let (cold, read) = run_counting_reads(
-        &mut import_command(bundle.zst(), bundle.public_key_pem(), &registry),
-        Duration::from_secs(120),
-    );
-    assert!(cold.success(), "cold import failed: {}", cold.stderr);
-    assert_landed(&bundle, &registry);
+    let read = import_counting_reads(&bundle, &registry, "cold");
     assert!(
         reads_of(read, size) <= MAX_READS,
         "a cold import read {read} bytes, {:.2} times the {size}-byte bundle",
