@@ -568,7 +568,9 @@ async fn plan_and_push(
             "held back by pack image policy fail, as images they declare are neither in the bundle nor in the target: {packs}"
         ));
     }
-    let held_tags = check_tags(&mut plan, writer).await?;
+    // As many at once as the push's other small requests.
+    let in_flight = push.concurrency.max(1) * crate::push::REQUESTS_PER_BLOB;
+    let held_tags = check_tags(&mut plan, writer, in_flight).await?;
     plan.withhold_tags(&held_tags);
     let failing: Vec<String> = held_tags
         .iter()
@@ -631,19 +633,15 @@ async fn plan_and_push(
     }
 }
 
-/// Tag lookups in flight at once: as many as the small requests of an
-/// import at the default concurrency.
-const TAG_CHECKS_IN_FLIGHT: usize =
-    crate::push::DEFAULT_CONCURRENCY * crate::push::REQUESTS_PER_BLOB;
-
 /// Looks up, before anything is pushed, where each tag the plan sets points
-/// in the target now, notes it in the plan (the push then knows which
-/// images the target holds whole without asking again), and returns the
-/// images the plan's tag policy holds back. A held tag is logged as a
-/// warning.
+/// in the target now, `in_flight` at once, notes it in the plan (the push
+/// then knows which images the target holds whole without asking again),
+/// and returns the images the plan's tag policy holds back. A held tag is
+/// logged as a warning.
 pub async fn check_tags(
     plan: &mut Plan,
     writer: &crate::push::Destination,
+    in_flight: usize,
 ) -> Result<Vec<HeldTag>> {
     let policy = plan.options().on_existing_tag;
     let mut held = Vec::new();
@@ -661,7 +659,7 @@ pub async fn check_tags(
         })
         .collect();
     let mut answers: Vec<_> = futures::stream::iter(lookups)
-        .buffer_unordered(TAG_CHECKS_IN_FLIGHT)
+        .buffer_unordered(in_flight.max(1))
         .try_collect()
         .await?;
     answers.sort_unstable_by_key(|(position, _, _)| *position);

@@ -421,7 +421,8 @@ async fn tags_held(
         &PushOptions::default(),
         None
     ))?;
-    classed!(import::check_tags(&mut plan, &writer).await)
+    let in_flight = crate::push::DEFAULT_CONCURRENCY * crate::push::REQUESTS_PER_BLOB;
+    classed!(import::check_tags(&mut plan, &writer, in_flight).await)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CommandError> {
