@@ -92,6 +92,7 @@ const MATRIX: &[Case] = &[
         set: &[
             "registry.auth.existingSecret=registry-credentials",
             "registry.caCert.existingSecret=registry-ca",
+            "registry.clientCert.existingSecret=airlock-client-tls",
             "state.existingClaim=airlock-state",
             "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ],
@@ -615,6 +616,57 @@ fn console_auth_mounts_the_htpasswd_secret_and_the_ingress_reaches_the_service()
         String::from_utf8_lossy(&output.stderr).contains("ingress.host is required"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn registry_secrets_are_mounted_where_the_config_points() {
+    let case = MATRIX
+        .iter()
+        .find(|c| c.name == "registry auth and CA secrets")
+        .expect("the registry secrets case");
+    let objects = documents(&render(case));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&objects)).expect("YAML");
+    let registry = &config["registry"];
+    let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    for (file, secret) in [
+        (&registry["auth_file"], "registry-credentials"),
+        (&registry["ca_cert"][0], "registry-ca"),
+        (&registry["client_cert"], "airlock-client-tls"),
+        (&registry["client_key"], "airlock-client-tls"),
+    ] {
+        let file = file.as_str().unwrap_or_else(|| panic!("{config:?}"));
+        let (dir, name) = file.rsplit_once('/').expect("an absolute path");
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(dir))
+            .unwrap_or_else(|| panic!("nothing mounted at {dir} for {file}"));
+        assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mount's volume");
+        assert_eq!(
+            volume["secret"]["secretName"].as_str(),
+            Some(secret),
+            "{volume:?}"
+        );
+        let items = volume["secret"]["items"].as_sequence().expect("items");
+        assert!(
+            items.iter().any(|i| i["path"].as_str() == Some(name)),
+            "{file} is not among the items of {volume:?}"
+        );
+    }
+    // Without the values, none of it.
+    let defaults = documents(&render(&MATRIX[0]));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&defaults)).expect("YAML");
+    assert!(
+        config["registry"].get("client_cert").is_none(),
+        "{config:?}"
     );
 }
 

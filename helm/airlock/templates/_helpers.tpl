@@ -63,6 +63,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "airlock.authDir" -}}/run/secrets/airlock/registry{{- end }}
 {{- define "airlock.stateDir" -}}/var/lib/airlock{{- end }}
 {{- define "airlock.consoleAuthDir" -}}/run/secrets/airlock/console{{- end }}
+{{- define "airlock.clientCertDir" -}}/run/secrets/airlock/client-cert{{- end }}
 
 {{/* The kind of drop volume: claim (existing or created), hostPath or nfs. */}}
 {{- define "airlock.dropKind" -}}
@@ -130,6 +131,10 @@ merged over it.
 {{- end }}
 {{- with include "airlock.caFile" . }}
 {{- $_ := set $registry "ca_cert" (list .) }}
+{{- end }}
+{{- if .Values.registry.clientCert.existingSecret }}
+{{- $_ := set $registry "client_cert" (printf "%s/tls.crt" (include "airlock.clientCertDir" .)) }}
+{{- $_ := set $registry "client_key" (printf "%s/tls.key" (include "airlock.clientCertDir" .)) }}
 {{- end }}
 {{- $drop := dict "dirs" (list .Values.drop.mountPath) "poll" (eq (include "airlock.dropPoll" .) "true") }}
 {{- $imports := dict }}
