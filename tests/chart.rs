@@ -93,6 +93,7 @@ const MATRIX: &[Case] = &[
             "registry.auth.existingSecret=registry-credentials",
             "registry.caCert.existingSecret=registry-ca",
             "registry.clientCert.existingSecret=airlock-client-tls",
+            "attestations.signingKey.existingSecret=airlock-attestation",
             "state.existingClaim=airlock-state",
             "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ],
@@ -620,7 +621,7 @@ fn console_auth_mounts_the_htpasswd_secret_and_the_ingress_reaches_the_service()
 }
 
 #[test]
-fn registry_secrets_are_mounted_where_the_config_points() {
+fn secrets_are_mounted_where_the_config_points() {
     let case = MATRIX
         .iter()
         .find(|c| c.name == "registry auth and CA secrets")
@@ -634,6 +635,10 @@ fn registry_secrets_are_mounted_where_the_config_points() {
         (&registry["ca_cert"][0], "registry-ca"),
         (&registry["client_cert"], "airlock-client-tls"),
         (&registry["client_key"], "airlock-client-tls"),
+        (
+            &config["attestations"]["signing_key"],
+            "airlock-attestation",
+        ),
     ] {
         let file = file.as_str().unwrap_or_else(|| panic!("{config:?}"));
         let (dir, name) = file.rsplit_once('/').expect("an absolute path");

@@ -64,6 +64,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "airlock.stateDir" -}}/var/lib/airlock{{- end }}
 {{- define "airlock.consoleAuthDir" -}}/run/secrets/airlock/console{{- end }}
 {{- define "airlock.clientCertDir" -}}/run/secrets/airlock/client-cert{{- end }}
+{{- define "airlock.attestationDir" -}}/run/secrets/airlock/attestation{{- end }}
 
 {{/* The kind of drop volume: claim (existing or created), hostPath or nfs. */}}
 {{- define "airlock.dropKind" -}}
@@ -152,6 +153,11 @@ merged over it.
 }}
 {{- if $imports }}
 {{- $_ := set $config "imports" $imports }}
+{{- end }}
+{{- with .Values.attestations.signingKey }}
+{{- if .existingSecret }}
+{{- $_ := set $config "attestations" (dict "signing_key" (printf "%s/%s" (include "airlock.attestationDir" $) .key)) }}
+{{- end }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.config)) }}
 {{- end }}
