@@ -793,15 +793,7 @@ fn small_blobs_past_the_memory_budget_are_staged() {
         .build(&key);
     let registry = Registry::start();
 
-    let output = import_command(bundle.zst(), bundle.public_key_pem(), &registry)
-        .output()
-        .expect("run airlock");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_landed(&bundle, &registry);
+    import_counting_reads(&bundle, &registry, "cold");
     let requests = registry.settled_requests();
     let (staged, direct) = staged_and_direct(&requests, APP_REPO);
     let layers_direct = bundle.image(APP).manifests[0]
