@@ -833,8 +833,12 @@ impl Registry {
                     self.config.display()
                 );
             }
+            // The answer must be this child's: while the port was free
+            // (a restart), another test's server may have taken it, and then
+            // this child fails to bind while the other one answers.
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
                 && self.answers_v2()
+                && self.logged_a_probe_since(log_start)
             {
                 return Ok(());
             }
@@ -853,6 +857,18 @@ impl Registry {
 
     /// `GET /v2/` answers 200, or 401 when auth is on, from a distribution
     /// registry (and not from some other server that took the port).
+    /// Whether this registry's access log shows a `GET /v2/` (a probe of
+    /// [`Self::answers_v2`]) written after byte `log_start`. The line comes
+    /// just after the answer, so a probe may need a moment to show.
+    fn logged_a_probe_since(&self, log_start: u64) -> bool {
+        let log = self.log_text();
+        log.get(log_start as usize..)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(parse_access_line)
+            .any(|r| r.method == "GET" && r.path == "/v2/")
+    }
+
     fn answers_v2(&self) -> bool {
         let mut cmd = tools::command("curl");
         cmd.args(["--silent", "--include", "--max-time", "2"]);
