@@ -1058,3 +1058,232 @@ fn a_zstd_bomb_with_a_bad_signature_under_single_read_is_stopped_by_the_read_lim
     let writes = registry.settled_writes_since(0);
     assert!(writes.is_empty(), "a refused bomb wrote: {writes:?}");
 }
+
+/// A legacy `docker save` of [`SAVED`] in a signed bundle: one
+/// uncompressed layer of [`BIG_LAYER_BYTES`] incompressible bytes, written
+/// last in the tar, after `manifest.json` and the config (the config's
+/// `diff_ids` name it, but its tar entry `<id>/layer.tar` does not: its
+/// digest is known only once it is read whole).
+struct SavedBundle {
+    dir: tempfile::TempDir,
+    key: TestKey,
+    layer_digest: String,
+}
+
+const SAVED: &str = "quay.io/acme/saved:1.0";
+const SAVED_REPO: &str = "mirror/quay.io/acme/saved";
+
+impl SavedBundle {
+    /// `diff_id`: what the config claims the layer hashes to (its real
+    /// digest when `None`).
+    fn build(name: &str, diff_id: Option<&str>) -> SavedBundle {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = TestKey::generate(KeyKind::EcP256);
+        let layer = support::bundle::pseudo_random_bytes(
+            support::bundle::seed_from(name),
+            BIG_LAYER_BYTES as usize,
+        );
+        let layer_digest = sha256_digest(&layer);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.unwrap_or(&layer_digest)]}
+        }))
+        .expect("config");
+        let config_file = format!(
+            "{}.json",
+            sha256_digest(&config).trim_start_matches("sha256:")
+        );
+        let layer_file = "5a7ed1a7e4/layer.tar";
+        let manifest = serde_json::json!([
+            {"Config": config_file, "RepoTags": [SAVED], "Layers": [layer_file]}
+        ]);
+        let files: [(&str, Vec<u8>); 4] = [
+            ("manifest.json", manifest.to_string().into_bytes()),
+            (&config_file, config),
+            ("5a7ed1a7e4/VERSION", b"1.0".to_vec()),
+            (layer_file, layer),
+        ];
+        let tar_path = dir.path().join(format!("{name}.tar"));
+        let mut tar = tar::Builder::new(std::fs::File::create(&tar_path).expect("create the tar"));
+        for (path, bytes) in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, &bytes[..])
+                .expect("append");
+        }
+        tar.finish().expect("finish the tar");
+        drop(tar);
+        let saved = SavedBundle {
+            dir,
+            key,
+            layer_digest,
+        };
+        support::tools::run(
+            support::tools::command("zstd")
+                .args(["-q", "-f", "-1"])
+                .arg(&tar_path)
+                .arg("-o")
+                .arg(saved.zst()),
+            "compress the bundle with the zstd CLI",
+        );
+        saved
+            .key
+            .sign(&saved.zst(), &saved.dir.path().join("saved.sig.bin"));
+        saved
+    }
+
+    fn zst(&self) -> std::path::PathBuf {
+        self.dir.path().join("saved.zst")
+    }
+}
+
+#[test]
+fn a_docker_save_layer_is_sent_while_it_is_hashed_and_an_import_reads_the_bundle_twice() {
+    let saved = SavedBundle::build("saved-reads", None);
+    let size = size_of(&saved.zst());
+    let registry = Registry::start();
+
+    for temperature in ["cold", "warm"] {
+        let (import, read) = run_counting_reads(
+            &mut import_command(&saved.zst(), saved.key.public_pem(), &registry),
+            Duration::from_secs(120),
+        );
+        assert!(import.success(), "{temperature} import: {}", import.stderr);
+        assert!(
+            reads_of(read, size) <= MAX_READS,
+            "a {temperature} import read {read} bytes, {:.2} times the {size}-byte bundle",
+            reads_of(read, size)
+        );
+        assert!(
+            registry.open_upload_sessions().is_empty(),
+            "{temperature}: sessions left open"
+        );
+    }
+    let raw = skopeo::inspect_raw(&registry, &format!("{PREFIX}/{SAVED}"));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).expect("manifest JSON");
+    assert_eq!(
+        manifest["layers"][0]["digest"].as_str(),
+        Some(saved.layer_digest.as_str()),
+        "{manifest}"
+    );
+    assert!(registry.blob_exists(SAVED_REPO, &saved.layer_digest));
+    // The layer went through a staging session, committed under the digest
+    // it hashed to, and was sent once: the warm import sent it again into a
+    // session it cancelled once the staging repository proved to hold it.
+    let requests = registry.settled_requests();
+    let commits: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/airlock-staging/blobs/uploads/"))
+        .filter(|r| {
+            r.path
+                .contains(saved.layer_digest.trim_start_matches("sha256:"))
+        })
+        .collect();
+    assert_eq!(commits.len(), 1, "{requests:#?}");
+    let (_, direct) = staged_and_direct(&requests, SAVED_REPO);
+    assert!(
+        !direct.contains(&saved.layer_digest),
+        "the layer was uploaded from the bundle again: {requests:#?}"
+    );
+
+    // Read once, it is sent in that one pass too.
+    let fresh = Registry::start();
+    let (single, read) = run_counting_reads(
+        import_command(&saved.zst(), saved.key.public_pem(), &fresh).arg("--single-read"),
+        Duration::from_secs(120),
+    );
+    assert!(single.success(), "single-read import: {}", single.stderr);
+    assert!(
+        ratio(read, size) <= MAX_READS_SINGLE,
+        "a cold single-read import read {read} bytes, {:.2} times the {size}-byte bundle",
+        ratio(read, size)
+    );
+    assert!(fresh.blob_exists(SAVED_REPO, &saved.layer_digest));
+}
+
+#[test]
+fn a_docker_save_layer_that_does_not_match_its_diff_id_leaves_no_session_and_no_blob() {
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let saved = SavedBundle::build("saved-mismatch", Some(&wrong));
+    let registry = Registry::start();
+
+    let output = import_command(&saved.zst(), saved.key.public_pem(), &registry)
+        .output()
+        .expect("run airlock import");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("diff_ids[0]"), "{stderr}");
+    // Its bytes were sent while it was read (the mismatch shows only once
+    // the config names it) and the session was cancelled.
+    let requests = registry.settled_requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.contains("/airlock-staging/")),
+        "the layer was not staged: {requests:#?}"
+    );
+    assert!(
+        registry.open_upload_sessions().is_empty(),
+        "{:?}",
+        registry.open_upload_sessions()
+    );
+    assert!(
+        registry.stored_blobs().is_empty(),
+        "{:?}",
+        registry.stored_blobs()
+    );
+    assert!(registry.catalog().is_empty(), "{:?}", registry.catalog());
+}
+
+#[test]
+fn a_docker_save_layer_is_set_aside_in_an_oci_layout_while_it_is_hashed() {
+    let saved = SavedBundle::build("saved-layout", None);
+    let size = size_of(&saved.zst());
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    for temperature in ["cold", "warm"] {
+        let (import, read) = run_counting_reads(
+            &mut oci_import_command(&saved.zst(), saved.key.public_pem(), &layout),
+            Duration::from_secs(120),
+        );
+        assert!(import.success(), "{temperature} import: {}", import.stderr);
+        assert!(
+            reads_of(read, size) <= MAX_READS,
+            "a {temperature} import into a layout read {read} bytes, {:.2} times the {size}-byte bundle",
+            reads_of(read, size)
+        );
+    }
+    let hex = saved.layer_digest.trim_start_matches("sha256:");
+    let stored = std::fs::read(layout.join("blobs/sha256").join(hex)).expect("the layer");
+    assert_eq!(sha256_digest(&stored), saved.layer_digest);
+    // skopeo's `oci:` transport lists only OCI media types, and this is a
+    // Docker schema 2 manifest: it is read from the layout's files.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON");
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"], SAVED,
+        "{index}"
+    );
+    let manifest_hex = entry["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .expect("a manifest digest");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(manifest_hex)).expect("the manifest"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(
+        manifest["layers"][0]["digest"].as_str(),
+        Some(saved.layer_digest.as_str())
+    );
+    let partial: Vec<String> = files_under(&layout)
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+}

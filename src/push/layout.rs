@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Error, Result};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::read::names::OCI_REF_NAME;
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -120,18 +120,21 @@ impl LayoutWriter {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.clone());
-        std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
-        let file = tempfile::Builder::new()
-            .prefix(crate::durable::TEMP_PREFIX)
-            .suffix(".partial")
-            .permissions(Permissions::from_mode(FILE_MODE))
-            .tempfile_in(&parent)
-            .map_err(|e| io_error(&parent, e))?;
         Ok(BlobWrite {
-            file,
+            file: partial_in(&parent)?,
             hasher: Hasher::new(digest.algorithm()),
             digest: digest.clone(),
             final_path,
+        })
+    }
+
+    /// Starts writing content whose SHA-256 digest is known only once it
+    /// was written whole, beside the place of every such blob.
+    pub fn begin_unnamed_blob(&self) -> Result<UnnamedWrite> {
+        let parent = self.dir.join("blobs").join(Algorithm::Sha256.as_str());
+        Ok(UnnamedWrite {
+            file: partial_in(&parent)?,
+            hasher: Hasher::new(Algorithm::Sha256),
         })
     }
 
@@ -300,6 +303,8 @@ impl LayoutWriter {
 pub struct LayoutStage {
     writer: Arc<LayoutWriter>,
     current: Option<(Digest, BlobWrite)>,
+    /// The file begun last with `begin_unnamed`, and its size.
+    unnamed: Option<(UnnamedWrite, u64)>,
     kept: HashMap<Digest, StagedBlob>,
     /// The layout holds the blob begun last.
     held: bool,
@@ -311,6 +316,7 @@ impl LayoutStage {
         LayoutStage {
             writer,
             current: None,
+            unnamed: None,
             kept: HashMap::new(),
             held: false,
         }
@@ -320,6 +326,7 @@ impl LayoutStage {
 impl crate::read::BlobStage for LayoutStage {
     fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
         self.current = None;
+        self.unnamed = None;
         self.held = self.writer.blob_size(digest) == Some(size);
         if self.held || self.kept.contains_key(digest) {
             return Ok(false);
@@ -333,10 +340,41 @@ impl crate::read::BlobStage for LayoutStage {
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some((write, _)) = &mut self.unnamed {
+            return write.write(bytes).map_err(std::io::Error::other);
+        }
         match &mut self.current {
             Some((_, write)) => write.write(bytes).map_err(std::io::Error::other),
             None => Ok(()),
         }
+    }
+
+    fn begin_unnamed(&mut self, _entry: &str, size: u64) -> std::io::Result<bool> {
+        self.current = None;
+        self.held = false;
+        self.unnamed = None;
+        let write = self
+            .writer
+            .begin_unnamed_blob()
+            .map_err(std::io::Error::other)?;
+        self.unnamed = Some((write, size));
+        Ok(true)
+    }
+
+    fn keep_as(&mut self, digest: &Digest) -> std::io::Result<()> {
+        let Some((write, size)) = self.unnamed.take() else {
+            return Ok(());
+        };
+        // Content the layout holds, or set aside already, is dropped.
+        if self.writer.blob_size(digest) == Some(size) || self.kept.contains_key(digest) {
+            return Ok(());
+        }
+        let staged = write
+            .named(&self.writer, digest)
+            .set_aside()
+            .map_err(std::io::Error::other)?;
+        self.kept.insert(digest.clone(), staged);
+        Ok(())
     }
 
     fn keep(&mut self) -> std::io::Result<()> {
@@ -427,6 +465,48 @@ impl BlobWrite {
             .persist(&self.final_path)
             .map_err(|e| io_error(&self.final_path, e.error))?;
         Ok(())
+    }
+}
+
+/// A new temporary blob file in `parent` (created if missing), removed on
+/// drop unless persisted.
+fn partial_in(parent: &Path) -> Result<tempfile::NamedTempFile> {
+    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    tempfile::Builder::new()
+        .prefix(crate::durable::TEMP_PREFIX)
+        .suffix(".partial")
+        .permissions(Permissions::from_mode(FILE_MODE))
+        .tempfile_in(parent)
+        .map_err(|e| io_error(parent, e))
+}
+
+/// Content being written to a layout before its digest is known (a file
+/// of the bundle outside its layout); removed on drop unless named.
+pub struct UnnamedWrite {
+    file: tempfile::NamedTempFile,
+    hasher: Hasher,
+}
+
+impl UnnamedWrite {
+    /// Appends a chunk.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.hasher.update(chunk);
+        let path = self.file.path().to_path_buf();
+        self.file
+            .as_file_mut()
+            .write_all(chunk)
+            .map_err(|e| io_error(&path, e))
+    }
+
+    /// The content is blob `digest` of `writer`'s layout (checked when it
+    /// is set aside or committed).
+    fn named(self, writer: &LayoutWriter, digest: &Digest) -> BlobWrite {
+        BlobWrite {
+            file: self.file,
+            hasher: self.hasher,
+            digest: digest.clone(),
+            final_path: writer.blob_path(digest),
+        }
     }
 }
 

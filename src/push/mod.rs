@@ -253,10 +253,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The stream of a blob ended before its size.
-    #[error("blob {digest} ended after {received} of its {size} bytes")]
+    #[error("blob {blob} ended after {received} of its {size} bytes")]
     ShortBlob {
         /// The blob.
-        digest: Digest,
+        blob: BlobLabel,
         /// Its size.
         size: u64,
         /// Bytes that came.
@@ -301,7 +301,7 @@ pub enum Error {
     /// session (or holds bytes that do not match what was sent), so it cannot
     /// continue mid-stream. Transient: the next attempt starts the blob over.
     #[error(
-        "registry {host} lost the upload session of blob {digest} in {repository} at byte {offset}; the blob starts over at the next attempt"
+        "registry {host} lost the upload session of blob {blob} in {repository} at byte {offset}; the blob starts over at the next attempt"
     )]
     UploadSessionLost {
         /// The registry.
@@ -309,7 +309,7 @@ pub enum Error {
         /// The repository.
         repository: String,
         /// The blob.
-        digest: Digest,
+        blob: BlobLabel,
         /// Where the interrupted request started.
         offset: u64,
     },
@@ -333,6 +333,26 @@ impl Error {
             Error::DigestMismatch { .. } | Error::ShortBlob { .. } => FailureClass::Integrity,
             Error::Read(e) => e.class(),
             _ => FailureClass::Transport,
+        }
+    }
+}
+
+/// What a blob is called in logs and errors: its digest, or, for a file
+/// of the bundle the index pass sends while it reads it (before its digest
+/// is known), the file's tar entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLabel {
+    /// A blob known by its digest.
+    Digest(Digest),
+    /// A file known by its tar entry.
+    Entry(String),
+}
+
+impl std::fmt::Display for BlobLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobLabel::Digest(digest) => digest.fmt(f),
+            BlobLabel::Entry(entry) => write!(f, "of tar entry {entry}"),
         }
     }
 }
@@ -372,7 +392,7 @@ pub enum Stage {
     /// Temporary files beside their place in the layout.
     Layout(Box<LayoutStage>),
     /// Open upload sessions.
-    Registry(RegistryStage),
+    Registry(Box<RegistryStage>),
 }
 
 impl crate::read::BlobStage for Stage {
@@ -404,6 +424,18 @@ impl crate::read::BlobStage for Stage {
         match self {
             Stage::Layout(stage) => stage.leave_in_memory(bytes, kept_anyway),
             Stage::Registry(stage) => stage.leave_in_memory(bytes, kept_anyway),
+        }
+    }
+    fn begin_unnamed(&mut self, entry: &str, size: u64) -> std::io::Result<bool> {
+        match self {
+            Stage::Layout(stage) => stage.begin_unnamed(entry, size),
+            Stage::Registry(stage) => stage.begin_unnamed(entry, size),
+        }
+    }
+    fn keep_as(&mut self, digest: &Digest) -> std::io::Result<()> {
+        match self {
+            Stage::Layout(stage) => stage.keep_as(digest),
+            Stage::Registry(stage) => stage.keep_as(digest),
         }
     }
 }
@@ -478,12 +510,12 @@ impl Destination {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Arc::clone(&staging));
-                Some(Stage::Registry(RegistryStage::new(
+                Some(Stage::Registry(Box::new(RegistryStage::new(
                     staging,
                     place.concurrency,
                     place.buffer_bytes,
                     document_bytes,
-                )))
+                ))))
             }
             Destination::Registry { staging: None, .. } => None,
         }
@@ -627,7 +659,12 @@ impl Destination {
         }
     }
 
-    async fn upload(&self, repository: &str, blob: &mut BlobChunks) -> Result<Sent> {
+    async fn upload(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        blob: &mut BlobChunks,
+    ) -> Result<Sent> {
         match self {
             Destination::Registry {
                 client,
@@ -642,10 +679,10 @@ impl Destination {
                     chunk_bytes: *chunk_bytes,
                     journal: journal.as_ref(),
                 };
-                upload.run(repository, blob).await
+                upload.run(repository, digest, blob).await
             }
             Destination::Layout(layout) => {
-                let mut write = layout.begin_blob(blob.digest())?;
+                let mut write = layout.begin_blob(digest)?;
                 while let Some(chunk) = blob.next().await {
                     tokio::task::block_in_place(|| write.write(&chunk))?;
                 }

@@ -21,9 +21,10 @@
 //! for the rest of the import with a log line saying why, and the blobs are
 //! streamed from the bundle in a further pass as before.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use tokio::runtime::Handle;
@@ -34,7 +35,7 @@ use super::journal::SharedJournal;
 use super::registry::RegistryClient;
 use super::transfer::{BlobChunks, Budgeted, BufferBudget, CHANNEL_CHUNKS};
 use super::upload::{Fallback, HeldUpload, Holding, ModeSwitch, RegistryUpload};
-use super::{Error, REQUESTS_PER_BLOB, UploadMode};
+use super::{BlobLabel, Error, REQUESTS_PER_BLOB, UploadMode};
 use crate::digest::Digest;
 use crate::progress::Progress;
 
@@ -195,8 +196,13 @@ impl Staging {
 
     /// Cancels a held blob's session.
     pub async fn cancel(&self, digest: &Digest, size: u64, held: HeldUpload) {
+        self.cancel_labelled(&BlobLabel::Digest(digest.clone()), size, held)
+            .await;
+    }
+
+    async fn cancel_labelled(&self, blob: &BlobLabel, size: u64, held: HeldUpload) {
         self.upload()
-            .cancel_held(&self.repository, digest, size, held)
+            .cancel_held(&self.repository, blob, size, held)
             .await;
     }
 
@@ -245,16 +251,19 @@ impl Staging {
 
     /// One blob's upload task: skipped when the staging repository holds it,
     /// otherwise every byte sent into a session left open once the index
-    /// pass proved the bytes (`proven`).
+    /// pass proved the bytes (`proven` set to their digest).
     async fn hold(
         self: Arc<Self>,
-        digest: Digest,
+        blob: BlobLabel,
         size: u64,
         chunks: mpsc::Receiver<Bytes>,
-        proven: Arc<AtomicBool>,
+        proven: Arc<OnceLock<Digest>>,
         found: Option<oneshot::Sender<bool>>,
     ) {
-        let probing = self.hold_blob(digest, size, chunks, proven, found).await;
+        let probing = match blob {
+            BlobLabel::Digest(digest) => self.hold_blob(digest, size, chunks, proven, found).await,
+            BlobLabel::Entry(entry) => self.hold_file(entry, size, chunks, proven).await,
+        };
         if probing {
             // A prober that sent no PATCH (the blob was a document, in the
             // staging repository already, or failed) hands the probe on.
@@ -273,7 +282,7 @@ impl Staging {
         digest: Digest,
         size: u64,
         mut chunks: mpsc::Receiver<Bytes>,
-        proven: Arc<AtomicBool>,
+        proven: Arc<OnceLock<Digest>>,
         mut found: Option<oneshot::Sender<bool>>,
     ) -> bool {
         // A blob too large to be a document (`found` given) is asked for at
@@ -306,8 +315,10 @@ impl Staging {
                 match first {
                     Some(_) if self.off.load(Ordering::Acquire) => None,
                     Some(chunk) => {
-                        self.send(&digest, size, chunk, chunks, &proven, probing)
+                        let label = BlobLabel::Digest(digest.clone());
+                        self.send(&label, size, chunk, chunks, &proven, probing)
                             .await
+                            .map(|(_, held)| Staged::Held(held))
                     }
                     None => None,
                 }
@@ -321,38 +332,81 @@ impl Staging {
                 None
             }
         };
-        let Some(staged) = staged else {
-            return probing;
-        };
-        if self.released.load(Ordering::Acquire) {
-            if let Staged::Held(held) = staged {
-                self.cancel(&digest, size, held).await;
-            }
-            return probing;
+        if let Some(staged) = staged {
+            self.record(digest, size, staged).await;
         }
-        self.blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(digest, (size, staged));
         probing
     }
 
+    /// A file of the bundle outside its layout (tar entry `entry`), whose
+    /// digest is known only once the index pass read it whole: no `HEAD`
+    /// before it is sent. Once sent and named, the staging repository is
+    /// asked for it; when it holds the blob already the session is cancelled.
+    async fn hold_file(
+        &self,
+        entry: String,
+        size: u64,
+        mut chunks: mpsc::Receiver<Bytes>,
+        proven: Arc<OnceLock<Digest>>,
+    ) -> bool {
+        let Some(first) = chunks.recv().await else {
+            return false;
+        };
+        let probing = self.claim_probe().await;
+        if self.off.load(Ordering::Acquire) {
+            return probing;
+        }
+        let label = BlobLabel::Entry(entry);
+        let Some((digest, held)) = self
+            .send(&label, size, first, chunks, &proven, probing)
+            .await
+        else {
+            return probing;
+        };
+        let staged = match self.client.blob_size(&self.repository, &digest).await {
+            Ok(Some(stored)) if stored == size => {
+                self.cancel(&digest, size, held).await;
+                Staged::InRepository
+            }
+            _ => Staged::Held(held),
+        };
+        self.record(digest, size, staged).await;
+        probing
+    }
+
+    /// Records what was staged of `digest`, unless the import ended (then
+    /// a held session is cancelled) or the blob was staged already.
+    async fn record(&self, digest: Digest, size: u64, staged: Staged) {
+        let refused = if self.released.load(Ordering::Acquire) {
+            Some(staged)
+        } else {
+            let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+            match blobs.entry(digest.clone()) {
+                Entry::Occupied(_) => Some(staged),
+                Entry::Vacant(slot) => {
+                    slot.insert((size, staged));
+                    None
+                }
+            }
+        };
+        if let Some(Staged::Held(held)) = refused {
+            self.cancel(&digest, size, held).await;
+        }
+    }
+
+    /// Sends `blob` into a session and leaves it open; its digest and the
+    /// session once every byte is there and the index pass proved them.
     async fn send(
         &self,
-        digest: &Digest,
+        blob: &BlobLabel,
         size: u64,
         first: Bytes,
         chunks: mpsc::Receiver<Bytes>,
-        proven: &AtomicBool,
+        proven: &OnceLock<Digest>,
         probing: bool,
-    ) -> Option<Staged> {
-        let mut blob = BlobChunks::proven_by_reader(
-            first,
-            chunks,
-            digest.clone(),
-            size,
-            self.progress.clone(),
-        );
+    ) -> Option<(Digest, HeldUpload)> {
+        let mut chunks =
+            BlobChunks::proven_by_reader(first, chunks, blob.clone(), size, self.progress.clone());
         let accepted = || {
             self.probe.send_if_modified(|probe| {
                 let changed = *probe != Probe::Known;
@@ -362,15 +416,19 @@ impl Staging {
         };
         match self
             .upload()
-            .hold(&self.repository, &mut blob, probing, &accepted)
+            .hold(&self.repository, &mut chunks, probing, &accepted)
             .await
         {
-            Ok(Holding::Held(held)) if proven.load(Ordering::Acquire) => Some(Staged::Held(held)),
-            Ok(Holding::Held(held)) => {
-                // The bytes were not the blob: the index pass fails.
-                self.cancel(digest, size, held).await;
-                None
-            }
+            // The bytes are proven (or not) before the reader lets go.
+            Ok(Holding::Held(held)) => match (chunks.until_released().await, proven.get()) {
+                (true, Some(digest)) => Some((digest.clone(), held)),
+                _ => {
+                    // The bytes were not the blob (the index pass fails),
+                    // or the stage gave the file up.
+                    self.cancel_labelled(blob, size, held).await;
+                    None
+                }
+            },
             Ok(Holding::Refused(error)) => {
                 if self.modes.fall_back(UploadMode::Chunked) == Fallback::Switched {
                     tracing::warn!(
@@ -392,7 +450,7 @@ impl Staging {
                 None
             }
             Err(error) => {
-                tracing::info!(%digest, %error, "staging a blob failed; it is uploaded after the index pass");
+                tracing::info!(digest = %blob, %error, "staging a blob failed; it is uploaded after the index pass");
                 None
             }
         }
@@ -417,12 +475,15 @@ pub struct RegistryStage {
 
 /// The blob being read.
 struct Current {
+    /// Its digest; none for a file whose digest is known once read whole.
+    digest: Option<Digest>,
     size: u64,
     /// Bytes handed over in full chunks so far.
     handed: u64,
     chunk: Option<(BytesMut, OwnedSemaphorePermit)>,
     tx: Option<mpsc::Sender<Bytes>>,
-    proven: Arc<AtomicBool>,
+    /// Set to the blob's digest once the index pass proved its bytes.
+    proven: Arc<OnceLock<Digest>>,
     /// The staging repository holds the blob.
     held: bool,
 }
@@ -473,37 +534,39 @@ impl RegistryStage {
     }
 }
 
-impl crate::read::BlobStage for RegistryStage {
-    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
-        // A blob begun and never kept: its task cancels its session.
-        self.current = None;
+impl RegistryStage {
+    /// Whether a blob of `size` bytes can be staged at all.
+    fn takes(&self, size: u64) -> bool {
         // An empty blob has no chunk to start its task with; the push sends
         // it (a request with no body) after the index pass.
-        if size == 0
-            || self.staging.off.load(Ordering::Acquire)
-            || self.staging.modes.current() != UploadMode::Chunked
-            || !self.begun.insert(digest.clone())
-        {
-            return Ok(false);
-        }
+        size > 0
+            && !self.staging.off.load(Ordering::Acquire)
+            && self.staging.modes.current() == UploadMode::Chunked
+    }
+
+    /// Starts the upload task of `blob` and makes it the current one;
+    /// `found` is answered whether the staging repository holds it.
+    fn start(
+        &mut self,
+        blob: BlobLabel,
+        size: u64,
+        found: Option<oneshot::Sender<bool>>,
+    ) -> std::io::Result<()> {
         let permit = self
             .runtime
             .block_on(Arc::clone(&self.uploads).acquire_owned())
             .map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let proven = Arc::new(AtomicBool::new(false));
-        let (found, answer) = if size > self.document_bytes {
-            let (found, answer) = oneshot::channel();
-            (Some(found), Some(answer))
-        } else {
-            (None, None)
+        let proven = Arc::new(OnceLock::new());
+        let digest = match &blob {
+            BlobLabel::Digest(digest) => Some(digest.clone()),
+            BlobLabel::Entry(_) => None,
         };
         let task = self.runtime.spawn({
             let staging = Arc::clone(&self.staging);
-            let digest = digest.clone();
             let proven = Arc::clone(&proven);
             async move {
-                staging.hold(digest, size, rx, proven, found).await;
+                staging.hold(blob, size, rx, proven, found).await;
                 drop(permit);
             }
         });
@@ -512,17 +575,61 @@ impl crate::read::BlobStage for RegistryStage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(task);
-        // An answer lost (the task failed) counts as "not held".
-        let held = answer.is_some_and(|answer| self.runtime.block_on(answer).unwrap_or(false));
         self.current = Some(Current {
+            digest,
             size,
             handed: 0,
             chunk: None,
             tx: Some(tx),
             proven,
-            held,
+            held: false,
         });
+        Ok(())
+    }
+}
+
+impl crate::read::BlobStage for RegistryStage {
+    fn begin(&mut self, digest: &Digest, size: u64) -> std::io::Result<bool> {
+        // A blob begun and never kept: its task cancels its session.
+        self.current = None;
+        if !self.takes(size) || !self.begun.insert(digest.clone()) {
+            return Ok(false);
+        }
+        let (found, answer) = if size > self.document_bytes {
+            let (found, answer) = oneshot::channel();
+            (Some(found), Some(answer))
+        } else {
+            (None, None)
+        };
+        self.start(BlobLabel::Digest(digest.clone()), size, found)?;
+        // An answer lost (the task failed) counts as "not held".
+        let held = answer.is_some_and(|answer| self.runtime.block_on(answer).unwrap_or(false));
+        if let Some(current) = self.current.as_mut() {
+            current.held = held;
+        }
         Ok(true)
+    }
+
+    fn begin_unnamed(&mut self, entry: &str, size: u64) -> std::io::Result<bool> {
+        self.current = None;
+        if !self.takes(size) {
+            return Ok(false);
+        }
+        self.start(BlobLabel::Entry(entry.to_owned()), size, None)?;
+        Ok(true)
+    }
+
+    fn keep_as(&mut self, digest: &Digest) -> std::io::Result<()> {
+        self.send_chunk()?;
+        if let Some(current) = self.current.take()
+            && current.digest.is_none()
+            // Content staged already under this digest (a blob of the
+            // layout, another copy of the file): this session is cancelled.
+            && self.begun.insert(digest.clone())
+        {
+            let _ = current.proven.set(digest.clone());
+        }
+        Ok(())
     }
 
     fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
@@ -558,10 +665,11 @@ impl crate::read::BlobStage for RegistryStage {
 
     fn keep(&mut self) -> std::io::Result<()> {
         self.send_chunk()?;
-        if let Some(current) = self.current.take() {
-            current.proven.store(true, Ordering::Release);
-            // Dropping the sender ends the blob's stream.
-            drop(current.tx);
+        // Dropping the sender (with `current`) ends the blob's stream.
+        if let Some(current) = self.current.take()
+            && let Some(digest) = current.digest
+        {
+            let _ = current.proven.set(digest);
         }
         Ok(())
     }

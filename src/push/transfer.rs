@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{Destination, Error, PushOptions, Result, Sent, Tally};
+use super::{BlobLabel, Destination, Error, PushOptions, Result, Sent, Tally};
 use crate::digest::{Digest, Hasher};
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -134,8 +134,10 @@ pub struct BlobChunks {
     rx: mpsc::Receiver<Bytes>,
     /// A chunk taken from `rx` before this was made, handed out first.
     first: Option<Bytes>,
-    hasher: Option<Hasher>,
-    digest: Digest,
+    /// The hash of the bytes as they pass and the digest it must give;
+    /// none when the reader proves the bytes itself.
+    hasher: Option<(Hasher, Digest)>,
+    blob: BlobLabel,
     size: u64,
     received: u64,
     progress: Progress,
@@ -151,8 +153,8 @@ impl BlobChunks {
         BlobChunks {
             rx,
             first: None,
-            hasher: Some(Hasher::new(digest.algorithm())),
-            digest,
+            hasher: Some((Hasher::new(digest.algorithm()), digest.clone())),
+            blob: BlobLabel::Digest(digest),
             size,
             received: 0,
             progress,
@@ -165,25 +167,40 @@ impl BlobChunks {
     pub(super) fn proven_by_reader(
         first: Bytes,
         rx: mpsc::Receiver<Bytes>,
-        digest: Digest,
+        blob: BlobLabel,
         size: u64,
         progress: Progress,
     ) -> Self {
         BlobChunks {
+            rx,
             first: Some(first),
             hasher: None,
-            ..BlobChunks::new(rx, digest, size, progress)
+            blob,
+            size,
+            received: 0,
+            progress,
         }
     }
 
-    /// The blob's digest.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
+    /// What the blob is called in logs and errors.
+    pub fn label(&self) -> &BlobLabel {
+        &self.blob
     }
 
     /// The blob's size.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Waits until the reader lets go of the stream, which it does only
+    /// after it proved the blob's bytes or gave them up; `false` when more
+    /// bytes than the blob's size came.
+    pub async fn until_released(&mut self) -> bool {
+        let mut extra = self.first.take().is_some_and(|c| !c.is_empty());
+        while let Some(chunk) = self.rx.recv().await {
+            extra |= !chunk.is_empty();
+        }
+        !extra
     }
 
     /// Whether every byte has been received.
@@ -197,7 +214,7 @@ impl BlobChunks {
             Some(chunk) => chunk,
             None => self.rx.recv().await?,
         };
-        if let Some(hasher) = self.hasher.as_mut() {
+        if let Some((hasher, _)) = self.hasher.as_mut() {
             hasher.update(&chunk);
         }
         self.received += chunk.len() as u64;
@@ -208,22 +225,19 @@ impl BlobChunks {
     /// Proves the bytes received are the blob the digest names. Call before
     /// committing the blob at the target.
     pub fn verify(&mut self) -> Result<()> {
-        let Some(hasher) = self.hasher.take() else {
+        let Some((hasher, expected)) = self.hasher.take() else {
             if self.received == self.size {
                 return Ok(());
             }
             return Err(Error::ShortBlob {
-                digest: self.digest.clone(),
+                blob: self.blob.clone(),
                 size: self.size,
                 received: self.received,
             });
         };
         let actual = hasher.finish();
-        if self.received != self.size || actual != self.digest {
-            return Err(Error::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
+        if self.received != self.size || actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
         }
         Ok(())
     }
@@ -455,7 +469,7 @@ async fn upload_job(
         ));
     }
     let mut blob = BlobChunks::new(chunks, digest.clone(), size, progress.clone());
-    match destination.upload(first, &mut blob).await? {
+    match destination.upload(first, &digest, &mut blob).await? {
         Sent::Done { bytes } => tally.uploaded(bytes),
         Sent::Again => {
             let left = Left::new(repositories.clone(), fanout, Leftover::OtherMode);
@@ -496,7 +510,7 @@ async fn tee_upload(
         senders.push(Some(tx));
         let mut blob = BlobChunks::new(rx, digest.clone(), size, progress.clone());
         uploads.push(async move {
-            let sent = destination.upload(repository, &mut blob).await;
+            let sent = destination.upload(repository, digest, &mut blob).await;
             (repository.clone(), sent)
         });
     }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::journal::{Journaled, SharedJournal};
 use super::registry::{RegistryClient, RetryPolicy, UploadSession};
 use super::transfer::BlobChunks;
-use super::{DEFAULT_CHUNK_BYTES, Error, Result, UploadMode};
+use super::{BlobLabel, DEFAULT_CHUNK_BYTES, Error, Result, UploadMode};
 use crate::digest::Digest;
 use reqwest::Url;
 
@@ -138,13 +138,18 @@ pub struct RegistryUpload<'a> {
 
 impl RegistryUpload<'_> {
     /// Uploads `blob` into `repository`.
-    pub async fn run(&self, repository: &str, blob: &mut BlobChunks) -> Result<Sent> {
+    pub async fn run(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        blob: &mut BlobChunks,
+    ) -> Result<Sent> {
         let mode = self.modes.current();
         let chunked = mode == UploadMode::Chunked && blob.size() > self.chunk_bytes as u64;
         let attempt = if chunked {
-            self.chunked(repository, blob).await
+            self.chunked(repository, digest, blob).await
         } else {
-            self.monolithic(repository, blob, mode).await
+            self.monolithic(repository, digest, blob, mode).await
         };
         match attempt {
             Ok(bytes) => Ok(Sent::Done { bytes }),
@@ -155,7 +160,7 @@ impl RegistryUpload<'_> {
                     tracing::warn!(
                         registry = %self.client.host(),
                         %repository,
-                        digest = %blob.digest(),
+                        %digest,
                         refused = %mode,
                         now = %other,
                         error = %error,
@@ -165,7 +170,7 @@ impl RegistryUpload<'_> {
                 }
                 Fallback::AlreadySwitched => Ok(Sent::Again),
                 Fallback::Exhausted => {
-                    tracing::error!(registry = %self.client.host(), %repository, digest = %blob.digest(), error = %error,
+                    tracing::error!(registry = %self.client.host(), %repository, %digest, error = %error,
                         "the registry refuses both chunked and monolithic uploads of this blob");
                     Err(error)
                 }
@@ -178,6 +183,7 @@ impl RegistryUpload<'_> {
     async fn monolithic(
         &self,
         repository: &str,
+        digest: &Digest,
         blob: &mut BlobChunks,
         mode: UploadMode,
     ) -> Result<u64, Failure> {
@@ -185,6 +191,7 @@ impl RegistryUpload<'_> {
         // Chunks would only help a blob that is larger than one chunk.
         let chunks_would_help =
             mode == UploadMode::Monolithic && blob.size() > self.chunk_bytes as u64;
+        let label = blob.label().clone();
         let session = client.start_upload(repository).await?;
         let mut parts = Vec::new();
         let mut buffered = 0usize;
@@ -195,16 +202,15 @@ impl RegistryUpload<'_> {
                 break;
             }
         }
-        let digest = blob.digest().clone();
         let size = blob.size();
         let result = if blob.is_complete() {
             if let Err(error) = blob.verify() {
-                cancel_broken(client, repository, &session.location, &digest).await;
+                cancel_broken(client, repository, &session.location, &label).await;
                 return Err(error.into());
             }
             let body = concat(parts);
             client
-                .finish_upload(repository, &session, &digest, body)
+                .finish_upload(repository, &session, digest, body)
                 .await
         } else {
             // Too large to buffer: stream the rest as the request body. The
@@ -215,7 +221,7 @@ impl RegistryUpload<'_> {
                 reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|item| (item, rx))
                 }));
-            let send = client.put_stream(repository, &session, &digest, size, body);
+            let send = client.put_stream(repository, &session, digest, size, body);
             let feed = async move {
                 for part in parts {
                     if tx.send(Ok(part)).await.is_err() {
@@ -237,7 +243,7 @@ impl RegistryUpload<'_> {
             };
             let (sent, fed) = tokio::join!(send, feed);
             if let Err(error) = fed {
-                cancel_broken(client, repository, &session.location, &digest).await;
+                cancel_broken(client, repository, &session.location, &label).await;
                 return Err(error.into());
             }
             sent
@@ -257,11 +263,16 @@ impl RegistryUpload<'_> {
 
     /// `POST` (or a journaled session), a `PATCH` per chunk, and the final
     /// `PUT ?digest=` carrying the last chunk.
-    async fn chunked(&self, repository: &str, blob: &mut BlobChunks) -> Result<u64, Failure> {
+    async fn chunked(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        blob: &mut BlobChunks,
+    ) -> Result<u64, Failure> {
         let client = self.client;
-        let digest = blob.digest().clone();
+        let label = blob.label().clone();
         let size = blob.size();
-        let mut sender = self.open_session(repository, &digest, size).await?;
+        let mut sender = self.open_session(repository, &label, size).await?;
         // Resuming: read and hash the bytes the registry already holds
         // without sending them, so the digest check still covers every byte.
         let mut pending = match sender.session.offset {
@@ -277,22 +288,30 @@ impl RegistryUpload<'_> {
             if let Some(journal) = &sender.journal {
                 journal.forget();
             }
-            cancel_broken(client, repository, &sender.session.location, &digest).await;
+            cancel_broken(client, repository, &sender.session.location, &label).await;
             return Err(error.into());
         }
-        Ok(sender.finish(size, pending.unwrap_or_default()).await?)
+        Ok(sender
+            .finish(digest, size, pending.unwrap_or_default())
+            .await?)
     }
 
-    /// The session a chunked upload of blob `digest` sends into: the
-    /// journaled one when the registry still holds it, else a new one.
+    /// The session a chunked upload of `blob` sends into: the journaled one
+    /// when the registry still holds it, else a new one. Only blobs known
+    /// by their digest are journaled.
     async fn open_session<'s>(
         &'s self,
         repository: &'s str,
-        digest: &'s Digest,
+        blob: &'s BlobLabel,
         size: u64,
     ) -> Result<ChunkSender<'s>> {
         let client = self.client;
-        let journal = Journaled::new(self.journal, client.host(), repository, digest, size);
+        let journal = match blob {
+            BlobLabel::Digest(digest) => {
+                Journaled::new(self.journal, client.host(), repository, digest, size)
+            }
+            BlobLabel::Entry(_) => None,
+        };
         let resumed = match &journal {
             Some(journal) => self.journaled_session(repository, journal, size).await?,
             None => None,
@@ -305,7 +324,7 @@ impl RegistryUpload<'_> {
         Ok(ChunkSender {
             client,
             repository,
-            digest,
+            blob,
             retry: client.retry_policy(),
             journal,
             session,
@@ -408,9 +427,9 @@ impl RegistryUpload<'_> {
         accepted: &(dyn Fn() + Sync),
     ) -> Result<Holding> {
         let client = self.client;
-        let digest = blob.digest().clone();
+        let label = blob.label().clone();
         let size = blob.size();
-        let mut sender = self.open_session(repository, &digest, size).await?;
+        let mut sender = self.open_session(repository, &label, size).await?;
         let mut pending = match sender.session.offset {
             0 => None,
             held => skip(blob, held).await,
@@ -425,7 +444,7 @@ impl RegistryUpload<'_> {
                     Ok(()) => accepted(),
                     Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
                     Err(Failure::Failed(error)) => {
-                        cancel_broken(client, repository, &sender.session.location, &digest).await;
+                        cancel_broken(client, repository, &sender.session.location, &label).await;
                         return Err(error);
                     }
                 }
@@ -440,7 +459,7 @@ impl RegistryUpload<'_> {
             Ok(()) => accepted(),
             Err(Failure::Refused { error, .. }) => return Ok(Holding::Refused(error)),
             Err(Failure::Failed(error)) => {
-                cancel_broken(client, repository, &sender.session.location, &digest).await;
+                cancel_broken(client, repository, &sender.session.location, &label).await;
                 return Err(error);
             }
         }
@@ -448,7 +467,7 @@ impl RegistryUpload<'_> {
             if let Some(journal) = &sender.journal {
                 journal.forget();
             }
-            cancel_broken(client, repository, &sender.session.location, &digest).await;
+            cancel_broken(client, repository, &sender.session.location, &label).await;
             return Err(error);
         }
         Ok(Holding::Held(HeldUpload {
@@ -467,17 +486,18 @@ impl RegistryUpload<'_> {
         held: HeldUpload,
     ) -> Result<u64> {
         let client = self.client;
+        let label = BlobLabel::Digest(digest.clone());
         let mut sender = ChunkSender {
             client,
             repository,
-            digest,
+            blob: &label,
             retry: client.retry_policy(),
             journal: Journaled::new(self.journal, client.host(), repository, digest, size),
             session: held.session,
             first_of_fresh: false,
             sent: held.sent,
         };
-        sender.finish(size, Bytes::new()).await
+        sender.finish(digest, size, Bytes::new()).await
     }
 
     /// Gives up a held blob: cancels its session and forgets its journal
@@ -485,16 +505,17 @@ impl RegistryUpload<'_> {
     pub async fn cancel_held(
         &self,
         repository: &str,
-        digest: &Digest,
+        blob: &BlobLabel,
         size: u64,
         held: HeldUpload,
     ) {
-        if let Some(journal) =
-            Journaled::new(self.journal, self.client.host(), repository, digest, size)
+        if let BlobLabel::Digest(digest) = blob
+            && let Some(journal) =
+                Journaled::new(self.journal, self.client.host(), repository, digest, size)
         {
             journal.forget();
         }
-        cancel_broken(self.client, repository, &held.session.location, digest).await;
+        cancel_broken(self.client, repository, &held.session.location, blob).await;
     }
 }
 
@@ -503,9 +524,14 @@ impl RegistryUpload<'_> {
 /// the read was stopped — so the registry keeps no half-sent session of a
 /// rejected bundle. Best effort: a registry that cannot be reached expires
 /// the session itself, and the blob's error is what the import reports.
-async fn cancel_broken(client: &RegistryClient, repository: &str, location: &Url, digest: &Digest) {
+async fn cancel_broken(
+    client: &RegistryClient,
+    repository: &str,
+    location: &Url,
+    blob: &BlobLabel,
+) {
     if let Err(error) = client.cancel(repository, location).await {
-        tracing::warn!(%repository, %digest, error = %error, "cannot cancel the upload session of a broken blob");
+        tracing::warn!(%repository, digest = %blob, error = %error, "cannot cancel the upload session of a broken blob");
     }
 }
 
@@ -539,7 +565,7 @@ async fn skip(blob: &mut BlobChunks, held: u64) -> Option<Bytes> {
 struct ChunkSender<'a> {
     client: &'a RegistryClient,
     repository: &'a str,
-    digest: &'a Digest,
+    blob: &'a BlobLabel,
     retry: RetryPolicy,
     journal: Option<Journaled<'a>>,
     session: UploadSession,
@@ -625,7 +651,7 @@ impl ChunkSender<'_> {
     ) -> Result<Option<u64>> {
         tracing::warn!(
             repository = %self.repository,
-            digest = %self.digest,
+            digest = %self.blob,
             offset = start,
             error = %error,
             "{failed}"
@@ -706,7 +732,7 @@ impl ChunkSender<'_> {
             if short {
                 // The reader stopped before the blob's end.
                 return Err(Failure::Failed(Error::ShortBlob {
-                    digest: self.digest.clone(),
+                    blob: self.blob.clone(),
                     size,
                     received: fed,
                 }));
@@ -742,7 +768,7 @@ impl ChunkSender<'_> {
                 return Err(Failure::Failed(Error::UploadSessionLost {
                     host: self.client.host().to_owned(),
                     repository: self.repository.to_owned(),
-                    digest: self.digest.clone(),
+                    blob: self.blob.clone(),
                     offset: held,
                 }));
             }
@@ -753,7 +779,7 @@ impl ChunkSender<'_> {
     /// request fails, the blob may have landed anyway (the answer was lost),
     /// or the registry may hold part of `last`: both are asked, a bounded
     /// number of times.
-    async fn finish(&mut self, size: u64, last: Bytes) -> Result<u64> {
+    async fn finish(&mut self, digest: &Digest, size: u64, last: Bytes) -> Result<u64> {
         let mut data = last;
         let mut attempt = 0u32;
         loop {
@@ -761,7 +787,7 @@ impl ChunkSender<'_> {
             let len = data.len() as u64;
             match self
                 .client
-                .finish_upload(self.repository, &self.session, self.digest, data.clone())
+                .finish_upload(self.repository, &self.session, digest, data.clone())
                 .await
             {
                 Ok(()) => {
@@ -774,12 +800,12 @@ impl ChunkSender<'_> {
                 Err(error) if is_resumable(&error) => {
                     tracing::warn!(
                         repository = %self.repository,
-                        digest = %self.digest,
+                        digest = %self.blob,
                         error = %error,
                         "completing the upload failed; checking with the registry"
                     );
                     match self
-                        .recover(start, len, Some(size), &mut attempt, error)
+                        .recover(start, len, Some((digest, size)), &mut attempt, error)
                         .await?
                     {
                         Recovered::Landed => {
@@ -799,14 +825,14 @@ impl ChunkSender<'_> {
 
     /// After a failed request that sent `[start, start + len)`: waits per the
     /// retry policy and asks the registry where the upload stands — first,
-    /// when `blob_size` is given, whether the blob landed anyway — asking
-    /// again (bounded by the same policy, `attempt` counting) while the
-    /// registry cannot be reached.
+    /// when `landed` gives the blob's digest and size, whether it landed
+    /// anyway — asking again (bounded by the same policy, `attempt`
+    /// counting) while the registry cannot be reached.
     async fn recover(
         &mut self,
         start: u64,
         len: u64,
-        blob_size: Option<u64>,
+        landed: Option<(&Digest, u64)>,
         attempt: &mut u32,
         error: Error,
     ) -> Result<Recovered> {
@@ -817,12 +843,14 @@ impl ChunkSender<'_> {
                 return Err(error);
             };
             tokio::time::sleep(delay).await;
-            let asked = match blob_size {
-                Some(size) => match self.client.blob_size(self.repository, self.digest).await {
-                    Ok(held) if held == Some(size) => return Ok(Recovered::Landed),
-                    Ok(_) => self.resume_point(start, len).await,
-                    Err(e) => Err(e),
-                },
+            let asked = match landed {
+                Some((digest, size)) => {
+                    match self.client.blob_size(self.repository, digest).await {
+                        Ok(held) if held == Some(size) => return Ok(Recovered::Landed),
+                        Ok(_) => self.resume_point(start, len).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 None => self.resume_point(start, len).await,
             };
             match asked {
@@ -830,7 +858,7 @@ impl ChunkSender<'_> {
                 Err(e) if is_resumable(&e) => {
                     tracing::warn!(
                         repository = %self.repository,
-                        digest = %self.digest,
+                        digest = %self.blob,
                         attempt = *attempt,
                         error = %e,
                         "cannot ask the registry about the upload yet"
@@ -854,7 +882,7 @@ impl ChunkSender<'_> {
         let lost = || Error::UploadSessionLost {
             host: self.client.host().to_owned(),
             repository: self.repository.to_owned(),
-            digest: self.digest.clone(),
+            blob: self.blob.clone(),
             offset: start,
         };
         let Some(status) = status else {
@@ -866,7 +894,7 @@ impl ChunkSender<'_> {
         if status.offset < start || status.offset > start + len {
             tracing::warn!(
                 repository = %self.repository,
-                digest = %self.digest,
+                digest = %self.blob,
                 held = status.offset,
                 expected_from = start,
                 expected_to = start + len,
@@ -880,7 +908,7 @@ impl ChunkSender<'_> {
         }
         tracing::info!(
             repository = %self.repository,
-            digest = %self.digest,
+            digest = %self.blob,
             offset = status.offset,
             "resuming the upload from the offset the registry acknowledges"
         );

@@ -65,12 +65,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A blob could not be set aside in the target while it was read.
-    #[error("bundle {path}: cannot set blob {digest} aside in the target: {source}")]
+    #[error("bundle {path}: cannot set blob {blob} aside in the target: {source}")]
     Stage {
         /// The bundle file.
         path: String,
-        /// The blob.
-        digest: Digest,
+        /// The blob: its digest, or the tar entry of a file whose digest
+        /// was not known yet.
+        blob: String,
         /// What writing it reported.
         #[source]
         source: std::io::Error,
@@ -677,6 +678,19 @@ pub trait BlobStage: Send {
     fn leave_in_memory(&mut self, _bytes: &[u8], _kept_anyway: bool) -> bool {
         false
     }
+    /// Starts on a file outside the layout (tar entry `entry`, `size`
+    /// bytes) whose digest is known only once it is read whole: a
+    /// docker-save layer, a pack or chart archive, an installer. Its bytes
+    /// follow through [`BlobStage::write`]; `false` when the stage does not
+    /// want it (default: never).
+    fn begin_unnamed(&mut self, _entry: &str, _size: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
+    /// The file begun last with [`BlobStage::begin_unnamed`] was read whole
+    /// and hashes to `digest`: the stage keeps it under that digest.
+    fn keep_as(&mut self, _digest: &Digest) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A stage that wants nothing: the index pass only reads.
@@ -924,11 +938,34 @@ fn scan(
                 let whole = file.whole().cloned();
                 if stage.leave_in_memory(&bytes, whole.is_some()) {
                     file.kept = Some(whole.unwrap_or_else(|| Bytes::from(bytes)));
+                } else {
+                    stage_whole_file(stage, &file, &bytes, path)?;
                 }
                 file
             } else {
-                peek::scan_file(&mut entry, name.clone(), size, limits, &mut retained, path)
-                    .map_err(|e| e.at_item(&name))?
+                // A file larger than the bundle may expand to is not set
+                // aside, as with blobs.
+                let staging = size <= expansion_cap
+                    && stage
+                        .begin_unnamed(&name, size)
+                        .map_err(|e| file_staged(path, &name, e))?;
+                let mut tee = StageTee {
+                    inner: &mut entry,
+                    stage: staging.then_some(&mut *stage),
+                    failure: None,
+                };
+                let scanned =
+                    peek::scan_file(&mut tee, name.clone(), size, limits, &mut retained, path);
+                if let Some(source) = tee.failure.take() {
+                    return Err(file_staged(path, &name, source));
+                }
+                let file = scanned.map_err(|e| e.at_item(&name))?;
+                if staging {
+                    stage
+                        .keep_as(&file.file.digest)
+                        .map_err(|e| file_staged(path, &name, e))?;
+                }
+                file
             };
             scan.others.push(file);
         }
@@ -952,6 +989,57 @@ fn scan(
         None => actual,
     };
     Ok(scan)
+}
+
+/// Hands a file outside the layout that was read whole, and that the stage
+/// did not leave in memory, to the stage under the digest it hashed to.
+fn stage_whole_file(
+    stage: &mut dyn BlobStage,
+    scanned: &ScannedFile,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<()> {
+    let file = &scanned.file;
+    let staged = |e| file_staged(path, &file.path, e);
+    if stage.begin_unnamed(&file.path, file.size).map_err(staged)? {
+        stage.write(bytes).map_err(staged)?;
+        stage.keep_as(&file.digest).map_err(staged)?;
+    }
+    Ok(())
+}
+
+fn file_staged(path: &Path, entry: &str, source: std::io::Error) -> Error {
+    Error::Stage {
+        path: path.display().to_string(),
+        blob: format!("of tar entry {entry}"),
+        source,
+    }
+}
+
+/// Hands every byte read from a file outside the layout to the stage as it
+/// passes, below the hash that will name it. A stage that fails to take
+/// bytes fails the read, and its error is kept apart from the bundle's own
+/// read errors.
+struct StageTee<'a, R> {
+    inner: R,
+    stage: Option<&'a mut dyn BlobStage>,
+    failure: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for StageTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(stage) = self.stage.as_mut()
+            && n > 0
+            && let Err(error) = stage.write(&buf[..n])
+        {
+            let message = error.to_string();
+            self.failure = Some(error);
+            self.stage = None;
+            return Err(std::io::Error::other(message));
+        }
+        Ok(n)
+    }
 }
 
 /// What the index pass made of one blob's bytes, which hash to its digest.
@@ -994,7 +1082,7 @@ impl Blob<'_> {
     fn staged(&self, source: std::io::Error) -> Error {
         Error::Stage {
             path: self.path.display().to_string(),
-            digest: self.digest.clone(),
+            blob: self.digest.to_string(),
             source,
         }
     }
