@@ -1060,7 +1060,7 @@ fn a_zstd_bomb_with_a_bad_signature_under_single_read_is_stopped_by_the_read_lim
 }
 
 /// A legacy `docker save` of [`SAVED`] in a signed bundle: one
-/// uncompressed layer of [`BIG_LAYER_BYTES`] incompressible bytes, written
+/// uncompressed layer of incompressible bytes, written
 /// last in the tar, after `manifest.json` and the config (the config's
 /// `diff_ids` name it, but its tar entry `<id>/layer.tar` does not: its
 /// digest is known only once it is read whole).
@@ -1076,12 +1076,12 @@ const SAVED_REPO: &str = "mirror/quay.io/acme/saved";
 impl SavedBundle {
     /// `diff_id`: what the config claims the layer hashes to (its real
     /// digest when `None`).
-    fn build(name: &str, diff_id: Option<&str>) -> SavedBundle {
+    fn build(name: &str, layer_bytes: u64, diff_id: Option<&str>) -> SavedBundle {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = TestKey::generate(KeyKind::EcP256);
         let layer = support::bundle::pseudo_random_bytes(
             support::bundle::seed_from(name),
-            BIG_LAYER_BYTES as usize,
+            layer_bytes as usize,
         );
         let layer_digest = sha256_digest(&layer);
         let config = serde_json::to_vec(&serde_json::json!({
@@ -1141,7 +1141,7 @@ impl SavedBundle {
 
 #[test]
 fn a_docker_save_layer_is_sent_while_it_is_hashed_and_an_import_reads_the_bundle_twice() {
-    let saved = SavedBundle::build("saved-reads", None);
+    let saved = SavedBundle::build("saved-reads", BIG_LAYER_BYTES, None);
     let size = size_of(&saved.zst());
     let registry = Registry::start();
 
@@ -1169,10 +1169,16 @@ fn a_docker_save_layer_is_sent_while_it_is_hashed_and_an_import_reads_the_bundle
         "{manifest}"
     );
     assert!(registry.blob_exists(SAVED_REPO, &saved.layer_digest));
-    // The layer went through a staging session, committed under the digest
-    // it hashed to, and was sent once: the warm import sent it again into a
-    // session it cancelled once the staging repository proved to hold it.
+    // The layer (within half the 48 MiB buffer) was held back until it was
+    // hashed, then sent into a staging session and committed under that
+    // digest; the warm import found the digest in the staging repository
+    // and sent nothing.
     let requests = registry.settled_requests();
+    let sessions = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/airlock-staging/blobs/uploads/"))
+        .count();
+    assert_eq!(sessions, 1, "{requests:#?}");
     let commits: Vec<_> = requests
         .iter()
         .filter(|r| r.method == "PUT" && r.path.contains("/airlock-staging/blobs/uploads/"))
@@ -1206,7 +1212,7 @@ fn a_docker_save_layer_is_sent_while_it_is_hashed_and_an_import_reads_the_bundle
 #[test]
 fn a_docker_save_layer_that_does_not_match_its_diff_id_leaves_no_session_and_no_blob() {
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let saved = SavedBundle::build("saved-mismatch", Some(&wrong));
+    let saved = SavedBundle::build("saved-mismatch", BIG_LAYER_BYTES, Some(&wrong));
     let registry = Registry::start();
 
     let output = import_command(&saved.zst(), saved.key.public_pem(), &registry)
@@ -1239,7 +1245,7 @@ fn a_docker_save_layer_that_does_not_match_its_diff_id_leaves_no_session_and_no_
 
 #[test]
 fn a_docker_save_layer_is_set_aside_in_an_oci_layout_while_it_is_hashed() {
-    let saved = SavedBundle::build("saved-layout", None);
+    let saved = SavedBundle::build("saved-layout", BIG_LAYER_BYTES, None);
     let size = size_of(&saved.zst());
     let mirror = tempfile::tempdir().expect("tempdir");
     let layout = mirror.path().join("mirror");
@@ -1286,4 +1292,45 @@ fn a_docker_save_layer_is_set_aside_in_an_oci_layout_while_it_is_hashed() {
         .filter(|f| f.ends_with(".partial"))
         .collect();
     assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+}
+
+#[test]
+fn a_docker_save_layer_larger_than_half_the_buffer_is_sent_as_it_is_read() {
+    // 40 MiB: past the 24 MiB a file is held back before it is named, so it
+    // streams into its session while it is read, and a warm import, which
+    // cannot know before the end that the staging repository holds it,
+    // sends it again and cancels that session.
+    let saved = SavedBundle::build("saved-streamed", 40 << 20, None);
+    let size = size_of(&saved.zst());
+    let registry = Registry::start();
+
+    for temperature in ["cold", "warm"] {
+        let (import, read) = run_counting_reads(
+            &mut import_command(&saved.zst(), saved.key.public_pem(), &registry),
+            Duration::from_secs(120),
+        );
+        assert!(import.success(), "{temperature} import: {}", import.stderr);
+        assert!(
+            reads_of(read, size) <= MAX_READS,
+            "a {temperature} import read {read} bytes, {:.2} times the {size}-byte bundle",
+            reads_of(read, size)
+        );
+        assert!(
+            registry.open_upload_sessions().is_empty(),
+            "{temperature}: sessions left open"
+        );
+    }
+    assert!(registry.blob_exists(SAVED_REPO, &saved.layer_digest));
+    let requests = registry.settled_requests();
+    let staging = |method: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.contains("/airlock-staging/blobs/uploads/"))
+            .count()
+    };
+    assert_eq!(
+        (staging("POST"), staging("PUT"), staging("DELETE")),
+        (2, 1, 1),
+        "sessions opened, committed and cancelled: {requests:#?}"
+    );
 }

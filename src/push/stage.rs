@@ -259,10 +259,11 @@ impl Staging {
         chunks: mpsc::Receiver<Bytes>,
         proven: Arc<OnceLock<Digest>>,
         found: Option<oneshot::Sender<bool>>,
+        hold_back: u64,
     ) {
         let probing = match blob {
             BlobLabel::Digest(digest) => self.hold_blob(digest, size, chunks, proven, found).await,
-            BlobLabel::Entry(entry) => self.hold_file(entry, size, chunks, proven).await,
+            BlobLabel::Entry(entry) => self.hold_file(entry, size, chunks, proven, hold_back).await,
         };
         if probing {
             // A prober that sent no PATCH (the blob was a document, in the
@@ -316,7 +317,7 @@ impl Staging {
                     Some(_) if self.off.load(Ordering::Acquire) => None,
                     Some(chunk) => {
                         let label = BlobLabel::Digest(digest.clone());
-                        self.send(&label, size, chunk, chunks, &proven, probing)
+                        self.send(&label, size, vec![chunk], chunks, &proven, probing)
                             .await
                             .map(|(_, held)| Staged::Held(held))
                     }
@@ -339,36 +340,72 @@ impl Staging {
     }
 
     /// A file of the bundle outside its layout (tar entry `entry`), whose
-    /// digest is known only once the index pass read it whole: no `HEAD`
-    /// before it is sent. Once sent and named, the staging repository is
-    /// asked for it; when it holds the blob already the session is cancelled.
+    /// digest is known only once the index pass read it whole. Its chunks
+    /// are held back, not sent, until the file ends or outgrows
+    /// `hold_back` bytes: a file that ends within them is sent only when the
+    /// staging repository lacks the digest it hashed to, so a warm import
+    /// of it writes nothing. A larger one is sent as it is read and, once
+    /// named, the staging repository is asked for it; when it holds the
+    /// blob already the session is cancelled.
     async fn hold_file(
         &self,
         entry: String,
         size: u64,
         mut chunks: mpsc::Receiver<Bytes>,
         proven: Arc<OnceLock<Digest>>,
+        hold_back: u64,
     ) -> bool {
-        let Some(first) = chunks.recv().await else {
-            return false;
-        };
+        let mut queued = Vec::new();
+        let mut queued_bytes = 0u64;
+        let mut ended = false;
+        while queued_bytes <= hold_back {
+            match chunks.recv().await {
+                Some(chunk) => {
+                    queued_bytes += chunk.len() as u64;
+                    queued.push(chunk);
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            // The reader let go: it proved the file (or gave it up).
+            let Some(digest) = proven.get().cloned() else {
+                return false;
+            };
+            if queued_bytes != size {
+                return false;
+            }
+            if let Ok(Some(stored)) = self.client.blob_size(&self.repository, &digest).await
+                && stored == size
+            {
+                self.record(digest, size, Staged::InRepository).await;
+                return false;
+            }
+        }
         let probing = self.claim_probe().await;
         if self.off.load(Ordering::Acquire) {
             return probing;
         }
         let label = BlobLabel::Entry(entry);
         let Some((digest, held)) = self
-            .send(&label, size, first, chunks, &proven, probing)
+            .send(&label, size, queued, chunks, &proven, probing)
             .await
         else {
             return probing;
         };
-        let staged = match self.client.blob_size(&self.repository, &digest).await {
-            Ok(Some(stored)) if stored == size => {
-                self.cancel(&digest, size, held).await;
-                Staged::InRepository
+        let staged = if ended {
+            Staged::Held(held)
+        } else {
+            match self.client.blob_size(&self.repository, &digest).await {
+                Ok(Some(stored)) if stored == size => {
+                    self.cancel(&digest, size, held).await;
+                    Staged::InRepository
+                }
+                _ => Staged::Held(held),
             }
-            _ => Staged::Held(held),
         };
         self.record(digest, size, staged).await;
         probing
@@ -394,13 +431,14 @@ impl Staging {
         }
     }
 
-    /// Sends `blob` into a session and leaves it open; its digest and the
+    /// Sends `blob` (`first`, then what comes through `chunks`) into a
+    /// session and leaves it open; its digest and the
     /// session once every byte is there and the index pass proved them.
     async fn send(
         &self,
         blob: &BlobLabel,
         size: u64,
-        first: Bytes,
+        first: Vec<Bytes>,
         chunks: mpsc::Receiver<Bytes>,
         proven: &OnceLock<Digest>,
         probing: bool,
@@ -558,6 +596,9 @@ impl RegistryStage {
             .map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let proven = Arc::new(OnceLock::new());
+        // Half the buffer budget: the rest keeps the reader going (the
+        // chunk it fills, other uploads' chunks) while a file is held back.
+        let hold_back = (self.budget.bytes() / 2) as u64;
         let digest = match &blob {
             BlobLabel::Digest(digest) => Some(digest.clone()),
             BlobLabel::Entry(_) => None,
@@ -566,7 +607,7 @@ impl RegistryStage {
             let staging = Arc::clone(&self.staging);
             let proven = Arc::clone(&proven);
             async move {
-                staging.hold(blob, size, rx, proven, found).await;
+                staging.hold(blob, size, rx, proven, found, hold_back).await;
                 drop(permit);
             }
         });

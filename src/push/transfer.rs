@@ -5,7 +5,7 @@
 //! memory stays bounded however large the bundle is and however many blobs
 //! are in flight; nothing is written to scratch disk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ const BUDGET_UNIT: usize = 64 << 10;
 #[derive(Clone)]
 pub(super) struct BufferBudget {
     units: Arc<Semaphore>,
+    /// Its size in bytes.
+    bytes: usize,
     runtime: Handle,
 }
 
@@ -43,8 +45,14 @@ impl BufferBudget {
         let units = bytes.max(floor).div_ceil(BUDGET_UNIT);
         BufferBudget {
             units: Arc::new(Semaphore::new(units)),
+            bytes: units * BUDGET_UNIT,
             runtime: Handle::current(),
         }
+    }
+
+    /// Its size in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Waits (on the reader thread) until `len` bytes fit in the budget.
@@ -132,8 +140,8 @@ impl Left {
 /// so a blob that differs from its digest is never committed.
 pub struct BlobChunks {
     rx: mpsc::Receiver<Bytes>,
-    /// A chunk taken from `rx` before this was made, handed out first.
-    first: Option<Bytes>,
+    /// Chunks taken from `rx` before this was made, handed out first.
+    first: VecDeque<Bytes>,
     /// The hash of the bytes as they pass and the digest it must give;
     /// none when the reader proves the bytes itself.
     hasher: Option<(Hasher, Digest)>,
@@ -152,7 +160,7 @@ impl BlobChunks {
     ) -> Self {
         BlobChunks {
             rx,
-            first: None,
+            first: VecDeque::new(),
             hasher: Some((Hasher::new(digest.algorithm()), digest.clone())),
             blob: BlobLabel::Digest(digest),
             size,
@@ -163,9 +171,9 @@ impl BlobChunks {
 
     /// The chunks of a blob whose bytes the reader proves itself (the index
     /// pass hashes every blob it reads): only their count is checked here.
-    /// `first` was taken from `rx` already.
+    /// `first`, in order, were taken from `rx` already.
     pub(super) fn proven_by_reader(
-        first: Bytes,
+        first: Vec<Bytes>,
         rx: mpsc::Receiver<Bytes>,
         blob: BlobLabel,
         size: u64,
@@ -173,7 +181,7 @@ impl BlobChunks {
     ) -> Self {
         BlobChunks {
             rx,
-            first: Some(first),
+            first: first.into(),
             hasher: None,
             blob,
             size,
@@ -196,7 +204,7 @@ impl BlobChunks {
     /// after it proved the blob's bytes or gave them up; `false` when more
     /// bytes than the blob's size came.
     pub async fn until_released(&mut self) -> bool {
-        let mut extra = self.first.take().is_some_and(|c| !c.is_empty());
+        let mut extra = self.first.drain(..).any(|c| !c.is_empty());
         while let Some(chunk) = self.rx.recv().await {
             extra |= !chunk.is_empty();
         }
@@ -210,7 +218,7 @@ impl BlobChunks {
 
     /// The next chunk, or `None` at the end of the blob.
     pub async fn next(&mut self) -> Option<Bytes> {
-        let chunk = match self.first.take() {
+        let chunk = match self.first.pop_front() {
             Some(chunk) => chunk,
             None => self.rx.recv().await?,
         };
