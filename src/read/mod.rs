@@ -672,9 +672,10 @@ pub trait BlobStage: Send {
     /// to a document's size once it was read whole and hashes to its digest
     /// (before `begin`: `true` leaves the blob to the index and the stage
     /// never sees it), and of every file outside the layout up to that
-    /// size once it was read whole. `kept_anyway`: the index keeps these
-    /// bytes whatever the answer (a JSON document), so leaving them costs
-    /// no memory.
+    /// size once it was read whole, unless the index keeps the file anyway
+    /// (JSON and YAML, sent from memory whatever the answer). `kept_anyway`:
+    /// the index keeps these bytes whatever the answer (a JSON document), so
+    /// leaving them costs no memory.
     fn leave_in_memory(&mut self, _bytes: &[u8], _kept_anyway: bool) -> bool {
         false
     }
@@ -936,7 +937,9 @@ fn scan(
                 )
                 .map_err(|e| e.at_item(&name))?;
                 let whole = file.whole().cloned();
-                if stage.leave_in_memory(&bytes, whole.is_some()) {
+                // What the index keeps anyway (JSON and YAML) is sent from
+                // memory whatever the stage says.
+                if whole.is_some() || stage.leave_in_memory(&bytes, false) {
                     file.kept = Some(whole.unwrap_or_else(|| Bytes::from(bytes)));
                 } else {
                     stage_whole_file(stage, &file, &bytes, path)?;
