@@ -1334,3 +1334,65 @@ fn a_docker_save_layer_larger_than_half_the_buffer_is_sent_as_it_is_read() {
         "sessions opened, committed and cancelled: {requests:#?}"
     );
 }
+
+/// A tmpfs of `size` mounted on `path`, unmounted on drop: a layout that
+/// runs out of space for real.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+const SKIP_MOUNT_TESTS: &str = "AIRLOCK_TEST_SKIP_MOUNT";
+
+#[test]
+fn a_layout_that_runs_out_of_space_while_a_file_is_set_aside_fails_naming_the_file() {
+    let saved = SavedBundle::build("saved-full", BIG_LAYER_BYTES, None);
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+    let Some(_disk) = SmallDisk::mount(&layout, "8m") else {
+        assert!(
+            std::env::var_os(SKIP_MOUNT_TESTS).is_some(),
+            "cannot mount a tmpfs (needs root and mount privileges); \
+             set {SKIP_MOUNT_TESTS}=1 to skip this test knowingly"
+        );
+        eprintln!("skipping: {SKIP_MOUNT_TESTS} is set and no tmpfs can be mounted");
+        return;
+    };
+
+    let output = oci_import_command(&saved.zst(), saved.key.public_pem(), &layout)
+        .output()
+        .expect("run airlock import");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // A failure of the target, not of the bundle: exit 4, as for a
+    // registry that cannot be written.
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("cannot set blob of tar entry 5a7ed1a7e4/layer.tar aside in the target")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    let left: Vec<String> = files_under(&layout)
+        .into_iter()
+        .filter(|f| f != "oci-layout")
+        .collect();
+    assert!(left.is_empty(), "left in the layout: {left:?}");
+}
