@@ -121,8 +121,7 @@ impl LayoutWriter {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.clone());
         Ok(BlobWrite {
-            file: partial_in(&parent)?,
-            hasher: Hasher::new(digest.algorithm()),
+            partial: Partial::new(&parent, digest.algorithm())?,
             digest: digest.clone(),
             final_path,
         })
@@ -132,10 +131,7 @@ impl LayoutWriter {
     /// was written whole, beside the place of every such blob.
     pub fn begin_unnamed_blob(&self) -> Result<UnnamedWrite> {
         let parent = self.dir.join("blobs").join(Algorithm::Sha256.as_str());
-        Ok(UnnamedWrite {
-            file: partial_in(&parent)?,
-            hasher: Hasher::new(Algorithm::Sha256),
-        })
+        Ok(UnnamedWrite(Partial::new(&parent, Algorithm::Sha256)?))
     }
 
     /// Writes a small blob (a child manifest) unless it is already there.
@@ -406,10 +402,56 @@ impl StagedBlob {
     }
 }
 
-/// A blob being written to a layout; removed on drop unless committed.
-pub struct BlobWrite {
+/// A temporary blob file, hashed as it is written; removed on drop unless
+/// persisted.
+struct Partial {
     file: tempfile::NamedTempFile,
     hasher: Hasher,
+}
+
+impl Partial {
+    /// A new one in `parent` (created if missing), hashed with `algorithm`.
+    fn new(parent: &Path, algorithm: Algorithm) -> Result<Self> {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+        let file = tempfile::Builder::new()
+            .prefix(crate::durable::TEMP_PREFIX)
+            .suffix(".partial")
+            .permissions(Permissions::from_mode(FILE_MODE))
+            .tempfile_in(parent)
+            .map_err(|e| io_error(parent, e))?;
+        Ok(Partial {
+            file,
+            hasher: Hasher::new(algorithm),
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.hasher.update(chunk);
+        let path = self.file.path().to_path_buf();
+        self.file
+            .as_file_mut()
+            .write_all(chunk)
+            .map_err(|e| io_error(&path, e))
+    }
+
+    /// Checks that what was written hashes to `expected`, and syncs it.
+    fn verified(self, expected: Digest) -> Result<tempfile::NamedTempFile> {
+        let actual = self.hasher.finish();
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
+        }
+        let path = self.file.path().to_path_buf();
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_error(&path, e))?;
+        Ok(self.file)
+    }
+}
+
+/// A blob being written to a layout; removed on drop unless committed.
+pub struct BlobWrite {
+    partial: Partial,
     digest: Digest,
     final_path: PathBuf,
 }
@@ -417,93 +459,44 @@ pub struct BlobWrite {
 impl BlobWrite {
     /// Appends a chunk.
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        self.hasher.update(chunk);
-        let path = self.file.path().to_path_buf();
-        self.file
-            .as_file_mut()
-            .write_all(chunk)
-            .map_err(|e| io_error(&path, e))
+        self.partial.write(chunk)
     }
 
     /// Checks the digest, syncs and closes the blob, leaving it beside its
     /// place to be committed later. Closed, so a bundle of many blobs does
     /// not hold a file descriptor for each.
     fn set_aside(self) -> Result<StagedBlob> {
-        let actual = self.hasher.finish();
-        if actual != self.digest {
-            return Err(Error::DigestMismatch {
-                expected: self.digest,
-                actual,
-            });
-        }
-        let temp_path = self.file.path().to_path_buf();
-        self.file
-            .as_file()
-            .sync_all()
-            .map_err(|e| io_error(&temp_path, e))?;
+        let file = self.partial.verified(self.digest)?;
         Ok(StagedBlob {
-            temp: self.file.into_temp_path(),
+            temp: file.into_temp_path(),
             final_path: self.final_path,
         })
     }
 
     /// Checks the digest, syncs and renames the blob into place.
     pub fn commit(self) -> Result<()> {
-        let actual = self.hasher.finish();
-        if actual != self.digest {
-            return Err(Error::DigestMismatch {
-                expected: self.digest,
-                actual,
-            });
-        }
-        let temp_path = self.file.path().to_path_buf();
-        self.file
-            .as_file()
-            .sync_all()
-            .map_err(|e| io_error(&temp_path, e))?;
-        self.file
-            .persist(&self.final_path)
+        let file = self.partial.verified(self.digest)?;
+        file.persist(&self.final_path)
             .map_err(|e| io_error(&self.final_path, e.error))?;
         Ok(())
     }
 }
 
-/// A new temporary blob file in `parent` (created if missing), removed on
-/// drop unless persisted.
-fn partial_in(parent: &Path) -> Result<tempfile::NamedTempFile> {
-    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-    tempfile::Builder::new()
-        .prefix(crate::durable::TEMP_PREFIX)
-        .suffix(".partial")
-        .permissions(Permissions::from_mode(FILE_MODE))
-        .tempfile_in(parent)
-        .map_err(|e| io_error(parent, e))
-}
-
 /// Content being written to a layout before its digest is known (a file
 /// of the bundle outside its layout); removed on drop unless named.
-pub struct UnnamedWrite {
-    file: tempfile::NamedTempFile,
-    hasher: Hasher,
-}
+pub struct UnnamedWrite(Partial);
 
 impl UnnamedWrite {
     /// Appends a chunk.
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        self.hasher.update(chunk);
-        let path = self.file.path().to_path_buf();
-        self.file
-            .as_file_mut()
-            .write_all(chunk)
-            .map_err(|e| io_error(&path, e))
+        self.0.write(chunk)
     }
 
     /// The content is blob `digest` of `writer`'s layout (checked when it
     /// is set aside or committed).
     fn named(self, writer: &LayoutWriter, digest: &Digest) -> BlobWrite {
         BlobWrite {
-            file: self.file,
-            hasher: self.hasher,
+            partial: self.0,
             digest: digest.clone(),
             final_path: writer.blob_path(digest),
         }
