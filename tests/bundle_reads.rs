@@ -472,25 +472,40 @@ fn files_under(dir: &Path) -> Vec<String> {
     files
 }
 
-#[test]
-fn an_import_into_an_oci_layout_reads_the_bundle_twice_cold_and_warm() {
-    let (_key, bundle) = big_bundle("layout-reads");
-    let size = size_of(bundle.zst());
-    let mirror = tempfile::tempdir().expect("tempdir");
-    let layout = mirror.path().join("mirror");
-
+/// Imports the bundle `zst` into `layout` cold, then warm; each must read
+/// the bundle at most twice.
+fn import_into_layout_cold_and_warm(zst: &Path, public_key: &Path, layout: &Path) {
+    let size = size_of(zst);
     for temperature in ["cold", "warm"] {
         let (import, read) = run_counting_reads(
-            &mut oci_import_command(bundle.zst(), bundle.public_key_pem(), &layout),
+            &mut oci_import_command(zst, public_key, layout),
             Duration::from_secs(120),
         );
         assert!(import.success(), "{temperature} import: {}", import.stderr);
         assert!(
-            read as f64 <= MAX_READS * size as f64,
+            reads_of(read, size) <= MAX_READS,
             "a {temperature} import into a layout read {read} bytes, {:.2} times the {size}-byte bundle",
-            read as f64 / size as f64
+            reads_of(read, size)
         );
     }
+}
+
+/// No temporary blob file is left anywhere in `layout`.
+fn assert_no_temporary_blobs(layout: &Path) {
+    let partial: Vec<String> = files_under(layout)
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+}
+
+#[test]
+fn an_import_into_an_oci_layout_reads_the_bundle_twice_cold_and_warm() {
+    let (_key, bundle) = big_bundle("layout-reads");
+    let mirror = tempfile::tempdir().expect("tempdir");
+    let layout = mirror.path().join("mirror");
+
+    import_into_layout_cold_and_warm(bundle.zst(), bundle.public_key_pem(), &layout);
     let image = bundle.image(APP);
     let raw = support::skopeo::inspect_oci_layout(&layout, &image.full_ref);
     assert_eq!(raw, image.manifest, "{} in the layout", image.full_ref);
@@ -502,11 +517,7 @@ fn an_import_into_an_oci_layout_reads_the_bundle_twice_cold_and_warm() {
             blob.digest
         );
     }
-    let partial: Vec<String> = files_under(&layout)
-        .into_iter()
-        .filter(|f| f.ends_with(".partial"))
-        .collect();
-    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+    assert_no_temporary_blobs(&layout);
 }
 
 #[test]
@@ -848,11 +859,7 @@ fn a_single_read_import_into_an_oci_layout_reads_the_bundle_once_cold_and_warm()
             blob.digest
         );
     }
-    let partial: Vec<String> = files_under(&layout)
-        .into_iter()
-        .filter(|f| f.ends_with(".partial"))
-        .collect();
-    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+    assert_no_temporary_blobs(&layout);
 }
 
 #[test]
@@ -1253,22 +1260,10 @@ fn a_docker_save_layer_that_does_not_match_its_diff_id_leaves_no_session_and_no_
 #[test]
 fn a_docker_save_layer_is_set_aside_in_an_oci_layout_while_it_is_hashed() {
     let saved = SavedBundle::build("saved-layout", BIG_LAYER_BYTES, None);
-    let size = size_of(&saved.zst());
     let mirror = tempfile::tempdir().expect("tempdir");
     let layout = mirror.path().join("mirror");
 
-    for temperature in ["cold", "warm"] {
-        let (import, read) = run_counting_reads(
-            &mut oci_import_command(&saved.zst(), saved.key.public_pem(), &layout),
-            Duration::from_secs(120),
-        );
-        assert!(import.success(), "{temperature} import: {}", import.stderr);
-        assert!(
-            reads_of(read, size) <= MAX_READS,
-            "a {temperature} import into a layout read {read} bytes, {:.2} times the {size}-byte bundle",
-            reads_of(read, size)
-        );
-    }
+    import_into_layout_cold_and_warm(&saved.zst(), saved.key.public_pem(), &layout);
     let hex = saved.layer_digest.trim_start_matches("sha256:");
     let stored = std::fs::read(layout.join("blobs/sha256").join(hex)).expect("the layer");
     assert_eq!(sha256_digest(&stored), saved.layer_digest);
@@ -1294,11 +1289,7 @@ fn a_docker_save_layer_is_set_aside_in_an_oci_layout_while_it_is_hashed() {
         manifest["layers"][0]["digest"].as_str(),
         Some(saved.layer_digest.as_str())
     );
-    let partial: Vec<String> = files_under(&layout)
-        .into_iter()
-        .filter(|f| f.ends_with(".partial"))
-        .collect();
-    assert!(partial.is_empty(), "temporary blobs left: {partial:?}");
+    assert_no_temporary_blobs(&layout);
 }
 
 #[test]
