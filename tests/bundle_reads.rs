@@ -1111,17 +1111,7 @@ impl SavedBundle {
             (layer_file, layer),
         ];
         let tar_path = dir.path().join(format!("{name}.tar"));
-        let mut tar = tar::Builder::new(std::fs::File::create(&tar_path).expect("create the tar"));
-        for (path, bytes) in &files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, path, &bytes[..])
-                .expect("append");
-        }
-        tar.finish().expect("finish the tar");
-        drop(tar);
+        support::bundle::write_plain_tar(&tar_path, &files);
         let saved = SavedBundle {
             dir,
             key,

@@ -360,16 +360,7 @@ impl LegacySave {
     }
 
     fn write_tar(&self, out: &Path) {
-        let mut tar = tar::Builder::new(fs::File::create(out).expect("create the tar"));
-        for (path, bytes) in &self.files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, path, &bytes[..])
-                .expect("append");
-        }
-        tar.finish().expect("finish the tar");
+        support::bundle::write_plain_tar(out, &self.files);
     }
 }
 

@@ -1767,6 +1767,25 @@ impl<R: Read> Read for FlipAt<R> {
     }
 }
 
+/// Writes `files` (path, content), in order, as regular files of a plain
+/// tar at `out`: the archives other tools write (`docker save`, hand-made
+/// producers), not a bundle this builder lays out.
+pub fn write_plain_tar<P: AsRef<str>>(out: &Path, files: &[(P, Vec<u8>)]) {
+    let file =
+        std::fs::File::create(out).unwrap_or_else(|err| panic!("create {}: {err}", out.display()));
+    let mut builder = tar::Builder::new(file);
+    for (path, bytes) in files {
+        let path = path.as_ref();
+        let mut header = tar_header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        builder
+            .append_data(&mut header, path, bytes.as_slice())
+            .unwrap_or_else(|err| panic!("write the tar entry {path}: {err}"));
+    }
+    builder
+        .finish()
+        .unwrap_or_else(|err| panic!("finish {}: {err}", out.display()));
+}
+
 fn write_tar<W: Write>(out: W, entries: &[Entry], store: &BlobStore) -> W {
     let mut builder = tar::Builder::new(out);
     for entry in entries {
