@@ -228,6 +228,9 @@ impl Staging {
 
     /// Waits while another blob's first `PATCH` is finding out whether the
     /// registry takes chunked uploads; `true` when this blob is to find out.
+    /// Called only by a task that holds its blob's first chunk, so a prober
+    /// never waits on the reader: tasks waiting here hold chunks of the
+    /// buffer budget, and the reader may be waiting for them.
     async fn claim_probe(&self) -> bool {
         let mut probe = self.probe.subscribe();
         loop {
@@ -308,18 +311,24 @@ impl Staging {
         let staged = match asked {
             Ok(Some(_)) if holds => Some(Staged::InRepository),
             Ok(_) => {
-                probing = self.claim_probe().await;
+                // The first chunk before the probe: a prober must never wait
+                // on the reader, which may itself be waiting for buffer that
+                // uploads queued behind the probe hold.
                 let first = match first {
                     Some(chunk) => Some(chunk),
                     None => chunks.recv().await,
                 };
                 match first {
-                    Some(_) if self.off.load(Ordering::Acquire) => None,
                     Some(chunk) => {
-                        let label = BlobLabel::Digest(digest.clone());
-                        self.send(&label, size, vec![chunk], chunks, &proven, probing)
-                            .await
-                            .map(|(_, held)| Staged::Held(held))
+                        probing = self.claim_probe().await;
+                        if self.off.load(Ordering::Acquire) {
+                            None
+                        } else {
+                            let label = BlobLabel::Digest(digest.clone());
+                            self.send(&label, size, vec![chunk], chunks, &proven, probing)
+                                .await
+                                .map(|(_, held)| Staged::Held(held))
+                        }
                     }
                     None => None,
                 }
@@ -378,11 +387,16 @@ impl Staging {
             if queued_bytes != size {
                 return false;
             }
-            if let Ok(Some(stored)) = self.client.blob_size(&self.repository, &digest).await
-                && stored == size
-            {
-                self.record(digest, size, Staged::InRepository).await;
-                return false;
+            match self.client.blob_size(&self.repository, &digest).await {
+                Ok(Some(stored)) if stored == size => {
+                    self.record(digest, size, Staged::InRepository).await;
+                    return false;
+                }
+                Err(error @ (Error::Status { .. } | Error::Unauthorized { .. })) => {
+                    self.turn_off(&error.to_string());
+                    return false;
+                }
+                _ => {}
             }
         }
         let probing = self.claim_probe().await;
