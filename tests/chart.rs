@@ -111,6 +111,17 @@ const MATRIX: &[Case] = &[
             "kube.enabled=false",
         ],
     },
+    Case {
+        name: "keyless signers only",
+        set: &[
+            "trust.existingSecret=",
+            "trust.keyless.trustedRoot.existingConfigMap=sigstore-root",
+            "trust.keyless.signers[0].identity=release@example.com",
+            "trust.keyless.signers[0].issuer=https://accounts.example.com",
+            "trust.keyless.signers[1].identity=https://ci.example.com/release.yml",
+            "trust.keyless.signers[1].issuer=https://ci.example.com",
+        ],
+    },
 ];
 
 fn chart_dir() -> PathBuf {
@@ -323,6 +334,20 @@ fn schema_and_chart_refuse_wrong_values_with_a_clear_message() {
         ),
         (&["drop.nfs.server=nfs.local"], "drop.nfs needs both"),
         (&["kube.leaseDuration=soon"], "leaseDuration"),
+        (
+            &[
+                "trust.keyless.signers[0].identity=release@example.com",
+                "trust.keyless.signers[0].issuer=https://accounts.example.com",
+            ],
+            "trust.keyless.signers needs trust.keyless.trustedRoot.existingConfigMap",
+        ),
+        (
+            &[
+                "trust.keyless.trustedRoot.existingConfigMap=sigstore-root",
+                "trust.keyless.signers[0].identity=release@example.com",
+            ],
+            "issuer",
+        ),
     ];
     for (set, message) in refused {
         let output = helm(&["template", "airlock"], set);
@@ -672,6 +697,88 @@ fn secrets_are_mounted_where_the_config_points() {
     assert!(
         config["registry"].get("client_cert").is_none(),
         "{config:?}"
+    );
+}
+
+#[test]
+fn keyless_signers_point_at_the_mounted_trusted_root() {
+    let case = MATRIX
+        .iter()
+        .find(|c| c.name == "keyless signers only")
+        .expect("the keyless case");
+    let objects = documents(&render(case));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&objects)).expect("YAML");
+    let trust = &config["trust"];
+    assert_eq!(
+        trust["public_keys"].as_sequence().map(Vec::len),
+        Some(0),
+        "{trust:?}"
+    );
+    let root = "/etc/airlock/trusted-root/trusted_root.json";
+    let entries = trust["keyless"].as_sequence().expect("trust.keyless");
+    let signers: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["trusted_root"].as_str().unwrap_or_default(),
+                e["identity"].as_str().unwrap_or_default(),
+                e["issuer"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        signers,
+        [
+            (root, "release@example.com", "https://accounts.example.com"),
+            (
+                root,
+                "https://ci.example.com/release.yml",
+                "https://ci.example.com"
+            ),
+        ]
+    );
+    let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/etc/airlock/trusted-root"))
+        .expect("the trusted root is mounted");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
+    let volumes = pod["volumes"].as_sequence().expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    assert_eq!(volume["configMap"]["name"].as_str(), Some("sigstore-root"));
+    assert_eq!(
+        volume["configMap"]["items"][0]["path"].as_str(),
+        Some("trusted_root.json"),
+        "{volume:?}"
+    );
+    // No public keys were given: no keys volume to mount.
+    assert!(!volumes.iter().any(|v| v["name"] == "keys"), "{volumes:?}");
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some("/etc/airlock/keys")),
+        "{mounts:?}"
+    );
+
+    // Beside public keys, both are configured.
+    let both = documents(&render(&Case {
+        name: "keys and keyless signers",
+        set: &case.set[1..],
+    }));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&both)).expect("YAML");
+    assert_eq!(
+        config["trust"]["public_keys"][0].as_str(),
+        Some("/etc/airlock/keys")
+    );
+    assert_eq!(
+        config["trust"]["keyless"].as_sequence().map(Vec::len),
+        Some(2)
     );
 }
 

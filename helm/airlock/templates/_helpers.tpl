@@ -65,6 +65,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "airlock.consoleAuthDir" -}}/run/secrets/airlock/console{{- end }}
 {{- define "airlock.clientCertDir" -}}/run/secrets/airlock/client-cert{{- end }}
 {{- define "airlock.attestationDir" -}}/run/secrets/airlock/attestation{{- end }}
+{{- define "airlock.trustedRootDir" -}}/etc/airlock/trusted-root{{- end }}
+
+{{/* "true" when a public-key value is set (the keys volume is mounted). */}}
+{{- define "airlock.hasKeys" -}}
+{{- if or .Values.trust.existingSecret .Values.trust.existingConfigMap .Values.trust.publicKeys }}true{{ end }}
+{{- end }}
 
 {{/* The kind of drop volume: claim (existing or created), hostPath or nfs. */}}
 {{- define "airlock.dropKind" -}}
@@ -145,7 +151,7 @@ merged over it.
 {{- end }}
 {{- $config := dict
   "drop" $drop
-  "trust" (dict "public_keys" (list (include "airlock.keysDir" .)))
+  "trust" (include "airlock.trustConfig" . | fromYaml)
   "registry" $registry
   "state_dir" (include "airlock.stateDir" .)
   "http" (include "airlock.httpConfig" . | fromYaml)
@@ -160,6 +166,27 @@ merged over it.
 {{- end }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.config)) }}
+{{- end }}
+
+{{/* The trust section of airlock.yaml: the mounted public keys, and a
+keyless entry per signer against the mounted trusted root. */}}
+{{- define "airlock.trustConfig" -}}
+{{- $keys := list }}
+{{- if include "airlock.hasKeys" . }}
+{{- $keys = list (include "airlock.keysDir" .) }}
+{{- end }}
+{{- $trust := dict "public_keys" $keys }}
+{{- with .Values.trust.keyless }}
+{{- if .signers }}
+{{- $root := printf "%s/%s" (include "airlock.trustedRootDir" $) .trustedRoot.key }}
+{{- $entries := list }}
+{{- range .signers }}
+{{- $entries = append $entries (dict "trusted_root" $root "identity" .identity "issuer" .issuer) }}
+{{- end }}
+{{- $_ := set $trust "keyless" $entries }}
+{{- end }}
+{{- end }}
+{{- toYaml $trust }}
 {{- end }}
 
 {{/* The http section of airlock.yaml: the listener and, with
@@ -184,8 +211,17 @@ console.auth.existingSecret, basic auth from the mounted htpasswd file. */}}
 {{- if .Values.trust.existingSecret }}{{ $trust = add1 $trust }}{{ end }}
 {{- if .Values.trust.existingConfigMap }}{{ $trust = add1 $trust }}{{ end }}
 {{- if .Values.trust.publicKeys }}{{ $trust = add1 $trust }}{{ end }}
-{{- if ne (int $trust) 1 }}
-{{- fail "trust: set exactly one of trust.existingSecret, trust.existingConfigMap and trust.publicKeys (the public keys bundles must be signed with)" }}
+{{- $signers := .Values.trust.keyless.signers }}
+{{- if or (gt (int $trust) 1) (and (eq (int $trust) 0) (not $signers)) }}
+{{- fail "trust: set exactly one of trust.existingSecret, trust.existingConfigMap and trust.publicKeys (the public keys bundles must be signed with), or trust.keyless.signers, or both" }}
+{{- end }}
+{{- if and $signers (not .Values.trust.keyless.trustedRoot.existingConfigMap) }}
+{{- fail "trust.keyless.signers needs trust.keyless.trustedRoot.existingConfigMap: the ConfigMap holding the Sigstore trusted_root.json their certificates chain to" }}
+{{- end }}
+{{- range $i, $signer := $signers }}
+{{- if not (and $signer.identity $signer.issuer) }}
+{{- fail (printf "trust.keyless.signers[%d] needs both identity and issuer (the certificate's SAN and OIDC issuer, matched exactly)" $i) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.host is required with ingress.enabled: the host name the console answers on" }}
