@@ -122,6 +122,16 @@ const MATRIX: &[Case] = &[
             "trust.keyless.signers[1].issuer=https://ci.example.com",
         ],
     },
+    Case {
+        name: "image signature rules",
+        set: &[
+            "trust.imageSignatures.rules[0].images[0]=quay.io/acme/*",
+            "trust.imageSignatures.rules[0].policy=require",
+            "trust.imageSignatures.rules[0].keysConfigMap=acme-image-keys",
+            "trust.imageSignatures.rules[1].images[0]=*",
+            "trust.imageSignatures.rules[1].policy=ignore",
+        ],
+    },
 ];
 
 fn chart_dir() -> PathBuf {
@@ -244,10 +254,22 @@ fn every_rendered_builtin_object_passes_kubernetes_validate_strict() {
 #[test]
 fn every_rendered_config_passes_airlock_config_check() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // `config check` reads image-signature keys (not the other mounted
+    // files): the pod's key mounts are stood in for by directories holding
+    // a real public key, and the rendered paths pointed at them.
+    let image_keys = dir.path().join("image-keys");
+    let key = TestKey::generate(KeyKind::EcP256);
+    for rule in 0..4 {
+        let mounted = image_keys.join(rule.to_string());
+        std::fs::create_dir_all(&mounted).expect("the stand-in mount");
+        std::fs::copy(key.public_pem(), mounted.join("key.pem")).expect("a key in it");
+    }
     for (n, case) in MATRIX.iter().enumerate() {
         let objects = documents(&render(case));
         let path = dir.path().join(format!("{n}.yaml"));
-        std::fs::write(&path, rendered_config(&objects)).expect("write the config");
+        let config = rendered_config(&objects)
+            .replace("/etc/airlock/image-keys", &image_keys.display().to_string());
+        std::fs::write(&path, config).expect("write the config");
         let output = config_check(&path);
         assert!(
             output.status.success(),
@@ -347,6 +369,20 @@ fn schema_and_chart_refuse_wrong_values_with_a_clear_message() {
                 "trust.keyless.signers[0].identity=release@example.com",
             ],
             "issuer",
+        ),
+        (
+            &[
+                "trust.imageSignatures.rules[0].images[0]=quay.io/acme/*",
+                "trust.imageSignatures.rules[0].policy=require",
+            ],
+            "trust.imageSignatures.rules[0] (policy require) needs keysConfigMap",
+        ),
+        (
+            &[
+                "trust.imageSignatures.rules[0].images[0]=quay.io/acme/*",
+                "trust.imageSignatures.rules[0].policy=always",
+            ],
+            "policy",
         ),
     ];
     for (set, message) in refused {
@@ -779,6 +815,48 @@ fn keyless_signers_point_at_the_mounted_trusted_root() {
     assert_eq!(
         config["trust"]["keyless"].as_sequence().map(Vec::len),
         Some(2)
+    );
+}
+
+#[test]
+fn image_signature_rules_list_the_mounted_keys_of_each_rule() {
+    let case = MATRIX
+        .iter()
+        .find(|c| c.name == "image signature rules")
+        .expect("the image signature case");
+    let objects = documents(&render(case));
+    let config: Value = serde_yaml_ng::from_str(&rendered_config(&objects)).expect("YAML");
+    let rules = config["trust"]["image_signatures"]
+        .as_sequence()
+        .expect("trust.image_signatures");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[0]["images"][0].as_str(), Some("quay.io/acme/*"));
+    assert_eq!(rules[0]["policy"].as_str(), Some("require"));
+    assert_eq!(
+        rules[0]["keys"][0].as_str(),
+        Some("/etc/airlock/image-keys/0"),
+        "{rules:?}"
+    );
+    assert_eq!(rules[1]["policy"].as_str(), Some("ignore"));
+    assert!(rules[1].get("keys").is_none(), "{rules:?}");
+    let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/etc/airlock/image-keys/0"))
+        .expect("the rule's keys are mounted");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    assert_eq!(
+        volume["configMap"]["name"].as_str(),
+        Some("acme-image-keys"),
+        "{volume:?}"
     );
 }
 

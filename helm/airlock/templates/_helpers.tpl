@@ -66,6 +66,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "airlock.clientCertDir" -}}/run/secrets/airlock/client-cert{{- end }}
 {{- define "airlock.attestationDir" -}}/run/secrets/airlock/attestation{{- end }}
 {{- define "airlock.trustedRootDir" -}}/etc/airlock/trusted-root{{- end }}
+{{- define "airlock.imageKeysDir" -}}/etc/airlock/image-keys{{- end }}
 
 {{/* "true" when a public-key value is set (the keys volume is mounted). */}}
 {{- define "airlock.hasKeys" -}}
@@ -186,6 +187,17 @@ keyless entry per signer against the mounted trusted root. */}}
 {{- $_ := set $trust "keyless" $entries }}
 {{- end }}
 {{- end }}
+{{- with .Values.trust.imageSignatures.rules }}
+{{- $rules := list }}
+{{- range $i, $rule := . }}
+{{- $entry := dict "images" $rule.images "policy" $rule.policy }}
+{{- if $rule.keysConfigMap }}
+{{- $_ := set $entry "keys" (list (printf "%s/%d" (include "airlock.imageKeysDir" $) $i)) }}
+{{- end }}
+{{- $rules = append $rules $entry }}
+{{- end }}
+{{- $_ := set $trust "image_signatures" $rules }}
+{{- end }}
 {{- toYaml $trust }}
 {{- end }}
 
@@ -217,6 +229,11 @@ console.auth.existingSecret, basic auth from the mounted htpasswd file. */}}
 {{- end }}
 {{- if and $signers (not .Values.trust.keyless.trustedRoot.existingConfigMap) }}
 {{- fail "trust.keyless.signers needs trust.keyless.trustedRoot.existingConfigMap: the ConfigMap holding the Sigstore trusted_root.json their certificates chain to" }}
+{{- end }}
+{{- range $i, $rule := .Values.trust.imageSignatures.rules }}
+{{- if and (ne $rule.policy "ignore") (not $rule.keysConfigMap) }}
+{{- fail (printf "trust.imageSignatures.rules[%d] (policy %s) needs keysConfigMap: a ConfigMap of the PEM public keys its images must be signed with" $i $rule.policy) }}
+{{- end }}
 {{- end }}
 {{- range $i, $signer := $signers }}
 {{- if not (and $signer.identity $signer.issuer) }}
