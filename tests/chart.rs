@@ -186,6 +186,24 @@ fn rendered_config(objects: &[Value]) -> String {
         .to_owned()
 }
 
+/// The read-only mount at `dir` in `pod`'s container and the volume behind
+/// it; panics naming `dir` when nothing is mounted there.
+fn read_only_mount<'a>(pod: &'a Value, dir: &str) -> &'a Value {
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(dir))
+        .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
+    pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume for the mount at {dir}"))
+}
+
 #[test]
 fn chart_lints_strictly_for_every_case_of_the_matrix() {
     for case in MATRIX {
@@ -703,19 +721,7 @@ fn secrets_are_mounted_where_the_config_points() {
     ] {
         let file = file.as_str().unwrap_or_else(|| panic!("{config:?}"));
         let (dir, name) = file.rsplit_once('/').expect("an absolute path");
-        let mount = pod["containers"][0]["volumeMounts"]
-            .as_sequence()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["mountPath"].as_str() == Some(dir))
-            .unwrap_or_else(|| panic!("nothing mounted at {dir} for {file}"));
-        assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
-        let volume = pod["volumes"]
-            .as_sequence()
-            .expect("volumes")
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .expect("the mount's volume");
+        let volume = read_only_mount(pod, dir);
         assert_eq!(
             volume["secret"]["secretName"].as_str(),
             Some(secret),
@@ -774,19 +780,7 @@ fn keyless_signers_point_at_the_mounted_trusted_root() {
         ]
     );
     let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
-    let mounts = pod["containers"][0]["volumeMounts"]
-        .as_sequence()
-        .expect("mounts");
-    let mount = mounts
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some("/etc/airlock/trusted-root"))
-        .expect("the trusted root is mounted");
-    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
-    let volumes = pod["volumes"].as_sequence().expect("volumes");
-    let volume = volumes
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mount's volume");
+    let volume = read_only_mount(pod, "/etc/airlock/trusted-root");
     assert_eq!(volume["configMap"]["name"].as_str(), Some("sigstore-root"));
     assert_eq!(
         volume["configMap"]["items"][0]["path"].as_str(),
@@ -794,7 +788,11 @@ fn keyless_signers_point_at_the_mounted_trusted_root() {
         "{volume:?}"
     );
     // No public keys were given: no keys volume to mount.
+    let volumes = pod["volumes"].as_sequence().expect("volumes");
     assert!(!volumes.iter().any(|v| v["name"] == "keys"), "{volumes:?}");
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts");
     assert!(
         !mounts
             .iter()
@@ -840,19 +838,7 @@ fn image_signature_rules_list_the_mounted_keys_of_each_rule() {
     assert_eq!(rules[1]["policy"].as_str(), Some("ignore"));
     assert!(rules[1].get("keys").is_none(), "{rules:?}");
     let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
-    let mount = pod["containers"][0]["volumeMounts"]
-        .as_sequence()
-        .expect("mounts")
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some("/etc/airlock/image-keys/0"))
-        .expect("the rule's keys are mounted");
-    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{mount:?}");
-    let volume = pod["volumes"]
-        .as_sequence()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mount's volume");
+    let volume = read_only_mount(pod, "/etc/airlock/image-keys/0");
     assert_eq!(
         volume["configMap"]["name"].as_str(),
         Some("acme-image-keys"),
